@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random BERTs and a deterministic torch set-up; nothing here touches the network."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from xtc.models import random_model, tiny_bert_config  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def tiny_config():
+    return tiny_bert_config()
+
+
+@pytest.fixture
+def tiny_bert(tiny_config):
+    """A 4-layer random BERT classifier in eval mode (dropout off, so outputs are deterministic)."""
+    return random_model(tiny_config, seed=0).eval()
+
+
+@pytest.fixture
+def tiny_batch(tiny_config):
+    """Input ids with padding in the second row, so masks are exercised."""
+    g = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(5, tiny_config.vocab_size, (3, 12), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 8:] = 0
+    input_ids[1, 8:] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}

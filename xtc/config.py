@@ -1,0 +1,377 @@
+"""Frozen, validated settings for every part of the XTC recipe.
+
+Every dataclass validates itself on creation and raises ``ValueError`` naming the bad value, the accepted
+values and a fix. ``Recipe`` bundles the parts; ``Recipe.from_dict`` rejects unknown keys and
+``apply_overrides`` implements the CLI's ``--set section.key=value`` on top of a recipe.
+Threads, devices and paths are deliberately *not* config: they come from Snakemake and the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+CONFIG_VERSION = 1
+
+WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
+ACT_BITS = (4, 5, 6, 7, 8)
+# The XTC module groups (reference section 2), by the role of the module in a BERT layer.
+MODULE_GROUPS = ("qkv", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
+KD_VARIANTS = ("none", "logits", "logits_hidden", "one_stage", "two_stage")
+GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+
+ActRange = Literal["dynamic", "static"]
+KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
+AttentionTarget = Literal["scores", "probs"]
+LayerStrategy = Literal["xtc", "even"]
+
+
+def suggest(value: object, choices: typing.Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_choice(name: str, value: object, choices: typing.Iterable[object], fix: str = "") -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        hint = suggest(value, choices) or (f"; {fix}" if fix else "")
+        raise ValueError(f"{name}={value!r} is not supported: expected one of {list(choices)}{hint}")
+
+
+def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} must be a number")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+# ---------------------------------------------------------------------------------------------- granularity
+@dataclass(frozen=True)
+class PerTensor:
+    """One scale for the whole tensor (the paper's FP32 setting for encoder linears)."""
+
+    def __str__(self) -> str:
+        return "tensor"
+
+
+@dataclass(frozen=True)
+class PerRow:
+    """One scale per row of the ``[out, in]`` weight (per token for an embedding table)."""
+
+    def __str__(self) -> str:
+        return "row"
+
+
+@dataclass(frozen=True)
+class PerToken:
+    """One scale per token: per row of the last dimension of an activation (XTC's dynamic A8)."""
+
+    def __str__(self) -> str:
+        return "token"
+
+
+@dataclass(frozen=True)
+class PerGroup:
+    """One scale per ``size`` contiguous elements of the flattened tensor."""
+
+    size: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise ValueError(f"group size {self.size!r} must be a positive integer, e.g. 'group:128'")
+
+    def __str__(self) -> str:
+        return f"group:{self.size}"
+
+
+@dataclass(frozen=True)
+class NumGroups:
+    """``count`` equal contiguous groups of the flattened tensor (DeepSpeed's ``num_groups``; 64 in its FP16 run)."""
+
+    count: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
+            raise ValueError(f"group count {self.count!r} must be a positive integer, e.g. 'groups:64'")
+
+    def __str__(self) -> str:
+        return f"groups:{self.count}"
+
+
+Granularity = PerTensor | PerRow | PerToken | PerGroup | NumGroups
+GRANULARITY_SYNTAX = "'tensor', 'row', 'token', 'group:N' (N contiguous elements) or 'groups:N' (N equal groups)"
+
+
+def parse_granularity(spec: str | Granularity) -> Granularity:
+    """Parse ``'tensor' | 'row' | 'token' | 'group:N' | 'groups:N'`` (the config's spelling)."""
+    if isinstance(spec, (PerTensor, PerRow, PerToken, PerGroup, NumGroups)):
+        return spec
+    simple = {"tensor": PerTensor(), "row": PerRow(), "token": PerToken()}
+    if isinstance(spec, str):
+        if spec in simple:
+            return simple[spec]
+        kind, _, number = spec.partition(":")
+        if kind in ("group", "groups") and number.isdigit():
+            return PerGroup(int(number)) if kind == "group" else NumGroups(int(number))
+    raise ValueError(f"granularity {spec!r} is not understood: use {GRANULARITY_SYNTAX}")
+
+
+# ---------------------------------------------------------------------------------------------- recipe parts
+@dataclass(frozen=True)
+class QuantConfig:
+    """Which modules are quantized and how (reference section 2).
+
+    ``weight_bits`` applies to every module group unless a per-group ``*_bits`` field overrides it; the
+    reference's mixed setting is ``weight_bits=1, attn_out_bits=2, ffn_out_bits=2``. ``act_bits=None``
+    disables activation quantization. ``weight_bits=None`` means no quantization at all (an FP student).
+    """
+
+    weight_bits: int | None = 1
+    qkv_bits: int | None = None
+    attn_out_bits: int | None = None
+    ffn_in_bits: int | None = None
+    ffn_out_bits: int | None = None
+    word_embeddings_bits: int | None = None
+    groups: tuple[str, ...] = MODULE_GROUPS
+    weight_granularity: str = "tensor"
+    embedding_granularity: str = "row"
+    act_bits: int | None = 8
+    act_range: ActRange = "dynamic"
+    act_granularity: str = "token"
+    act_momentum: float = 0.95
+    weight_symmetric: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weight_bits is not None:
+            _check_choice("quant.weight_bits", self.weight_bits, WEIGHT_BITS, "use 1 (binary), 2 (ternary) or 3..8")
+        for group in MODULE_GROUPS:
+            bits = getattr(self, f"{group}_bits")
+            if bits is not None:
+                _check_choice(f"quant.{group}_bits", bits, WEIGHT_BITS, "use 1 (binary), 2 (ternary) or 3..8")
+        object.__setattr__(self, "groups", tuple(self.groups))
+        for group in self.groups:
+            _check_choice("quant.groups entry", group, MODULE_GROUPS)
+        if self.act_bits is not None:
+            _check_choice("quant.act_bits", self.act_bits, ACT_BITS, "use 8 (XTC), 4..7, or null for none")
+        _check_choice("quant.act_range", self.act_range, get_args(ActRange))
+        for name in ("weight_granularity", "embedding_granularity", "act_granularity"):
+            parse_granularity(getattr(self, name))
+        if isinstance(parse_granularity(self.weight_granularity), PerToken):
+            raise ValueError("quant.weight_granularity='token' is for activations; use 'row' for weights")
+        if self.act_range == "static" and str(parse_granularity(self.act_granularity)) != "tensor":
+            raise ValueError(
+                f"quant.act_range='static' keeps one EMA range per tensor, but act_granularity="
+                f"{self.act_granularity!r}; set quant.act_granularity=tensor"
+            )
+        if not 0.0 <= self.act_momentum < 1.0:
+            raise ValueError(f"quant.act_momentum={self.act_momentum!r} must be in [0, 1); XTC uses 0.95")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight_bits is not None
+
+    def bits_for(self, group: str) -> int | None:
+        """Weight bits of a module group, or None when that group stays in full precision."""
+        _check_choice("module group", group, MODULE_GROUPS)
+        if not self.enabled or group not in self.groups:
+            return None
+        override = getattr(self, f"{group}_bits")
+        return override if override is not None else self.weight_bits
+
+
+@dataclass(frozen=True)
+class ReduceConfig:
+    """Layer reduction (reference section 3): ``layers=None`` keeps the teacher's depth.
+
+    ``teacher_layer`` (0-based indices) wins over ``strategy`` when given.
+    """
+
+    layers: int | None = None
+    teacher_layer: tuple[int, ...] | None = None
+    strategy: LayerStrategy = "xtc"
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            _check_positive("reduce.layers", self.layers)
+        if self.teacher_layer is not None:
+            object.__setattr__(self, "teacher_layer", tuple(int(i) for i in self.teacher_layer))
+            if self.layers is not None and len(self.teacher_layer) != self.layers:
+                raise ValueError(
+                    f"reduce.teacher_layer={list(self.teacher_layer)} has {len(self.teacher_layer)} entries but "
+                    f"reduce.layers={self.layers}; give one teacher index per student layer"
+                )
+        _check_choice("reduce.strategy", self.strategy, get_args(LayerStrategy))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation (reference section 4). Loss weights multiply each term.
+
+    ``two_stage``: stage I trains the intermediate losses (attention + hidden) for ``stage1_epochs`` at
+    ``lr * stage1_lr_scale``; stage II trains the prediction loss for the remaining epochs.
+    """
+
+    kd: KDVariant = "one_stage"
+    temperature: float = 1.0
+    attention_target: AttentionTarget = "scores"
+    pred_weight: float = 1.0
+    att_weight: float = 1.0
+    rep_weight: float = 1.0
+    stage1_epochs: float | None = None
+    stage1_lr_scale: float = 2.5
+
+    def __post_init__(self) -> None:
+        _check_choice("distill.kd", self.kd, KD_VARIANTS)
+        _check_choice("distill.attention_target", self.attention_target, get_args(AttentionTarget))
+        _check_positive("distill.temperature", self.temperature)
+        for name in ("pred_weight", "att_weight", "rep_weight"):
+            _check_positive(f"distill.{name}", getattr(self, name), allow_zero=True)
+        _check_positive("distill.stage1_lr_scale", self.stage1_lr_scale)
+        if self.stage1_epochs is not None:
+            _check_positive("distill.stage1_epochs", self.stage1_epochs)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where GLUE comes from. ``data_dir=None`` reads the hub; otherwise a local ``glue_data/`` folder."""
+
+    task: str = "rte"
+    data_dir: str | None = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    max_seq_length: int = 128
+    subsample_seed: int = 0
+    train_file: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("data.task", self.task, GLUE_TASK_NAMES)
+        _check_positive("data.max_seq_length", self.max_seq_length)
+        for name in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, name) is not None:
+                _check_positive(f"data.{name}", getattr(self, name))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (reference section 5). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set."""
+
+    lr: float = 5e-5
+    epochs: float = 3.0
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    warmup_ratio: float | None = None
+    grad_clip: float = 1.0
+    seed: int = 42
+    eval_every_steps: int = 1000
+    bf16: bool = False
+    tf32: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "epochs", "batch_size", "eval_every_steps"):
+            _check_positive(f"train.{name}", getattr(self, name))
+        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+            _check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ValueError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The resolved recipe of one run; saved as ``config.json`` and inside packed checkpoints."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    quant: QuantConfig = field(default_factory=lambda: QuantConfig(weight_bits=None))
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"recipe version {self.version!r} is not supported by this xtc (expects {CONFIG_VERSION})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Recipe:
+        """Build a recipe from nested dicts, rejecting unknown sections and keys."""
+        return _build(cls, raw, "")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{prefix or 'recipe'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ValueError(f"unknown config key {prefix + key!r}{suggest(key, known)}; known keys: {sorted(known)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a parsed value to the annotated type: tuples from lists, floats from ints, and back.
+
+    Range and choice checks stay in each dataclass's ``__post_init__``.
+    """
+    args = typing.get_args(hint) or (hint,)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{name} may not be null")
+    if any(typing.get_origin(a) is tuple or a is tuple for a in (hint, *args)):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{name}={value!r} must be a list, e.g. [1, 3, 5]")
+        return tuple(value)
+    if bool in args and not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} must be true or false")
+    if float in args and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if int in args and float not in args and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value``: JSON (numbers, null, true, lists) or a bare string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if text in ("None", "none"):
+            return None
+        return text
+
+
+def apply_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> Recipe:
+    """Apply ``section.key=value`` strings; unknown keys and bad values raise before anything runs."""
+    raw = recipe.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.lr=5e-5")
+        section, _, name = key.strip().partition(".")
+        if section not in raw or not isinstance(raw[section], dict):
+            sections = [k for k, v in raw.items() if isinstance(v, dict)]
+            raise ValueError(f"unknown config section {section!r} in {item!r}{suggest(section, sections)}; sections: {sections}")
+        if name not in raw[section]:
+            raise ValueError(
+                f"unknown config key {key!r}{suggest(name, raw[section])}; keys of {section!r}: {sorted(raw[section])}"
+            )
+        raw[section][name] = parse_value(text.strip())
+    return Recipe.from_dict(raw)

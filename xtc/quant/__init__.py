@@ -1,0 +1,11 @@
+"""XTC quantization in three layers: ``primitives`` (pure tensor functions) -> ``modules`` (``QuantLinear``,
+``QuantEmbedding``) -> ``apply`` (``quantize_(model, cfg)``, by module name). ``ste`` holds the
+straight-through estimators."""
+
+from xtc.quant.apply import dequantize_, module_group, quantize_, quantized_modules
+from xtc.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
+
+__all__ = [
+    "ActQuantizer", "QuantEmbedding", "QuantLinear", "WeightQuantizer",
+    "dequantize_", "module_group", "quantize_", "quantized_modules",
+]

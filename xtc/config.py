@@ -28,6 +28,7 @@ ActRange = Literal["dynamic", "static"]
 KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
 AttentionTarget = Literal["scores", "probs"]
 LayerStrategy = Literal["xtc", "even"]
+RepFirst = Literal["input", "deepspeed"]
 
 
 def suggest(value: object, choices: typing.Iterable[object]) -> str:
@@ -214,6 +215,10 @@ class DistillConfig:
 
     ``two_stage``: stage I trains the intermediate losses (attention + hidden) for ``stage1_epochs`` at
     ``lr * stage1_lr_scale``; stage II trains the prediction loss for the remaining epochs.
+    ``rep_first`` picks the teacher hidden state that the student's embedding output is matched to (an open point
+    of the reference, see ``xtc.distill.layer_maps``): ``input`` = the state entering the first kept teacher
+    layer, ``hidden_states[t_0]`` (the reference's wording); ``deepspeed`` = DeepSpeedExamples' literal index
+    ``hidden_states[t_0 - 1]`` (the reference's formula).
     """
 
     kd: KDVariant = "one_stage"
@@ -224,9 +229,11 @@ class DistillConfig:
     rep_weight: float = 1.0
     stage1_epochs: float | None = None
     stage1_lr_scale: float = 2.5
+    rep_first: RepFirst = "input"
 
     def __post_init__(self) -> None:
         _check_choice("distill.kd", self.kd, KD_VARIANTS)
+        _check_choice("distill.rep_first", self.rep_first, get_args(RepFirst))
         _check_choice("distill.attention_target", self.attention_target, get_args(AttentionTarget))
         _check_positive("distill.temperature", self.temperature)
         for name in ("pred_weight", "att_weight", "rep_weight"):

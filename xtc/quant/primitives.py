@@ -78,6 +78,12 @@ def quantize_ternary(x: torch.Tensor, granularity: Granularity | str = "tensor")
     return (pos - neg).reshape(x.shape), alpha
 
 
+def max_abs_per_row(flat: torch.Tensor) -> torch.Tensor:
+    """``max |x|`` of each row as ``max(max x, -min x)``: the same values as ``amax(abs(x))`` without allocating
+    ``abs(x)``, which on CPU costs ~15x the reductions for an activation-sized tensor (page faults on fresh memory)."""
+    return torch.maximum(flat.amax(dim=-1, keepdim=True), flat.amin(dim=-1, keepdim=True).neg_())  # (G, 1)
+
+
 def symmetric_scale(max_abs: torch.Tensor, bits: int) -> torch.Tensor:
     """``scale = 2 M / 2^k`` (so +M itself clips to ``(2^(k-1) - 1) * scale``); 0 becomes 1 to avoid 0/0."""
     scale = 2 * max_abs / 2**bits
@@ -95,10 +101,7 @@ def quantize_symmetric(
     ``max_abs`` (a scalar tensor) gives a static range instead of the dynamic per-group ``max |x|``.
     """
     flat = group_rows(x, granularity)  # (G, N)
-    if max_abs is None:
-        max_abs = torch.amax(flat.abs(), dim=-1, keepdim=True)  # (G, 1)
-    else:
-        max_abs = max_abs.reshape(1, 1)
+    max_abs = max_abs_per_row(flat) if max_abs is None else max_abs.reshape(1, 1)
     scale = symmetric_scale(max_abs, bits)
     half = 2**bits // 2
     codes = (flat / scale).round_().clamp_(-half, half - 1)

@@ -1,0 +1,344 @@
+"""Knowledge distillation for XTC (reference section 4): layer maps, losses, stage schedules, attention capture.
+
+XTC's setting is 1-stage KD, ``loss = L_pred + L_att + L_rep`` with ground-truth labels unused; the other
+variants of the study (``DistillConfig.kd``) are returned by ``stages`` as data that a training loop follows.
+Attention *scores* (pre-softmax, scaled, with the additive mask) are not an output of transformers 5 BERT, so
+``capture_attention`` routes attention through an ``AttentionInterface`` function of ours that records them,
+without editing the installed library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import types
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from xtc.config import DistillConfig
+from xtc.reduce import encoder_layers, even_layers, select_layers
+
+# TinyBERT's threshold: score entries at or below it are masked positions and carry no signal.
+MASKED_SCORE = -1e2
+CAPTURE_IMPLEMENTATION = "xtc_capture"
+TERMS = ("labels", "pred", "att", "rep")
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+
+
+# ---------------------------------------------------------------------------------------------- layer maps
+class LayerMaps(NamedTuple):
+    """Student -> teacher indices: ``att_map[i]`` is a teacher layer, ``rep_map[j]`` a ``hidden_states`` index."""
+
+    att_map: tuple[int, ...]
+    rep_map: tuple[int, ...]
+
+
+def layer_maps(teacher_layer: Sequence[int], n_teacher: int, rep_first: str = "input") -> LayerMaps:
+    """KD maps for a student built by copying ``teacher_layer`` (``xtc.reduce.build_student``).
+
+    Convention (HF): ``hidden_states[0]`` is the embedding output and ``hidden_states[k + 1]`` the output of layer
+    ``k``, for teacher and student alike. Student layer ``i`` is a copy of teacher layer ``t_i = teacher_layer[i]``,
+    so its attention maps to ``t_i`` and its output (student index ``i + 1``) to the teacher's ``t_i + 1``. The
+    student's embedding output feeds its layer 0, so it maps to the teacher state entering ``t_0``:
+    ``hidden_states[t_0]``. Hence ``att_map = teacher_layer`` and ``rep_map = [t_0] + [t + 1 for t in teacher_layer]``;
+    with every layer kept both are the identity. The reference/DeepSpeed formula's first entry, ``t_0 - 1``, is one
+    lower in this convention (it matches the embedding output to the teacher *embedding* for XTC's 6-layer choice,
+    and turns into ``-1``, the teacher's last state, when layer 0 is kept); we use ``t_0`` by default and
+    ``t_0 - 1`` with ``rep_first="deepspeed"`` (``distill.rep_first``), refusing it when layer 0 is kept.
+    """
+    teacher_layer = select_layers(n_teacher, None, teacher_layer)
+    if rep_first == "input":
+        first = teacher_layer[0]
+    elif rep_first == "deepspeed":
+        if teacher_layer[0] == 0 and len(teacher_layer) < n_teacher:
+            raise ValueError(
+                "distill.rep_first='deepspeed' maps the embedding output to hidden_states[teacher_layer[0] - 1] = "
+                "hidden_states[-1] (the teacher's last layer) when layer 0 is kept; use distill.rep_first=input"
+            )
+        first = max(teacher_layer[0] - 1, 0) if len(teacher_layer) < n_teacher else 0
+    else:
+        raise ValueError(f"rep_first={rep_first!r} is not supported: use 'input' or 'deepspeed'")
+    return LayerMaps(teacher_layer, (first,) + tuple(t + 1 for t in teacher_layer))
+
+
+def uniform_layer_maps(n_teacher: int, n_student: int) -> LayerMaps:
+    """TinyBERT's uniform map for a student *not* copied from the teacher: student layer ``j`` learns teacher
+    layer ``(j + 1) * n_teacher // n_student - 1`` (the last layer of its block, ``xtc.reduce.even_layers``);
+    the embedding output learns the teacher's embedding output (the input of the first block), ``rep_map[0] = 0``.
+    """
+    att_map = even_layers(n_teacher, n_student)
+    return LayerMaps(att_map, (0,) + tuple(t + 1 for t in att_map))
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def soft_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``mean(-softmax(z_t / T) * log_softmax(z_s / T))``, the mean over *all* ``B x C`` elements.
+
+    Exactly TinyBERT's / DeepSpeedExamples' ``(-targets_prob * student_likelihood).mean()``: the per-example soft
+    cross-entropy divided by the number of classes, and no ``T^2`` factor. Its minimum (student == teacher) is the
+    teacher's entropy / C, not 0; its gradient there is 0.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ; both models need the same num_labels")
+    targets = F.softmax(teacher_logits / temperature, dim=-1)
+    return (-targets * F.log_softmax(student_logits / temperature, dim=-1)).mean()
+
+
+def prediction_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``L_pred``: soft cross-entropy for classification; MSE of the two outputs for regression (one label)."""
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits, teacher_logits)
+    return soft_cross_entropy(student_logits, teacher_logits, temperature)
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The no-KD loss: cross-entropy with the labels, or MSE for regression (as HF's sequence classifiers)."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
+def _check_map(kind: str, n_student: int, n_teacher: int, index_map: Sequence[int]) -> None:
+    if len(index_map) != n_student:
+        raise ValueError(f"{kind} has {len(index_map)} entries but the student gave {n_student} tensors; "
+                         f"build the maps from the student's teacher_layer (layer_maps) for this student")
+    bad = [i for i in index_map if not 0 <= i < n_teacher]
+    if bad:
+        raise ValueError(f"{kind}={list(index_map)} points at {bad}, but the teacher gave {n_teacher} tensors; "
+                         "build the maps for this teacher's depth")
+
+
+def hidden_mse(
+    student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor], rep_map: Sequence[int]
+) -> torch.Tensor:
+    """``L_rep = sum_j MSE(H_s[j], H_t[rep_map[j]])`` over hidden states including the embedding output."""
+    _check_map("rep_map", len(student_hidden), len(teacher_hidden), rep_map)
+    return sum(F.mse_loss(h, teacher_hidden[t]) for h, t in zip(student_hidden, rep_map, strict=True))
+
+
+def _unmask(scores: torch.Tensor) -> torch.Tensor:
+    """TinyBERT's ``torch.where(att <= -1e2, 0, att)``; also catches transformers 5's ``finfo.min`` and ``-inf``."""
+    return torch.where(scores <= MASKED_SCORE, torch.zeros_like(scores), scores)
+
+
+def attention_mse(
+    student_att: Sequence[torch.Tensor], teacher_att: Sequence[torch.Tensor], att_map: Sequence[int],
+    target: str = "scores",
+) -> torch.Tensor:
+    """``L_att = sum_i MSE(A_s[i], A_t[att_map[i]])``, each ``A`` of shape (B, H, T, T).
+
+    ``target="scores"`` (XTC): pre-softmax scores, masked entries zeroed in both first, so the mask constant
+    carries no signal; ``"probs"``: softmax probabilities, plain MSE.
+    """
+    if target not in ("scores", "probs"):
+        raise ValueError(f"attention target {target!r} is not supported: use 'scores' (XTC) or 'probs'")
+    _check_map("att_map", len(student_att), len(teacher_att), att_map)
+    prepare = _unmask if target == "scores" else (lambda a: a)
+    return sum(
+        F.mse_loss(prepare(a), prepare(teacher_att[t])) for a, t in zip(student_att, att_map, strict=True)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- stages
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: ``epochs`` at ``lr * lr_scale`` minimising ``sum(weight * term)`` over ``terms``.
+
+    Terms: ``labels`` (ground truth), ``pred`` (``L_pred``), ``att`` (``L_att``), ``rep`` (``L_rep``).
+    """
+
+    name: str
+    epochs: float
+    lr_scale: float
+    terms: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        unknown = set(self.terms) - set(TERMS)
+        if unknown:
+            raise ValueError(f"stage {self.name!r} has unknown loss terms {sorted(unknown)}; use {list(TERMS)}")
+        object.__setattr__(self, "terms", types.MappingProxyType(dict(self.terms)))
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(term in self.terms for term in ("pred", "att", "rep"))
+
+    @property
+    def needs_attention(self) -> bool:
+        return "att" in self.terms
+
+
+def kd_terms(cfg: DistillConfig) -> dict[str, float]:
+    """The weighted terms of a single-stage variant (``two_stage`` is two of these; see ``stages``)."""
+    pred, att, rep = ("pred", cfg.pred_weight), ("att", cfg.att_weight), ("rep", cfg.rep_weight)
+    table = {"none": [("labels", 1.0)], "logits": [pred], "logits_hidden": [pred, rep], "one_stage": [pred, att, rep]}
+    if cfg.kd not in table:
+        raise ValueError(f"distill.kd={cfg.kd!r} has two stages; call stages(cfg, epochs) instead of kd_terms")
+    return dict(table[cfg.kd])
+
+
+def stages(cfg: DistillConfig, epochs: float) -> tuple[Stage, ...]:
+    """The training schedule of a KD variant, as data.
+
+    ``two_stage`` (TinyBERT / BinaryBERT): stage I ``intermediate`` trains ``att + rep`` for ``stage1_epochs``
+    (half of ``epochs`` when None) at ``lr * stage1_lr_scale`` (2.5 in BinaryBERT's code); stage II
+    ``prediction`` trains ``pred`` for the remaining epochs at ``lr``. Other variants are one stage at ``lr``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs <= 0:
+        raise ValueError(f"epochs={epochs!r} must be a number > 0 (train.epochs)")
+    if cfg.kd != "two_stage":
+        return (Stage(cfg.kd, float(epochs), 1.0, kd_terms(cfg)),)
+    first = epochs / 2 if cfg.stage1_epochs is None else cfg.stage1_epochs
+    if first >= epochs:
+        raise ValueError(f"distill.stage1_epochs={cfg.stage1_epochs} leaves no epochs for stage II of "
+                         f"train.epochs={epochs}; set stage1_epochs below {epochs} (or null for half)")
+    return (
+        Stage("intermediate", float(first), cfg.stage1_lr_scale, {"att": cfg.att_weight, "rep": cfg.rep_weight}),
+        Stage("prediction", float(epochs - first), 1.0, {"pred": cfg.pred_weight}),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- attention capture
+@dataclass(frozen=True)
+class Internals:
+    """What KD needs from one forward pass; ``scores``/``probs`` are None when attention was not captured."""
+
+    logits: torch.Tensor  # (B, C)
+    hidden_states: tuple[torch.Tensor, ...]  # L + 1 of (B, T, D); [0] is the embedding output
+    scores: tuple[torch.Tensor, ...] | None = None  # L of (B, H, T, T), pre-softmax, scaled, plus additive mask
+    probs: tuple[torch.Tensor, ...] | None = None  # L of (B, H, T, T), softmax(scores) before attention dropout
+
+
+class _Recorder:
+    """Per-forward storage; ``index`` maps id(submodule) -> encoder layer so calls land in their layer's slot."""
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        self.index = {id(m): i for i, layer in enumerate(layers) for m in layer.modules()}
+        self.scores: list[torch.Tensor | None] = [None] * len(layers)
+        self.probs: list[torch.Tensor | None] = [None] * len(layers)
+
+
+_RECORDER: contextvars.ContextVar[_Recorder | None] = contextvars.ContextVar("xtc_attention_recorder", default=None)
+
+
+def capture_attention_forward(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention, op for op as transformers' ``eager_attention_forward`` (so outputs are bitwise equal),
+    that also records scores and probabilities into the active ``capture_attention`` recorder, if any."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
+    if attention_mask is not None:
+        scores = scores + attention_mask  # (B, 1, T, S) additive: 0 or finfo(dtype).min
+    probs = F.softmax(scores, dim=-1)
+    recorder = _RECORDER.get()
+    layer = None if recorder is None else recorder.index.get(id(module))
+    if layer is not None:
+        if recorder.scores[layer] is not None:
+            raise ValueError(f"encoder layer {layer} ran attention twice in one forward (cross-attention?); "
+                             "attention capture supports encoder self-attention only")
+        recorder.scores[layer], recorder.probs[layer] = scores, probs
+    attn_weights = F.dropout(probs, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, T, H, d)
+    return attn_output, attn_weights
+
+
+AttentionInterface.register(CAPTURE_IMPLEMENTATION, capture_attention_forward)
+# Without a mask function of its own, transformers would build *no* mask for an unknown implementation.
+AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, eager_mask)
+
+
+@contextlib.contextmanager
+def capture_attention(model: nn.Module) -> Iterator[_Recorder]:
+    """Run ``model`` with capturing eager attention inside the block; restore its implementation after.
+
+    Cost: eager attention instead of SDPA/flash, and one extra (B, H, T, T) scores tensor kept alive per layer
+    (the probabilities are kept by autograd for the backward pass anyway).
+    """
+    if not hasattr(model, "set_attn_implementation"):
+        raise ValueError(f"{type(model).__name__} is not a transformers PreTrainedModel; attention capture "
+                         "switches its attention implementation with set_attn_implementation")
+    recorder = _Recorder(encoder_layers(model))
+    previous = model.config._attn_implementation
+    if previous != CAPTURE_IMPLEMENTATION:
+        model.set_attn_implementation(CAPTURE_IMPLEMENTATION)
+    token = _RECORDER.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _RECORDER.reset(token)
+        if previous != CAPTURE_IMPLEMENTATION:
+            model.set_attn_implementation(previous)
+
+
+def forward_with_internals(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], need_attention: bool = True
+) -> Internals:
+    """Logits, hidden states and (if ``need_attention``) per-layer attention scores and probabilities.
+
+    Only the model inputs of ``batch`` are passed (``labels`` is not, so the model computes no loss). Works in
+    train mode (dropout on) and with q/k/v replaced by any module: capture sees the projected tensors only.
+    """
+    inputs = {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
+    if not need_attention:
+        out = model(**inputs, output_hidden_states=True, return_dict=True)
+        return Internals(out.logits, tuple(out.hidden_states))
+    with capture_attention(model) as recorder:
+        out = model(**inputs, output_hidden_states=True, return_dict=True)
+    missing = [i for i, s in enumerate(recorder.scores) if s is None]
+    if missing:
+        raise ValueError(f"no attention was captured for encoder layers {missing}: the model's attention does not "
+                         "dispatch through transformers' AttentionInterface")
+    return Internals(out.logits, tuple(out.hidden_states), tuple(recorder.scores), tuple(recorder.probs))
+
+
+# ---------------------------------------------------------------------------------------------- the KD loss
+def kd_loss(
+    student_out: Internals, teacher_out: Internals | None, labels: torch.Tensor | None,
+    terms: Mapping[str, float], maps: LayerMaps | None, cfg: DistillConfig,
+) -> dict[str, torch.Tensor]:
+    """Each active term of ``terms`` (unweighted) and ``loss = sum(weight * term)``.
+
+    Teacher tensors are detached (the teacher is never trained); ``att`` uses ``cfg.attention_target``.
+    """
+    unknown = set(terms) - set(TERMS)
+    if unknown:
+        raise ValueError(f"unknown loss terms {sorted(unknown)}; use {list(TERMS)}")
+    if teacher_out is None and any(t in terms for t in ("pred", "att", "rep")):
+        raise ValueError(f"terms {sorted(terms)} need teacher outputs; pass teacher_out (forward_with_internals)")
+    if maps is None and any(t in terms for t in ("att", "rep")):
+        raise ValueError("the att/rep terms need layer maps; pass maps=layer_maps(teacher_layer, n_teacher)")
+    if not terms:
+        raise ValueError("no loss terms given; use a stage's terms, e.g. stages(cfg, epochs)[0].terms")
+    values: dict[str, torch.Tensor] = {}
+    if "labels" in terms:
+        if labels is None:
+            raise ValueError("the 'labels' term (distill.kd='none') needs labels; pass the batch's labels")
+        values["labels"] = label_loss(student_out.logits, labels)
+    if "pred" in terms:
+        values["pred"] = prediction_loss(student_out.logits, teacher_out.logits.detach(), cfg.temperature)
+    if "rep" in terms:
+        teacher_hidden = [h.detach() for h in teacher_out.hidden_states]
+        values["rep"] = hidden_mse(student_out.hidden_states, teacher_hidden, maps.rep_map)
+    if "att" in terms:
+        target = cfg.attention_target
+        student_att, teacher_att = getattr(student_out, target), getattr(teacher_out, target)
+        if student_att is None or teacher_att is None:
+            raise ValueError("the 'att' term needs captured attention from both models; "
+                             "call forward_with_internals(model, batch, need_attention=True)")
+        values["att"] = attention_mse(student_att, [a.detach() for a in teacher_att], maps.att_map, target)
+    values["loss"] = sum(terms[name] * value for name, value in values.items())
+    return values

@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 test: venv
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	XTC_REQUIRE_PEER=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: venv
 	@echo "make demo: not yet -- the end-to-end demo lands with issue 5 (the demo study). Run 'make test' meanwhile."

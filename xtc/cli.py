@@ -60,6 +60,93 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of layer indices, e.g. 1,3,5") from None
 
 
+# Convenience flags and the recipe keys they set; `--set section.key=value` reaches every other key.
+DATA_FLAGS = {"task": "data.task", "data_dir": "data.data_dir", "train_file": "data.train_file",
+              "max_train_examples": "data.max_train_examples", "max_eval_examples": "data.max_eval_examples",
+              "max_seq_length": "data.max_seq_length"}
+TRAIN_FLAGS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size", "seed": "train.seed",
+               "eval_every": "train.eval_every_steps", "warmup_epochs": "train.warmup_epochs",
+               "warmup_ratio": "train.warmup_ratio", "bf16": "train.bf16", "tf32": "train.tf32"}
+STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_layer", "strategy": "reduce.strategy",
+                 "weight_bits": "quant.weight_bits", "act_bits": "quant.act_bits", "act_range": "quant.act_range",
+                 "kd": "distill.kd", "attention_target": "distill.attention_target",
+                 "temperature": "distill.temperature"}
+
+
+def _bits(text: str) -> int | None:
+    if text.lower() in ("fp", "none", "null", "32"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a bit-width: use 1, 2, 3..8, or fp/none") from None
+
+
+def _add_data_args(p: argparse.ArgumentParser, eval_only: bool = False) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--task", required=True, help="GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli")
+    g.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the Hugging Face hub)")
+    if not eval_only:
+        g.add_argument("--train-file", help="train TSV in the task's layout (e.g. from xtc augment)")
+        g.add_argument("--max-train-examples", type=int, help="seeded subset of the train split")
+    g.add_argument("--max-eval-examples", type=int, help="seeded subset of each dev split")
+    g.add_argument("--max-seq-length", type=int, help="truncate to this many tokens (XTC: 128)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (reference section 5)")
+    g.add_argument("--epochs", type=float)
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--eval-every", type=int, help="evaluate (and save resumable state) every N steps")
+    g.add_argument("--warmup-epochs", type=float, help="linear warmup length in epochs (XTC: 1)")
+    g.add_argument("--warmup-ratio", type=float, help="warmup as a fraction of the steps (overrides --warmup-epochs)")
+    g.add_argument("--bf16", action="store_const", const=True, help="bf16 autocast (CUDA only)")
+    g.add_argument("--tf32", action="store_const", const=True, help="allow TF32 matmuls (CUDA only)")
+
+
+def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=out_required, help="run directory (created; resumed if it holds a killed run)")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any recipe key, e.g. --set distill.rep_first=deepspeed (repeatable)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    if out_required:
+        g.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
+
+
+def _collect_flags(args: argparse.Namespace, *tables: dict[str, str]) -> list[str]:
+    flags = []
+    for table in tables:
+        for dest, key in table.items():
+            value = getattr(args, dest, None)
+            if value is not None or (dest in ("weight_bits", "act_bits") and getattr(args, f"{dest}_given", False)):
+                flags.append(f"{key}={json.dumps(value)}")
+    return flags
+
+
+class _StoreGiven(argparse.Action):
+    """Store a value and remember it was given (so `--weight-bits fp` can set null)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
+def _run_command(name: str):
+    def handler(args: argparse.Namespace) -> int:
+        from xtc import commands
+
+        tables = {"finetune": (DATA_FLAGS, TRAIN_FLAGS), "distill": (DATA_FLAGS, TRAIN_FLAGS, STUDENT_FLAGS),
+                  "evaluate": (DATA_FLAGS,)}[name]
+        args.flags = _collect_flags(args, *tables)
+        getattr(commands, name)(args, sys.argv[1:])
+        return 0
+
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xtc",
@@ -85,11 +172,51 @@ def build_parser() -> argparse.ArgumentParser:
                         help="teacher state for the student's embedding output (distill.rep_first; default input)")
     layers.add_argument("--json", action="store_true", help="print JSON")
     layers.set_defaults(handler=_cmd_layers)
+
+    ft = sub.add_parser("finetune", help="fine-tune a teacher on a GLUE task (labels only)",
+                        description="Fine-tune a pretrained model (hub id or local dir) into a task teacher.")
+    ft.add_argument("--model", required=True, help="pretrained model: hub id or local directory")
+    _add_data_args(ft)
+    _add_train_args(ft)
+    _add_run_args(ft)
+    ft.set_defaults(handler=_run_command("finetune"))
+
+    ds = sub.add_parser("distill", help="train a layer-reduced and/or quantized student by KD (XTC steps 1 and 2)",
+                        description="Train a student from a fine-tuned teacher: --layers for step 1 (FP, reduced), "
+                        "--weight-bits/--act-bits for step 2 (from the teacher, or --init a step-1 student).")
+    ds.add_argument("--teacher", required=True, help="the teacher: an `xtc finetune` run dir or a model dir")
+    ds.add_argument("--init", help="start from this student (a step-1 run's model/ dir) instead of the teacher")
+    g = ds.add_argument_group("student (reference sections 2-4)")
+    g.add_argument("--layers", type=int, help="student layers (default: the teacher's)")
+    g.add_argument("--teacher-layer", type=_int_list, help="explicit 0-based teacher layers, e.g. 1,3,5,7,9,11")
+    g.add_argument("--strategy", choices=["xtc", "even"], help="layer choice rule (default xtc)")
+    g.add_argument("--weight-bits", type=_bits, action=_StoreGiven, help="1, 2, 3..8, or fp (default fp)")
+    g.add_argument("--act-bits", type=_bits, action=_StoreGiven, help="8 (XTC), 4..7, or none")
+    g.add_argument("--act-range", choices=["dynamic", "static"])
+    g.add_argument("--kd", choices=["none", "logits", "logits_hidden", "one_stage", "two_stage"],
+                   help="KD variant (default one_stage, the XTC setting)")
+    g.add_argument("--attention-target", choices=["scores", "probs"])
+    g.add_argument("--temperature", type=float)
+    _add_data_args(ds)
+    _add_train_args(ds)
+    _add_run_args(ds)
+    ds.set_defaults(handler=_run_command("distill"))
+
+    ev = sub.add_parser("evaluate", help="dev-set metrics of a model dir, run dir or packed checkpoint")
+    ev.add_argument("--model", required=True, help="run dir, model dir, or packed .safetensors file")
+    ev.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
+    _add_data_args(ev, eval_only=True)
+    _add_run_args(ev, out_required=False)
+    ev.set_defaults(handler=_run_command("evaluate"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("finetune", "distill", "evaluate", "export", "augment"):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one progress display: ours
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)

@@ -356,12 +356,12 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 def parse_value(text: str) -> Any:
-    """Parse the right-hand side of ``--set key=value``: JSON (numbers, null, true, lists) or a bare string."""
+    """Parse the right-hand side of ``--set key=value``: JSON (numbers, null, true, lists) or a bare string.
+
+    Only ``null`` means None: ``none`` is a value of its own (``distill.kd=none``)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        if text in ("None", "none"):
-            return None
         return text
 
 

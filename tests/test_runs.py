@@ -1,0 +1,174 @@
+"""`xtc finetune` / `xtc distill` / `xtc evaluate` as a user runs them: run directories, kill/resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from textdata import tiny_tokenizer, write_glue_tsv
+from xtc.cli import main
+from xtc.models import random_model, tiny_bert_config
+
+TRAIN_ARGS = ["--task", "rte", "--batch-size", "8", "--lr", "1e-3", "--max-seq-length", "32"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Synthetic RTE TSVs, a 6-layer 'pretrained' tiny BERT with its tokenizer, and a fine-tuned teacher."""
+    root = tmp_path_factory.mktemp("runs")
+    for split, n in (("train", 48), ("validation", 24)):
+        write_glue_tsv(root / "glue", "rte", split, n, seed=3)
+    tokenizer = tiny_tokenizer(root / "tok")
+    model = random_model(tiny_bert_config(vocab_size=len(tokenizer), num_hidden_layers=6), seed=0)
+    model.save_pretrained(root / "pretrained")
+    tokenizer.save_pretrained(root / "pretrained")
+    data = ["--data-dir", str(root / "glue")]
+    assert main(["finetune", "--model", str(root / "pretrained"), *TRAIN_ARGS, *data, "--epochs", "2",
+                 "--eval-every", "3", "--out", str(root / "teacher")]) == 0
+    return root, data
+
+
+def test_finetune_writes_a_complete_run_directory(workspace):
+    root, _ = workspace
+    run = root / "teacher"
+    for name in ("model/model.safetensors", "model/config.json", "model/tokenizer.json", "last/model.safetensors",
+                 "metrics.json", "config.json", "manifest.json", "train_log.jsonl"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["selection_metric"] == "accuracy" and "highest accuracy" in metrics["selection_rule"]
+    assert metrics["best"]["metrics"]["accuracy"] == max(r["metrics"]["accuracy"] for r in metrics["history"])
+    assert metrics["last"]["global_step"] == 12  # 48 examples / 8 = 6 steps per epoch, 2 epochs
+    recipe = json.loads((run / "config.json").read_text())["recipe"]
+    assert recipe["distill"]["kd"] == "none" and recipe["quant"]["weight_bits"] is None
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["device"] == "cpu" and manifest["versions"]["torch"].startswith("2.13.0")
+    assert not list(run.rglob("*.tmp"))  # atomic writes leave no temp files behind
+
+
+def test_a_finished_run_is_not_retrained(workspace, caplog):
+    caplog.set_level(logging.INFO)
+    root, data = workspace
+    before = (root / "teacher" / "metrics.json").stat().st_mtime_ns
+    assert main(["finetune", "--model", str(root / "pretrained"), *TRAIN_ARGS, *data, "--epochs", "2",
+                 "--eval-every", "3", "--out", str(root / "teacher")]) == 0
+    assert (root / "teacher" / "metrics.json").stat().st_mtime_ns == before
+    assert "nothing to do" in caplog.text
+
+
+def test_distill_reduced_quantized_student_and_evaluate_it(workspace, capsys):
+    root, data = workspace
+    out = root / "w1a8_3l"
+    assert main(["distill", "--teacher", str(root / "teacher"), "--layers", "3", "--weight-bits", "1",
+                 "--act-bits", "8", *TRAIN_ARGS, *data, "--epochs", "1", "--out", str(out)]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 3 and config["xtc_teacher_layer"] == [1, 3, 5]
+    assert config["xtc_quant"]["weight_bits"] == 1 and config["xtc_quant"]["act_bits"] == 8
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert {"pred", "att", "rep"} <= set(log[0])
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--task", "rte", *data, "--max-seq-length", "32"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    best = json.loads((out / "metrics.json").read_text())["best"]["metrics"]
+    assert evaluated == best  # the saved best model reloads as the same fake-quant model
+
+
+def _distill_cmd(root: Path, data: list[str], out: Path) -> list[str]:
+    return [sys.executable, "-m", "xtc", "distill", "--teacher", str(root / "teacher"), "--layers", "2",
+            "--weight-bits", "1", *TRAIN_ARGS, *data, "--epochs", "8", "--eval-every", "2", "--out", str(out)]
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_metrics(workspace):
+    root, data = workspace
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = root / "uninterrupted"
+    subprocess.run(_distill_cmd(root, data, reference), check=True, env=env, capture_output=True)
+
+    killed = root / "killed"
+    proc = subprocess.Popen(_distill_cmd(root, data, killed), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state = killed / "state" / "train_state.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (state.is_file() and _logged_steps(killed) >= 10):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    steps_at_kill = _logged_steps(killed)
+    assert 0 < steps_at_kill < 48
+
+    done = subprocess.run(_distill_cmd(root, data, killed), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stderr
+    ours = json.loads((killed / "metrics.json").read_text())
+    theirs = json.loads((reference / "metrics.json").read_text())
+    assert ours["best"] == theirs["best"] and ours["last"] == theirs["last"] and ours["history"] == theirs["history"]
+    steps = [json.loads(line)["global_step"] for line in (killed / "train_log.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, 49))  # the log has each step once: records after the saved state were dropped
+
+
+def _logged_steps(run: Path) -> int:
+    path = run / "train_log.jsonl"
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.endswith("}")]
+    return max((json.loads(line)["global_step"] for line in lines), default=0)
+
+
+@pytest.mark.parametrize(
+    "teacher, extra, message",
+    [
+        ("/nonexistent/teacher", [], "teacher dir /nonexistent/teacher does not exist"),
+        (None, ["--layers", "7"], "more layers than the teacher has (6)"),
+        (None, ["--set", "train.learning_rate=1"], "unknown config key 'train.learning_rate'"),
+        (None, ["--weight-bits", "9"], "quant.weight_bits=9 is not supported"),
+    ],
+)
+def test_distill_bad_input(workspace, tmp_path, capsys, teacher, extra, message):
+    root, data = workspace
+    assert main(["distill", "--teacher", teacher or str(root / "teacher"), *TRAIN_ARGS, *data, "--epochs", "1",
+                 *extra, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # rejected before anything was written
+
+
+def test_set_overrides_win_over_flags(workspace, tmp_path):
+    root, data = workspace
+    assert main(["distill", "--teacher", str(root / "teacher"), *TRAIN_ARGS, *data, "--epochs", "1",
+                 "--max-train-examples", "8", "--weight-bits", "1", "--set", "quant.weight_bits=3",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["recipe"]["quant"]["weight_bits"] == 3
+
+
+def test_teacher_dir_without_a_model(workspace, tmp_path, capsys):
+    root, data = workspace
+    (tmp_path / "empty").mkdir()
+    assert main(["distill", "--teacher", str(tmp_path / "empty"), *TRAIN_ARGS, *data, "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "is not a model directory (no config.json)" in capsys.readouterr().err
+
+
+def test_student_that_does_not_match_the_teacher(workspace, tmp_path, capsys):
+    root, data = workspace
+    other = random_model(tiny_bert_config(vocab_size=63, hidden_size=48, num_hidden_layers=2), seed=1)
+    other.save_pretrained(tmp_path / "other")
+    assert main(["distill", "--teacher", str(root / "teacher"), "--init", str(tmp_path / "other"), *TRAIN_ARGS,
+                 *data, "--out", str(tmp_path / "out")]) == 2
+    assert "has hidden_size=48 but teacher" in capsys.readouterr().err
+
+
+def test_resume_into_a_directory_of_another_recipe_is_refused(workspace, capsys):
+    root, data = workspace
+    assert main(["finetune", "--model", str(root / "pretrained"), *TRAIN_ARGS, *data, "--epochs", "2",
+                 "--eval-every", "3", "--lr", "5e-4", "--out", str(root / "teacher")]) == 2
+    err = capsys.readouterr().err
+    assert "was made by a different recipe (recipe.train.lr: 0.001 -> 0.0005)" in err and "--overwrite" in err

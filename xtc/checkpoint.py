@@ -1,0 +1,134 @@
+"""Model directories and resumable training state, always written atomically.
+
+A model directory is a normal Hugging Face directory (``model.safetensors`` + ``config.json`` + tokenizer
+files). A quantized model stores its ``QuantConfig`` in the HF config (``xtc_quant``) and its teacher layers
+(``xtc_teacher_layer``), so ``load_model_dir`` rebuilds the same fake-quant model, static activation ranges
+included. Training state (optimizer, scheduler, RNG) is a ``torch.save`` file read back with
+``weights_only=True``: no arbitrary unpickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from xtc.config import QuantConfig
+from xtc.quant import quantize_, quantized_modules
+
+WEIGHTS = "model.safetensors"
+STATE = "train_state.pt"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temp file in the same directory and ``os.replace``: a killed job never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_dir(path: str | Path):
+    """A context manager giving a temp directory that replaces ``path`` only when the block succeeds."""
+    return _AtomicDir(Path(path))
+
+
+class _AtomicDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = None
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def quant_config_of(model: nn.Module) -> QuantConfig | None:
+    raw = getattr(model.config, "xtc_quant", None)
+    return None if raw is None else QuantConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def mark_quantized(model: nn.Module, cfg: QuantConfig) -> None:
+    """Record the quantization in the HF config so the directory reloads as the same fake-quant model."""
+    model.config.xtc_quant = dataclasses.asdict(cfg)
+
+
+def save_model_dir(model: nn.Module, out_dir: str | Path, tokenizer=None) -> Path:
+    """``save_pretrained`` (safetensors) + tokenizer into ``out_dir``, atomically."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a model directory written by ``save_model_dir`` (or any HF classifier directory)."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not a model directory (no config.json); pass the output dir of xtc finetune/distill")
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    cfg = quant_config_of(model)
+    if cfg is not None:
+        quantize_(model, cfg)
+        if any(m.act_quantizer is not None and m.act_quantizer.range == "static"
+               for _, m in quantized_modules(model) if hasattr(m, "act_quantizer")):
+            model.load_state_dict(load_file(path / WEIGHTS), strict=True)  # static ranges are buffers
+    return model.to(device).eval()
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def save_train_state(state: Mapping[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(state), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,304 @@
+"""What the ``xtc`` subcommands do: resolve the recipe, read data and models, train, and write the run directory.
+
+A run directory (``--out``) holds: ``model/`` (best on dev), ``last/``, ``metrics.json`` (best and last, the
+selection rule, the eval history), ``config.json`` (the resolved recipe and the run's inputs), ``manifest.json``
+(versions, git commit, device, wall time), ``train_log.jsonl`` and ``state/train_state.pt`` (to resume a killed
+run). Every file is written atomically. Together with ``cli.py`` this is the only code that touches files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from xtc.config import Recipe, apply_overrides
+
+log = logging.getLogger("xtc")
+
+MODEL, LAST, STATE_DIR = "model", "last", "state"
+
+
+# ---------------------------------------------------------------------------------------------- recipe & run dir
+def resolve_recipe(flags: Sequence[str], overrides: Sequence[str], base: Recipe | None = None) -> Recipe:
+    """Flags (``--lr`` ...) become ``section.key=value`` overrides, then ``--set`` ones: one validation path."""
+    return apply_overrides(base or Recipe(), [*flags, *overrides])
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def manifest(device: str, started: float, argv: Sequence[str]) -> dict[str, Any]:
+    versions = {}
+    for package in ("xtc", "torch", "transformers", "datasets", "safetensors", "numpy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "command": ["xtc", *argv], "versions": versions, "python": platform.python_version(),
+        "platform": platform.platform(), "git_commit": _git_commit(), "device": device,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.time() - started, 2),
+    }
+
+
+def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> str:
+    """``'new'``, ``'resume'`` or ``'done'``; refuses a directory made by a different recipe (never mixes runs)."""
+    from xtc.checkpoint import atomic_write_json
+
+    config_path = out / "config.json"
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    if config_path.is_file():
+        previous = json.loads(config_path.read_text())
+        if previous != run_config:
+            diffs = _diff(previous, run_config)
+            raise ValueError(
+                f"{out} was made by a different recipe ({'; '.join(diffs[:5])}); use another --out, "
+                "or --overwrite to discard it"
+            )
+        if (out / "metrics.json").is_file():
+            return "done"
+        return "resume" if (out / STATE_DIR / "train_state.pt").is_file() else "new"
+    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise ValueError(f"{out} exists and is not an xtc run directory; choose an empty or new --out")
+    atomic_write_json(config_path, run_config)
+    return "new"
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_train_features(recipe: Recipe, tokenizer) -> list:
+    """Tokenized train features: the task's train split, or ``data.train_file`` (an augmented TSV)."""
+    from xtc.glue import get_task, load_split, read_tsv, subsample, tokenize
+
+    data = recipe.data
+    if data.train_file:
+        if not Path(data.train_file).is_file():
+            raise ValueError(f"data.train_file={data.train_file!r} does not exist; give an augmented TSV from xtc augment")
+        train = subsample(read_tsv(get_task(data.task), data.train_file), data.max_train_examples, data.subsample_seed)
+    else:
+        train = load_split(data.task, "train", data.data_dir, data.max_train_examples, data.subsample_seed)
+    return tokenize(train, tokenizer, data.max_seq_length)
+
+
+def load_eval_features(recipe: Recipe, tokenizer) -> dict[str, list]:
+    """Tokenized dev features for every eval split of the task (MNLI: matched and mismatched)."""
+    from xtc.glue import get_task, load_split, tokenize
+
+    data = recipe.data
+    return {
+        split.name: tokenize(load_split(data.task, split.name, data.data_dir, data.max_eval_examples,
+                                        data.subsample_seed), tokenizer, data.max_seq_length)
+        for split in get_task(data.task).eval_splits
+    }
+
+
+# ---------------------------------------------------------------------------------------------- training runs
+class RunWriter:
+    """The training loop's hooks: best/last model dirs, the JSONL log, and the resumable state."""
+
+    def __init__(self, out: Path, tokenizer, resumed_step: int | None) -> None:
+        self.out, self.tokenizer = out, tokenizer
+        self.log_path = out / "train_log.jsonl"
+        if resumed_step is not None and self.log_path.is_file():  # drop records the killed run made after its state
+            keep = [ln for ln in self.log_path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["global_step"] <= resumed_step]
+            from xtc.checkpoint import atomic_write_text
+
+            atomic_write_text(self.log_path, "".join(f"{ln}\n" for ln in keep))
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def on_best(self, model, record: dict[str, Any]) -> None:
+        from xtc.checkpoint import save_model_dir
+
+        save_model_dir(model, self.out / MODEL, self.tokenizer)
+
+    def on_checkpoint(self, state: dict[str, Any]) -> None:
+        from xtc.checkpoint import save_train_state
+
+        save_train_state(state, self.out / STATE_DIR / "train_state.pt")
+
+
+def run_training(
+    out: Path, recipe: Recipe, model, tokenizer, teacher=None, maps=None, *, inputs: dict[str, Any],
+    argv: Sequence[str], overwrite: bool = False, device: str | None = None, progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` by ``recipe`` into the run directory ``out`` (resuming when it holds a killed run)."""
+    from xtc.checkpoint import atomic_write_json, load_train_state, save_model_dir
+    from xtc.glue import get_task, make_collator
+    from xtc.train import Hooks, Trainer, select_device
+
+    started = time.time()
+    run_config = json.loads(json.dumps({"recipe": recipe.to_dict(), "inputs": inputs}))  # as config.json holds it
+    status = prepare_out_dir(out, run_config, overwrite)
+    if status == "done":
+        log.info("%s already holds a finished run of this recipe; nothing to do (--overwrite to retrain)", out)
+        return json.loads((out / "metrics.json").read_text())
+    train_features, eval_sets = load_train_features(recipe, tokenizer), load_eval_features(recipe, tokenizer)
+    saved = load_train_state(out / STATE_DIR / "train_state.pt") if status == "resume" else None
+    resumed_step = saved["state"]["global_step"] if saved else None
+    writer = RunWriter(out, tokenizer, resumed_step)
+    trainer = Trainer(
+        model, recipe.data.task, train_features, eval_sets, make_collator(tokenizer), recipe.train, recipe.distill,
+        teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
+        device=select_device(device), progress=progress,
+    )
+    if saved:
+        log.info("resuming %s from global step %d", out, resumed_step)
+        trainer.load_state_dict(saved)
+    state = trainer.fit()
+    save_model_dir(trainer.model, out / LAST, tokenizer)
+    spec = get_task(recipe.data.task)
+    evals = [r for r in state.history if r["kind"] == "eval"]
+    final_stage = trainer.stages[-1].name
+    best = next(r for r in evals if r["global_step"] == state.best_step)
+    metrics = {
+        "task": spec.name, "selection_metric": spec.selection_metric,
+        "selection_rule": f"highest {spec.selection_metric} over the evaluations of stage {final_stage!r} "
+                          f"(every {recipe.train.eval_every_steps} steps and at each epoch end)",
+        "best": {"global_step": best["global_step"], "epoch": best["epoch"], "metrics": best["metrics"]},
+        "last": {"global_step": evals[-1]["global_step"], "epoch": evals[-1]["epoch"], "metrics": evals[-1]["metrics"]},
+        "history": evals,
+    }
+    atomic_write_json(out / "manifest.json", manifest(str(trainer.device), started, argv))
+    atomic_write_json(out / "metrics.json", metrics)  # last: its presence marks the run as complete
+    log.info("best %s = %.4f at step %d; written to %s", spec.selection_metric, state.best_score, state.best_step, out)
+    return metrics
+
+
+def finetune(args, argv: Sequence[str]) -> dict[str, Any]:
+    """Fine-tune a teacher (labels only) from a pretrained model: hub id or local directory."""
+    import torch
+
+    from xtc.checkpoint import load_tokenizer
+    from xtc.glue import get_task
+    from xtc.models import load_classifier
+
+    recipe = resolve_recipe([*args.flags, "distill.kd=none", "quant.weight_bits=null"], args.set)
+    spec = get_task(recipe.data.task)
+    tokenizer = load_tokenizer(args.model)
+    torch.manual_seed(recipe.train.seed)  # the fresh classification head
+    model = load_classifier(args.model, num_labels=spec.num_labels)
+    return run_training(Path(args.out), recipe, model, tokenizer, inputs={"model": str(args.model)}, argv=argv,
+                        overwrite=args.overwrite, device=args.device)
+
+
+def distill(args, argv: Sequence[str]) -> dict[str, Any]:
+    """Train a student by KD from a fine-tuned teacher: layer-reduced (step 1) and/or quantized (step 2)."""
+    import copy
+
+    from xtc.checkpoint import load_model_dir, load_tokenizer, mark_quantized
+    from xtc.distill import layer_maps
+    from xtc.quant import quantize_
+    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
+
+    recipe = resolve_recipe(args.flags, args.set)
+    teacher, teacher_dir = _load_teacher(args.teacher, recipe)
+    n_teacher = len(encoder_layers(teacher))
+    if args.init:
+        init = Path(args.init)
+        student = load_model_dir(init / MODEL if (init / MODEL / "config.json").is_file() else init)
+        _check_compatible(student, teacher, args.init, args.teacher)
+        teacher_layer = tuple(getattr(student.config, "xtc_teacher_layer", None) or range(n_teacher))
+        if recipe.reduce.layers is not None and recipe.reduce.layers != len(teacher_layer):
+            raise ValueError(f"--layers {recipe.reduce.layers} contradicts the --init student ({len(teacher_layer)} "
+                             f"layers, teacher layers {list(teacher_layer)}); drop --layers")
+    else:
+        teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
+        student = (build_student(teacher, teacher_layer) if len(teacher_layer) < n_teacher
+                   else copy.deepcopy(teacher))
+    if recipe.quant.enabled:
+        quantize_(student, recipe.quant)
+        mark_quantized(student, recipe.quant)
+    maps = layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
+    student.train()
+    inputs = {"teacher": str(args.teacher), "init": str(args.init) if args.init else None,
+              "teacher_layer": list(teacher_layer)}
+    return run_training(Path(args.out), recipe, student, load_tokenizer(teacher_dir), teacher, maps, inputs=inputs,
+                        argv=argv, overwrite=args.overwrite, device=args.device)
+
+
+def _load_teacher(path: str | Path, recipe: Recipe) -> tuple[Any, Path]:
+    from xtc.checkpoint import load_model_dir
+    from xtc.glue import get_task
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (a model/ dir inside it)")
+    if (path / MODEL / "config.json").is_file():
+        path = path / MODEL
+    teacher = load_model_dir(path)
+    if getattr(teacher.config, "xtc_quant", None):
+        raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher")
+    want = get_task(recipe.data.task).num_labels
+    if teacher.config.num_labels != want:
+        raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
+                         f"{want}; fine-tune a teacher on this task first (xtc finetune)")
+    return teacher, path
+
+
+def _check_compatible(student, teacher, student_path, teacher_path) -> None:
+    for key in ("vocab_size", "hidden_size", "num_attention_heads", "num_labels"):
+        s, t = getattr(student.config, key), getattr(teacher.config, key)
+        if s != t:
+            raise ValueError(f"student {student_path} has {key}={s} but teacher {teacher_path} has {key}={t}; "
+                             "the step-1 student must come from this teacher (xtc distill --teacher ...)")
+
+
+def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
+    """Dev-set metrics of a model directory, a run directory or a packed checkpoint."""
+    from xtc.checkpoint import atomic_write_json, load_model_dir, load_tokenizer
+    from xtc.glue import make_collator
+    from xtc.train import evaluate as evaluate_model
+    from xtc.train import select_device
+
+    started = time.time()
+    path = Path(args.model)
+    recipe = resolve_recipe(args.flags, args.set)
+    if path.is_file():
+        from xtc.export import load_packed
+
+        model, tokenizer_dir = load_packed(path), path.parent
+    else:
+        if (path / MODEL / "config.json").is_file():
+            path = path / MODEL
+        model, tokenizer_dir = load_model_dir(path), path
+    tokenizer = load_tokenizer(args.tokenizer or tokenizer_dir)
+    eval_sets = load_eval_features(recipe, tokenizer)
+    device = select_device(args.device)
+    metrics = evaluate_model(model.to(device), recipe.data.task, eval_sets, make_collator(tokenizer), device=device)
+    result = {"model": str(args.model), "task": recipe.data.task, "metrics": metrics}
+    if args.out:
+        atomic_write_json(Path(args.out) / "metrics.json", result)
+        atomic_write_json(Path(args.out) / "manifest.json", manifest(str(device), started, argv))
+    print(json.dumps(result, indent=2))
+    return result

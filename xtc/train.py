@@ -1,0 +1,284 @@
+"""The XTC training loop (reference section 5): one loop for teacher fine-tuning, step 1 and step 2.
+
+* AdamW, weight decay 0.01 except on biases and LayerNorm weights; linear warmup (epochs or a ratio) then linear
+  decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
+* KD: the teacher is in eval mode under ``no_grad``, its outputs computed once per batch; the loss terms of each
+  stage come from ``xtc.distill.stages`` (two-stage KD restarts the optimizer and schedule for stage II).
+* Evaluation every ``eval_every_steps`` and at each epoch end on every dev split; the caller's ``on_best`` hook
+  saves the best model by the task's selection metric, ``on_checkpoint`` the resumable state.
+* Resume: batch order is a permutation drawn from ``seed + epoch``, so a resumed run skips to its position in the
+  epoch; model, optimizer, scheduler, RNG, step, stage and best score are restored; on CPU the metrics are exactly
+  those of an uninterrupted run.
+
+This module never touches files: the CLI decides paths and writes everything (atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xtc.config import DistillConfig, TrainConfig
+from xtc.distill import LayerMaps, Stage, forward_with_internals, kd_loss, stages
+from xtc.glue import get_task
+from xtc.metrics import compute_metrics, selection_score
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+Collate = Callable[[Sequence[Mapping[str, Any]]], Batch]
+
+
+@dataclass
+class TrainState:
+    """Everything a killed run needs to continue exactly; saved by the caller's ``on_checkpoint`` hook."""
+
+    stage: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0  # optimizer steps in the current stage
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_step: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Hooks:
+    """Callbacks through which the loop hands results to the caller (the CLI writes them to disk)."""
+
+    on_best: Callable[[nn.Module, dict[str, Any]], None] = lambda model, record: None
+    on_checkpoint: Callable[[dict[str, Any]], None] = lambda state: None
+    on_log: Callable[[dict[str, Any]], None] = lambda record: None
+
+
+def select_device(prefer: str | None = None) -> torch.device:
+    """CUDA when present (or the given device string)."""
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay every weight except biases and LayerNorm parameters (BERT's recipe)."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (rest if name.endswith("bias") or id(p) in no_decay else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup to the peak lr, then linear decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batch_order(n_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The example order of one epoch: a pure function of (seed, epoch), which is what makes resuming exact."""
+    return torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, task: str, eval_sets: Mapping[str, Sequence[Mapping[str, Any]]], collate: Collate,
+    batch_size: int = 128, device: torch.device | None = None,
+) -> dict[str, float]:
+    """Metrics on every dev split (MNLI: matched and mismatched), merged into one dict of task metric keys."""
+    spec = get_task(task)
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    for split, features in eval_sets.items():
+        predictions, labels = [], []
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start:start + batch_size])
+            labels.append(batch.pop("labels"))
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            predictions.append(logits.squeeze(-1) if spec.is_regression else logits)
+        metrics.update(compute_metrics(task, torch.cat(predictions).numpy(), torch.cat(labels).numpy(), split=split))
+    model.train(was_training)
+    return metrics
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs the stages of one recipe; ``fit`` returns the final state (history, best score and step)."""
+
+    def __init__(
+        self, model: nn.Module, task: str, train_features: Sequence[Mapping[str, Any]],
+        eval_sets: Mapping[str, Sequence[Mapping[str, Any]]], collate: Collate, train_cfg: TrainConfig,
+        distill_cfg: DistillConfig, teacher: nn.Module | None = None, maps: LayerMaps | None = None,
+        hooks: Hooks | None = None, device: torch.device | None = None, progress: bool | None = None,
+    ) -> None:
+        if not train_features:
+            raise ValueError("no training examples; check data.task, data.data_dir and data.max_train_examples")
+        self.spec = get_task(task)
+        self.cfg, self.distill_cfg = train_cfg, distill_cfg
+        self.stages: tuple[Stage, ...] = stages(distill_cfg, train_cfg.epochs)
+        if teacher is None and any(stage.needs_teacher for stage in self.stages):
+            raise ValueError(f"distill.kd={distill_cfg.kd!r} needs a teacher; pass one, or use distill.kd=none")
+        self.device = device or select_device()
+        self.model = model.to(self.device)
+        # The teacher runs in eval mode under no_grad; its requires_grad flags are left alone (a student copied
+        # from it later must still be trainable).
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.train_features, self.eval_sets, self.collate = train_features, eval_sets, collate
+        self.maps, self.hooks = maps, hooks or Hooks()
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.steps_per_epoch = math.ceil(len(train_features) / train_cfg.batch_size)
+        self.state = TrainState()
+        if self.device.type == "cuda" and train_cfg.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    # -- schedule -------------------------------------------------------------------------------------------------
+    def stage_steps(self, stage: Stage) -> int:
+        return max(1, math.ceil(stage.epochs * self.steps_per_epoch))
+
+    def _optimizer(self, stage: Stage):
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr * stage.lr_scale
+        )
+        total = self.stage_steps(stage)
+        warmup = (round(self.cfg.warmup_ratio * total) if self.cfg.warmup_ratio is not None
+                  else round(self.cfg.warmup_epochs * self.steps_per_epoch))
+        return optimizer, linear_schedule(optimizer, min(warmup, total), total)
+
+    # -- resumable state ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "state": self.state.to_dict(),
+        }
+
+    def load_state_dict(self, saved: Mapping[str, Any]) -> None:
+        """Restore a run saved by ``on_checkpoint``; ``fit`` then continues where it stopped."""
+        self.model.load_state_dict(saved["model"])
+        self.state = TrainState(**saved["state"])
+        self.optimizer, self.scheduler = self._optimizer(self.stages[self.state.stage])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"])
+        self._resumed = True
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        st = self.state
+        if not getattr(self, "_resumed", False):
+            torch.manual_seed(self.cfg.seed)
+            random.seed(self.cfg.seed)
+            self.optimizer, self.scheduler = self._optimizer(self.stages[0])
+        self.model.train()
+        while st.stage < len(self.stages):
+            stage = self.stages[st.stage]
+            total = self.stage_steps(stage)
+            bar = tqdm(total=total, initial=st.step, desc=stage.name, disable=not self.progress, dynamic_ncols=True)
+            while st.step < total:
+                order = batch_order(len(self.train_features), self.cfg.seed + 7919 * st.stage, st.epoch)
+                start = st.batch_in_epoch * self.cfg.batch_size
+                for offset in range(start, len(order), self.cfg.batch_size):
+                    if st.step >= total:
+                        break
+                    index = order[offset:offset + self.cfg.batch_size].tolist()
+                    record = self._train_step(stage, [self.train_features[i] for i in index])
+                    st.step += 1
+                    st.global_step += 1
+                    st.batch_in_epoch += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+                    self.hooks.on_log(record)
+                    if not self.progress and st.global_step % 50 == 0:
+                        log.info("%s step %d/%d loss %.4f", stage.name, st.step, total, record["loss"])
+                    epoch_end = st.batch_in_epoch == self.steps_per_epoch
+                    if st.step % self.cfg.eval_every_steps == 0 or st.step == total or epoch_end:
+                        if epoch_end:
+                            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+                        self._evaluate_and_checkpoint(stage)
+                if st.batch_in_epoch == self.steps_per_epoch:
+                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+            bar.close()
+            st.stage, st.step, st.epoch, st.batch_in_epoch = st.stage + 1, 0, 0, 0
+            if st.stage < len(self.stages):
+                self.optimizer, self.scheduler = self._optimizer(self.stages[st.stage])
+                self.hooks.on_checkpoint(self.state_dict())
+        return st
+
+    def _forward_loss(self, stage: Stage, batch: Batch) -> dict[str, torch.Tensor]:
+        labels = batch.get("labels")
+        teacher_out = None
+        if stage.needs_teacher:
+            with torch.no_grad():
+                teacher_out = forward_with_internals(self.teacher, batch, need_attention=stage.needs_attention)
+        student_out = forward_with_internals(self.model, batch, need_attention=stage.needs_attention)
+        return kd_loss(student_out, teacher_out, labels, stage.terms, self.maps, self.distill_cfg)
+
+    def _train_step(self, stage: Stage, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        started = time.perf_counter()
+        batch = {k: v.to(self.device) for k, v in self.collate(features).items()}
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.cfg.bf16 and self.device.type == "cuda" else nullcontext())
+        with autocast:
+            losses = self._forward_loss(stage, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        return {
+            "kind": "train", "stage": stage.name, "step": self.state.step + 1, "global_step": self.state.global_step + 1,
+            "lr": lr, "step_time_s": round(time.perf_counter() - started, 4),
+            **{name: float(value.detach()) for name, value in losses.items()},
+        }
+
+    def _evaluate_and_checkpoint(self, stage: Stage) -> None:
+        st = self.state
+        metrics = evaluate(self.model, self.spec.name, self.eval_sets, self.collate, device=self.device)
+        score = selection_score(self.spec.name, metrics)
+        record = {"kind": "eval", "stage": stage.name, "step": st.step, "global_step": st.global_step,
+                  "epoch": st.epoch, "metrics": metrics, "score": score}
+        st.history.append(record)
+        self.hooks.on_log(record)
+        log.info("eval %s step %d: %s = %.4f", stage.name, st.step, self.spec.selection_metric, score)
+        # The best checkpoint is chosen within the final stage: stage I of two-stage KD never trains predictions.
+        if st.stage == len(self.stages) - 1 and score > st.best_score:
+            st.best_score, st.best_step = score, st.global_step
+            self.hooks.on_best(self.model, record)
+        self.hooks.on_checkpoint(self.state_dict())

@@ -172,3 +172,50 @@ def test_resume_into_a_directory_of_another_recipe_is_refused(workspace, capsys)
                  "--eval-every", "3", "--lr", "5e-4", "--out", str(root / "teacher")]) == 2
     err = capsys.readouterr().err
     assert "was made by a different recipe (recipe.train.lr: 0.001 -> 0.0005)" in err and "--overwrite" in err
+
+
+@pytest.fixture(scope="module")
+def e2e(workspace):
+    """The acceptance path: teacher (6 layers) -> step 1 FP 3 layers -> step 2 W1A8 -> packed."""
+    root, data = workspace
+    fp3, w1, packed_dir = root / "e2e_fp3", root / "e2e_w1a8", root / "e2e_packed"
+    assert main(["distill", "--teacher", str(root / "teacher"), "--layers", "3", *TRAIN_ARGS, *data, "--epochs", "1",
+                 "--out", str(fp3)]) == 0
+    assert main(["distill", "--teacher", str(root / "teacher"), "--init", str(fp3), "--weight-bits", "1",
+                 "--act-bits", "8", *TRAIN_ARGS, *data, "--epochs", "1", "--out", str(w1)]) == 0
+    assert main(["export", "--model", str(w1), "--out", str(packed_dir)]) == 0
+    return w1, packed_dir
+
+
+def test_end_to_end_finetune_distill_export_evaluate_packed(workspace, e2e, capsys):
+    root, data = workspace
+    w1, packed_dir = e2e
+    size = json.loads((packed_dir / "size.json").read_text())
+    assert size["packed_file_bytes"] == (packed_dir / "model.xtc.safetensors").stat().st_size
+    assert size["teacher"]["layers"] == 6 and size["student"]["layers"] == 3
+    assert set(size["student"]["bits"].values()) == {1}
+    capsys.readouterr()
+    eval_args = ["--task", "rte", *data, "--max-seq-length", "32"]
+    assert main(["evaluate", "--model", str(packed_dir / "model.xtc.safetensors"), *eval_args]) == 0
+    packed_metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert main(["evaluate", "--model", str(w1), *eval_args]) == 0
+    trained_metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert packed_metrics == trained_metrics == json.loads((w1 / "metrics.json").read_text())["best"]["metrics"]
+
+
+def test_a_truncated_packed_file_is_refused_by_evaluate(workspace, e2e, tmp_path, capsys):
+    _, data = workspace
+    _, packed_dir = e2e
+    packed = (packed_dir / "model.xtc.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(packed[: len(packed) // 2])
+    assert main(["evaluate", "--model", str(tmp_path / "cut.safetensors"), "--tokenizer", str(packed_dir),
+                 "--task", "rte", *data]) == 2
+    assert "truncated or corrupt packed checkpoint" in capsys.readouterr().err
+
+
+def test_size_command_offline_for_bert_base(capsys):
+    assert main(["size", "--model-config", "bert-base", "--layers", "5", "--weight-bits", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["compression"]["quantized_part"] >= 50
+    assert report["packed_predicted_over_theoretical"] <= 1.01
+    assert report["teacher"]["params_without_head"] == 109_482_240

@@ -147,6 +147,16 @@ def _run_command(name: str):
     return handler
 
 
+def _plain_command(name: str):
+    def handler(args: argparse.Namespace) -> int:
+        from xtc import commands
+
+        getattr(commands, name)(args, sys.argv[1:])
+        return 0
+
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xtc",
@@ -208,6 +218,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ev, eval_only=True)
     _add_run_args(ev, out_required=False)
     ev.set_defaults(handler=_run_command("evaluate"))
+
+    ex = sub.add_parser("export", help="write the packed 1/2-bit checkpoint of a trained model, and size.json",
+                        description="Pack a trained quantized model: 1-bit weights 8 per byte, ternary 4 per byte.")
+    ex.add_argument("--model", required=True, help="an `xtc distill` run dir (its best model) or a model dir")
+    ex.add_argument("--out", required=True, help="output dir: model.xtc.safetensors, tokenizer, size.json")
+    ex.add_argument("--teacher-config", help="the FP teacher's model dir or config, for the compression ratio "
+                    "(default: the run's teacher)")
+    ex.set_defaults(handler=_plain_command("export"))
+
+    sz = sub.add_parser("size", help="size accounting of an XTC student from a model config alone (offline)")
+    sz.add_argument("--model-config", default="bert-base", help="'bert-base' (built in), a model dir or a hub id")
+    sz.add_argument("--layers", type=int, help="student layers (default: the teacher's)")
+    sz.add_argument("--weight-bits", type=_bits, default=1, help="1, 2, 3..8, or fp (default 1)")
+    sz.add_argument("--json", action="store_true", help="print the full report as JSON")
+    sz.set_defaults(handler=_plain_command("size"))
+
+    au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
+                        description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "
+                        "words) or GloVe neighbours (multi-piece words, when --glove is given; kept otherwise).")
+    au.add_argument("--task", required=True)
+    au.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the hub)")
+    au.add_argument("--mlm", required=True, help="masked-LM model (hub id or dir), e.g. bert-base-uncased")
+    au.add_argument("--glove", help="GloVe text file for multi-piece words")
+    au.add_argument("--copies", type=int, help="augmented copies per example (default: TinyBERT's per task)")
+    au.add_argument("--p", type=float, default=0.4, help="replacement probability per word (0.4)")
+    au.add_argument("--k", type=int, default=15, help="candidates per word (15)")
+    au.add_argument("--max-train-examples", type=int, help="augment a seeded subset only")
+    au.add_argument("--seed", type=int, default=0)
+    au.add_argument("--out", required=True, help="the augmented train TSV to write")
+    au.set_defaults(handler=_plain_command("augment"))
     return parser
 
 

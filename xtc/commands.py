@@ -302,3 +302,92 @@ def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
         atomic_write_json(Path(args.out) / "manifest.json", manifest(str(device), started, argv))
     print(json.dumps(result, indent=2))
     return result
+
+
+# ---------------------------------------------------------------------------------------------- export, size, augment
+PACKED = "model.xtc.safetensors"
+
+
+def export(args, argv: Sequence[str]) -> dict[str, Any]:
+    """Write the packed low-bit checkpoint of a trained model, its tokenizer and ``size.json`` into ``--out``."""
+    from transformers import AutoConfig
+
+    from xtc.checkpoint import atomic_dir, atomic_write_json, load_model_dir, load_tokenizer
+    from xtc.config import Recipe
+    from xtc.export import export_packed, size_report
+
+    started = time.time()
+    model_dir, run_config = _model_dir_and_run_config(Path(args.model))
+    model = load_model_dir(model_dir)
+    recipe = Recipe.from_dict(run_config["recipe"]) if run_config else None
+    teacher_config = None
+    if args.teacher_config or getattr(model.config, "xtc_teacher_layer", None) is not None:
+        source = args.teacher_config or (run_config or {}).get("inputs", {}).get("teacher")
+        if source is None:
+            raise ValueError(f"{model_dir} is a layer-reduced student: pass --teacher-config (the teacher's model "
+                             "dir or config) so the compression ratio is measured against the full teacher")
+        source = Path(source)
+        teacher_config = AutoConfig.from_pretrained(source / MODEL if (source / MODEL / "config.json").is_file() else source)
+    out = Path(args.out)
+    with atomic_dir(out) as tmp:
+        written = export_packed(model, tmp / PACKED, recipe)
+        load_tokenizer(model_dir).save_pretrained(tmp)
+        report = size_report(model, tmp / PACKED, teacher_config)
+        report["packed_file"] = PACKED
+        atomic_write_json(tmp / "size.json", report)
+        atomic_write_json(tmp / "manifest.json", manifest("cpu", started, argv))
+    log.info("packed %s: %d bytes (%.2fx the theoretical minimum); %.1fx smaller than the FP32 teacher "
+             "(quantized part), %.1fx (whole model)", out / PACKED, written["file_bytes"],
+             report["packed_over_theoretical"], report["compression"]["quantized_part"],
+             report["compression"]["whole_model_on_disk"])
+    return report
+
+
+def _model_dir_and_run_config(path: Path) -> tuple[Path, dict[str, Any] | None]:
+    """A run dir resolves to its ``model/``; the run's ``config.json`` (recipe + inputs) comes along if present."""
+    if (path / MODEL / "config.json").is_file():
+        run_config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+        return path / MODEL, run_config
+    parent_config = path.parent / "config.json"
+    if path.name in (MODEL, LAST) and parent_config.is_file():
+        return path, json.loads(parent_config.read_text())
+    return path, None
+
+
+def size(args, argv: Sequence[str]) -> dict[str, Any]:
+    """Size accounting of an XTC student from a model config alone (offline; ``bert-base`` is built in)."""
+    from xtc.export import size_from_config
+    from xtc.models import bert_config
+
+    report = size_from_config(bert_config(args.model_config), args.layers, args.weight_bits)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        t, c = report["theoretical_bytes"], report["compression"]
+        mib = 2**20
+        print(f"teacher FP32: {report['teacher']['fp32_bytes'] / mib:.1f} MiB ({report['teacher']['params']:,} params)")
+        print(f"student: {report['student']['layers']} layers, weight bits {report['student']['bits']}")
+        print(f"theoretical minimum: {t['whole_model'] / mib:.2f} MiB (quantized part {t['quantized_part'] / mib:.2f} MiB)")
+        print(f"packed file (predicted): {report['packed_file_bytes_predicted'] / mib:.2f} MiB "
+              f"({report['packed_predicted_over_theoretical']:.4f}x the minimum)")
+        print(f"compression: {c['quantized_part']:.1f}x (quantized part), {c['whole_model']:.1f}x (whole model)")
+    return report
+
+
+def augment(args, argv: Sequence[str]) -> dict[str, Any]:
+    """TinyBERT data augmentation of a task's train split into a TSV that `--train-file` reads."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from xtc.augment import augment_examples, load_glove, write_augmented_tsv
+    from xtc.glue import get_task, load_split
+
+    spec = get_task(args.task)
+    examples = load_split(spec, "train", args.data_dir, args.max_train_examples, args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.mlm)
+    mlm = AutoModelForMaskedLM.from_pretrained(args.mlm).eval()
+    glove = load_glove(args.glove) if args.glove else None
+    augmented = augment_examples(examples, spec.name, mlm, tokenizer, n_copies=args.copies, p=args.p, k=args.k,
+                                 glove=glove, seed=args.seed)
+    path = write_augmented_tsv(spec.name, augmented, args.out)
+    log.info("wrote %d examples (%d originals) to %s", len(augmented), len(examples), path)
+    return {"path": str(path), "examples": len(augmented)}

@@ -1,0 +1,371 @@
+"""The packed checkpoint: exact logits after load, the format and its errors, and size accounting (reference 8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from xtc.config import QuantConfig, Recipe
+from xtc.export import (
+    FORMAT_VERSION,
+    PackedEmbedding,
+    PackedLinear,
+    export_packed,
+    load_packed,
+    predict_packed_bytes,
+    read_packed,
+    size_from_config,
+    size_report,
+)
+from xtc.models import bert_config, random_model, tiny_bert_config
+from xtc.quant import QuantLinear, quantize_, quantized_modules
+from xtc.reduce import build_student
+
+# Reference section 8, BERT-base.
+LINEAR_PER_LAYER = 7_077_888
+FP_PER_LAYER = 9_984
+WORD_EMBEDDINGS = 23_440_896
+POSITION, TOKEN_TYPE, EMBEDDING_LN, POOLER = 393_216, 1_536, 1_536, 590_592
+BERT_BASE_PARAMS = 109_482_240  # without the classifier
+CLASSIFIER_2_LABELS = 768 * 2 + 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny forwards are ~100x slower with 2 contending threads on a loaded 2-core CI box; numbers are unchanged."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _round_trip(model, batch, path: Path, **kwargs):
+    info = export_packed(model, path, **kwargs)
+    loaded = load_packed(path)
+    assert torch.equal(_logits(loaded, batch), _logits(model, batch))
+    return info, loaded
+
+
+def _packed_path(tmp_path: Path) -> Path:
+    return tmp_path / "packed" / "model.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------- exactness
+CASES = {
+    "W1A8": QuantConfig(weight_bits=1),
+    "W2A8": QuantConfig(weight_bits=2),
+    "W4A8": QuantConfig(weight_bits=4),
+    "W8A8-asymmetric": QuantConfig(weight_bits=8, weight_symmetric=False),
+    "W3-asymmetric-no-act": QuantConfig(weight_bits=3, weight_symmetric=False, act_bits=None),
+    "mixed-1-2-2": QuantConfig(weight_bits=1, attn_out_bits=2, ffn_out_bits=2),
+    "groups-and-tensor-embedding": QuantConfig(weight_bits=2, weight_granularity="groups:4",
+                                               embedding_granularity="tensor"),
+    "qkv-only": QuantConfig(weight_bits=1, groups=("qkv",)),
+}
+
+
+@pytest.mark.parametrize("cfg", CASES.values(), ids=CASES.keys())
+def test_loaded_logits_equal_the_fake_quant_model_exactly(cfg, tiny_bert, tiny_batch, tmp_path):
+    quantize_(tiny_bert, cfg)
+    info, loaded = _round_trip(tiny_bert, tiny_batch, _packed_path(tmp_path))
+    assert not loaded.training
+    assert set(loaded.state_dict()) == set(tiny_bert.state_dict())  # HF keys, nothing extra
+    kinds = {type(m) for n, m in loaded.named_modules() if n in dict(quantized_modules(tiny_bert))}
+    assert kinds <= {PackedLinear, PackedEmbedding}
+    assert info["header"]["quant_config"] == dataclasses.asdict(cfg)
+
+
+def test_static_activation_range_is_kept(tiny_bert, tiny_batch, tmp_path):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1, act_range="static", act_granularity="tensor"))
+    tiny_bert.train()
+    with torch.no_grad():
+        tiny_bert(**tiny_batch)  # calibrate the EMA ranges
+    tiny_bert.eval()
+    _, loaded = _round_trip(tiny_bert, tiny_batch, _packed_path(tmp_path))
+    query = "bert.encoder.layer.0.attention.self.query.act_quantizer"
+    assert torch.equal(loaded.get_submodule(query).min_max, tiny_bert.get_submodule(query).min_max)
+    assert bool(loaded.get_submodule(query).calibrated)
+
+
+def test_layer_reduced_student(tiny_bert, tiny_batch, tmp_path):
+    student = build_student(tiny_bert, [1, 3])
+    quantize_(student, QuantConfig(weight_bits=1))
+    _, loaded = _round_trip(student, tiny_batch, _packed_path(tmp_path))
+    assert loaded.config.num_hidden_layers == 2 and loaded.config.xtc_teacher_layer == [1, 3]
+
+
+def test_exact_zero_weights(tiny_bert, tiny_batch, tmp_path):
+    """The zero padding row of the word embeddings (looked up by the batch) and a half-pruned linear."""
+    assert tiny_batch["input_ids"].eq(0).any() and tiny_bert.bert.embeddings.word_embeddings.weight[0].eq(0).all()
+    with torch.no_grad():
+        tiny_bert.bert.encoder.layer[0].intermediate.dense.weight[:, ::2] = 0
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    info, _ = _round_trip(tiny_bert, tiny_batch, _packed_path(tmp_path))
+    modules = info["header"]["modules"]
+    assert modules["bert.embeddings.word_embeddings"]["encoding"] == "sign+zeros"
+    assert modules["bert.embeddings.word_embeddings"]["zeros"] == 32
+    assert modules["bert.encoder.layer.0.intermediate.dense"]["encoding"] == "ternary"
+    assert modules["bert.encoder.layer.0.intermediate.dense"]["stored_bits"] == 2
+    assert modules["bert.encoder.layer.1.intermediate.dense"]["encoding"] == "sign"
+
+
+def test_trainable_load_gives_fake_quant_modules_that_train(tiny_bert, tiny_batch, tmp_path):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    export_packed(tiny_bert, _packed_path(tmp_path))
+    loaded = load_packed(_packed_path(tmp_path), trainable=True)
+    assert isinstance(loaded.bert.encoder.layer[0].attention.self.query, QuantLinear)
+    # Re-quantizing alpha * sign(w) recomputes alpha with float rounding: close, not bit-exact.
+    assert torch.allclose(_logits(loaded, tiny_batch), _logits(tiny_bert, tiny_batch), atol=1e-5)
+    loaded.train()
+    loaded(**tiny_batch).logits.sum().backward()
+    assert loaded.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    export_packed(loaded, tmp_path / "again.safetensors")  # and it exports again
+
+
+def test_header_records_format_bits_granularity_shapes_and_recipe(tiny_bert, tmp_path):
+    cfg = QuantConfig(weight_bits=1, attn_out_bits=2, ffn_out_bits=2)
+    quantize_(tiny_bert, cfg)
+    recipe = Recipe(quant=cfg)
+    export_packed(tiny_bert, _packed_path(tmp_path), recipe=recipe)
+    header, tensors = read_packed(_packed_path(tmp_path))
+    assert header["format"] == "xtc.packed" and header["format_version"] == FORMAT_VERSION
+    assert header["recipe"] == json.loads(recipe.to_json()) and header["model_config"]["hidden_size"] == 32
+    query = header["modules"]["bert.encoder.layer.0.attention.self.query"]
+    assert {k: query[k] for k in ("kind", "group", "shape", "bits", "granularity", "encoding", "scales")} == {
+        "kind": "linear", "group": "qkv", "shape": [32, 32], "bits": 1, "granularity": "tensor", "encoding": "sign",
+        "scales": 1}
+    assert query["act"] == {"bits": 8, "range": "dynamic", "granularity": "token", "momentum": 0.95}
+    assert header["modules"]["bert.encoder.layer.0.output.dense"]["bits"] == 2
+    assert header["modules"]["bert.embeddings.word_embeddings"]["scales"] == 128  # one per token
+    assert tensors["bert.encoder.layer.0.attention.self.query.weight.codes"].dtype == torch.uint8
+    assert tensors["bert.encoder.layer.0.attention.self.query.weight.codes"].numel() == 32 * 32 // 8
+    assert tensors["bert.encoder.layer.0.output.dense.weight.codes"].numel() == 32 * 64 // 4
+    assert tensors["bert.encoder.layer.0.attention.self.query.weight.scale"].dtype == torch.float32
+    assert "bert.encoder.layer.0.attention.self.query.weight" not in tensors
+    assert "bert.encoder.layer.0.attention.self.query.bias" in tensors  # the FP remainder, as is
+    assert set(header["tensors"]) == set(tensors)
+
+
+def test_file_is_plain_safetensors_and_loading_never_unpickles(tiny_bert, tiny_batch, tmp_path, monkeypatch):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    path = _packed_path(tmp_path)
+    export_packed(tiny_bert, path)
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])  # safetensors: u64 header length, then JSON
+    assert json.loads(raw[8 : 8 + length])["__metadata__"]["xtc"].startswith("{")
+    assert not list(path.parent.glob(".*tmp"))  # the atomic write left no temp file
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was unpickled")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    assert torch.equal(_logits(load_packed(path), tiny_batch), _logits(tiny_bert, tiny_batch))
+
+
+def test_float_model_is_refused_unless_asked_for(tiny_bert, tiny_batch, tmp_path):
+    with pytest.raises(ValueError, match="has no quantized module, so there is nothing to pack; quantize it"):
+        export_packed(tiny_bert, _packed_path(tmp_path))
+    info, _ = _round_trip(tiny_bert, tiny_batch, _packed_path(tmp_path), allow_float=True)
+    assert info["header"]["modules"] == {} and info["header"]["quant_config"] is None
+
+
+def test_packed_model_cannot_be_exported_again(tiny_bert, tmp_path):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    export_packed(tiny_bert, _packed_path(tmp_path))
+    with pytest.raises(ValueError, match="was loaded by load_packed .* trainable=True"):
+        export_packed(load_packed(_packed_path(tmp_path)), tmp_path / "again.safetensors")
+
+
+def test_recipe_that_contradicts_the_weights_is_refused(tiny_bert, tmp_path):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    match = "recipe quantizes group 'word_embeddings' at 2 bits, but module .* holds 1-bit"
+    with pytest.raises(ValueError, match=match):
+        export_packed(tiny_bert, _packed_path(tmp_path), recipe=Recipe(quant=QuantConfig(weight_bits=2)))
+
+
+# ---------------------------------------------------------------------------------------------- load errors
+def _rewrite_header(path: Path, edit) -> None:
+    """Edit the xtc header inside a packed file, keeping the tensor data as is."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    framing = json.loads(raw[8 : 8 + length])
+    header = json.loads(framing["__metadata__"]["xtc"])
+    edit(header)
+    framing["__metadata__"]["xtc"] = json.dumps(header)
+    text = json.dumps(framing).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+
+
+@pytest.fixture
+def packed_file(tiny_bert, tmp_path) -> Path:
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    path = _packed_path(tmp_path)
+    export_packed(tiny_bert, path)
+    return path
+
+
+def test_header_rewrite_helper_keeps_a_valid_file(packed_file, tiny_batch):
+    _rewrite_header(packed_file, lambda h: None)
+    load_packed(packed_file)
+
+
+def test_wrong_format_version_is_refused(packed_file):
+    _rewrite_header(packed_file, lambda h: h.update(format_version=99))
+    with pytest.raises(ValueError, match=r"has format_version 99, but this xtc reads format_version 1; export it"):
+        load_packed(packed_file)
+
+
+@pytest.mark.parametrize("keep", [-100, 5, 20])
+def test_truncated_file_is_refused(packed_file, keep):
+    raw = packed_file.read_bytes()
+    packed_file.write_bytes(raw[:keep])
+    with pytest.raises(ValueError, match=r"truncated or corrupt packed checkpoint .*model.safetensors: "):
+        load_packed(packed_file)
+
+
+def test_trailing_bytes_are_refused(packed_file):
+    packed_file.write_bytes(packed_file.read_bytes() + b"\0" * 4)
+    with pytest.raises(ValueError, match="the header describes .* bytes but the file has"):
+        load_packed(packed_file)
+
+
+def test_mismatched_tensor_shape_in_header_is_refused(packed_file):
+    key = "bert.encoder.layer.0.attention.self.query.bias"
+    _rewrite_header(packed_file, lambda h: h["tensors"][key].update(shape=[16]))
+    with pytest.raises(ValueError, match=rf"tensor '{key}' is float32 \[32\] in the file but float32 \[16\] in the"):
+        load_packed(packed_file)
+
+
+def test_mismatched_module_shape_is_refused(packed_file):
+    name = "bert.encoder.layer.1.intermediate.dense"
+    _rewrite_header(packed_file, lambda h: h["modules"][name].update(shape=[64, 16]))
+    with pytest.raises(ValueError, match=rf"module '{name}' of shape \[64, 16\] at 1 stored bits needs codes of "
+                                         r"shape \[128\], but the file holds \[256\]"):
+        load_packed(packed_file)
+
+
+def test_module_missing_from_the_model_is_refused(packed_file):
+    _rewrite_header(packed_file, lambda h: h["model_config"].update(num_hidden_layers=1))
+    with pytest.raises(ValueError, match=r"module 'bert.encoder.layer.1\.[a-z.]+' \(linear\) is not a Linear of the"):
+        load_packed(packed_file)
+
+
+def test_config_that_does_not_fit_the_tensors_is_refused(packed_file):
+    _rewrite_header(packed_file, lambda h: h["model_config"].update(max_position_embeddings=32))
+    with pytest.raises(ValueError, match=r"tensor 'bert.embeddings.position_embeddings.weight' is \[64, 32\] in the "
+                                         r"file but the model its config describes needs \[32, 32\]"):
+        load_packed(packed_file)
+    _rewrite_header(packed_file, lambda h: h["model_config"].update(max_position_embeddings=64, hidden_size=48))
+    with pytest.raises(ValueError, match=r"module 'bert.embeddings.word_embeddings' is \[128, 32\] in the header"):
+        load_packed(packed_file)
+
+
+def test_plain_safetensors_file_is_not_a_packed_checkpoint(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(ValueError, match="is a safetensors file but not an xtc packed checkpoint"):
+        load_packed(path)
+
+
+# ---------------------------------------------------------------------------------------------- size accounting
+def test_bert_base_parameter_counts_match_the_reference():
+    r12, r11 = size_from_config(bert_config("bert-base"), 12, 1), size_from_config(bert_config("bert-base"), 11, 1)
+    teacher = r12["teacher"]
+    assert teacher["params_without_head"] == BERT_BASE_PARAMS
+    assert teacher["params"] == BERT_BASE_PARAMS + CLASSIFIER_2_LABELS
+    assert round(BERT_BASE_PARAMS * 4 / 2**20, 1) == 417.6
+    assert teacher["quantized_part_params"] == 12 * LINEAR_PER_LAYER + WORD_EMBEDDINGS
+    assert r12["student"]["quantized_part_params"] - r11["student"]["quantized_part_params"] == LINEAR_PER_LAYER
+    assert r12["student"]["remainder_params"] - r11["student"]["remainder_params"] == FP_PER_LAYER
+    assert r12["student"]["remainder_params"] == (
+        12 * FP_PER_LAYER + POSITION + TOKEN_TYPE + EMBEDDING_LN + POOLER + CLASSIFIER_2_LABELS)
+
+
+@pytest.mark.parametrize(
+    ("layers", "bits", "part", "whole"),
+    [(12, 1, (31.0, 32.0), (23.5, 24.5)), (5, 1, (50.0, 60.0), (37.0, 39.0)), (6, 1, (50.0, 53.0), (34.0, 36.0)),
+     (12, 2, (15.5, 16.0), (13.0, 14.5)), (5, 2, (29.0, 30.0), (22.5, 23.5))],
+)
+def test_bert_base_compression_ratios(layers, bits, part, whole):
+    report = size_from_config(bert_config("bert-base"), layers, bits)
+    assert part[0] <= report["compression"]["quantized_part"] <= part[1]
+    assert whole[0] <= report["compression"]["whole_model"] <= whole[1]
+    assert report["packed_predicted_over_theoretical"] <= 1.01
+    assert report["student"]["bits"] == dict.fromkeys(
+        ("word_embeddings", "qkv", "attn_out", "ffn_in", "ffn_out"), bits)
+
+
+def _without_zeros(model):
+    """The prediction assumes no exact-zero binary code: fill the zero padding row, and the few exact zeros that
+    normal init draws at BERT-base scale (a 1-layer BERT-base has 5 in its embeddings and linears)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p[p == 0] = 0.01
+    return model
+
+
+@pytest.mark.parametrize("cfg", [CASES["W1A8"], CASES["W3-asymmetric-no-act"], CASES["mixed-1-2-2"]],
+                         ids=["W1A8", "W3-asym", "mixed"])
+def test_predicted_file_size_is_exact(cfg, tmp_path):
+    model = _without_zeros(random_model(tiny_bert_config(hidden_size=48, intermediate_size=80, vocab_size=99)))
+    quantize_(model, cfg)
+    recipe = Recipe(quant=cfg)
+    info = export_packed(model, tmp_path / "m.safetensors", recipe=recipe)
+    assert info["file_bytes"] == predict_packed_bytes(model, recipe) == (tmp_path / "m.safetensors").stat().st_size
+
+
+def test_size_from_config_predicts_a_real_student_file_exactly(tmp_path):
+    config = tiny_bert_config(num_hidden_layers=6)
+    student = build_student(_without_zeros(random_model(config)), [1, 3, 5])
+    quantize_(student, QuantConfig(weight_bits=2))
+    info = export_packed(student, tmp_path / "s.safetensors")
+    predicted = size_from_config(config, 3, 2)
+    assert predicted["packed_file_bytes_predicted"] == info["file_bytes"]
+    real = size_report(student, tmp_path / "s.safetensors", teacher_config=config)
+    assert real["packed_file_bytes"] == info["file_bytes"]
+    assert real["theoretical_bytes"] == predicted["theoretical_bytes"]
+    assert real["compression"]["quantized_part"] == predicted["compression"]["quantized_part"]
+
+
+def test_real_bert_base_shaped_file_is_within_one_percent_of_the_minimum(tmp_path):
+    """One BERT-base layer with the full 30522 x 768 word embeddings (the largest tensor), 1-bit, real file."""
+    model = _without_zeros(random_model(bert_config("bert-base", num_hidden_layers=1)))
+    quantize_(model, QuantConfig(weight_bits=1))
+    info = export_packed(model, tmp_path / "base.safetensors")
+    report = size_report(model, tmp_path / "base.safetensors")
+    assert report["student"]["quantized_part_params"] == LINEAR_PER_LAYER + WORD_EMBEDDINGS
+    scales = (6 + 30522) * 4
+    assert report["theoretical_bytes"]["quantized_part"] == (LINEAR_PER_LAYER + WORD_EMBEDDINGS) / 8 + scales
+    assert report["packed_over_theoretical"] <= 1.01
+    assert info["file_bytes"] == predict_packed_bytes(model)
+
+
+def test_size_report_of_a_reduced_student_needs_the_teacher_config(tiny_bert):
+    student = build_student(tiny_bert, [1, 3])
+    with pytest.raises(ValueError, match="layer-reduced student .* pass teacher_config"):
+        size_report(student)
+    report = size_report(student, teacher_config=tiny_bert.config)
+    per_layer, word_embeddings = 4 * 32 * 32 + 2 * 32 * 64, 128 * 32  # qkv + attn_out, ffn_in + ffn_out
+    expected = (4 * per_layer + word_embeddings) / (2 * per_layer + word_embeddings)
+    assert report["compression"]["quantized_part"] == pytest.approx(expected)  # an FP student: reduction only
+
+
+def test_size_from_config_of_an_fp_student():
+    report = size_from_config(tiny_bert_config(), None, None)
+    assert report["compression"]["quantized_part"] == 1.0 and report["compression"]["whole_model"] == 1.0

@@ -1,0 +1,528 @@
+"""The packed checkpoint: a truly low-bit file, its exact loader, and model size accounting (reference section 8).
+
+No XTC implementation ever saved a packed checkpoint: they stored the quantized values as FP32, so the 1-bit model
+stayed 418 MB on disk. Here each quantized weight is stored as its codes, bit-packed by ``xtc.packing`` (1-bit
+weights 8 per byte, ternary 4 per byte, k-bit k bits each), plus its scales (and zero points) at their real
+precision, in float32 as the model computes them; every other tensor of ``model.state_dict()`` (LayerNorms, biases,
+position/token-type embeddings, pooler, classifier, static activation ranges) is stored as is.
+
+**Format** (``FORMAT_VERSION`` 1): one safetensors file, whose ``__metadata__["xtc"]`` is a JSON header with
+``format``, ``format_version``, ``xtc_version``, ``model_config`` (the HF config, ``to_dict``),
+``attn_implementation``, ``dtype``, ``quant_config`` (a ``QuantConfig`` dict, or null when the modules are not
+expressible as one), ``recipe`` (or null), ``modules`` (per quantized module: ``kind``, ``group``, ``shape``,
+``bits``, ``granularity``, ``symmetric``, ``encoding``, ``stored_bits``, ``zeros``, ``scales``, and ``bias``/``act``
+for linears or ``padding_idx`` for embeddings) and ``tensors`` (the shape and dtype of every tensor in the file).
+A module ``m`` stores ``m.weight.codes`` (packed uint8), ``m.weight.scale`` (G, 1), ``m.weight.zero_point``
+(asymmetric k-bit only) and ``m.weight.zeros`` (encoding ``sign+zeros`` only). Nothing is ever unpickled.
+
+**Exactness.** Re-quantizing a dequantized weight is *not* bit-exact (BWN's ``alpha' = mean|alpha * sign|`` and the
+k-bit ``max|q|`` are recomputed with float rounding, and the k-bit range shrinks), so ``load_packed`` does not go
+through the quantizers: it rebuilds the model with ``PackedLinear`` / ``PackedEmbedding``, which hold
+``dequantize(codes, scale)`` -- the very tensor the fake-quant forward computes, from the same codes and scales by
+the same ``dequantize`` -- and reuse ``ActQuantizer`` for the inputs. The logits equal the fake-quant model's with
+``torch.equal``. ``trainable=True`` instead rebuilds ``QuantLinear`` / ``QuantEmbedding`` with the dequantized
+weights as latent weights, for fine-tuning (close to, but not bit-identical with, the exported model).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig
+
+from xtc import __version__
+from xtc.config import MODULE_GROUPS, QuantConfig, Recipe, parse_granularity
+from xtc.packing import ENCODINGS, PackedCodes, default_encoding, pack_codes, packed_numel, unpack_codes
+from xtc.quant.apply import module_group, quantize_, quantized_modules
+from xtc.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
+from xtc.quant.primitives import dequantize, group_rows
+from xtc.reduce import select_layers
+
+FORMAT_NAME = "xtc.packed"
+FORMAT_VERSION = 1
+METADATA_KEY = "xtc"
+FP32_BYTES = 4
+
+
+# ---------------------------------------------------------------------------------------------- inference modules
+class PackedLinear(nn.Module):
+    """``y = A(x) W_q^T + b`` with ``W_q`` the stored quantized weight (no latent weight, nothing to train)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, act_quantizer: ActQuantizer | None,
+                 bits: int, granularity: str, symmetric: bool, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bits, self.granularity, self.symmetric = bits, parse_granularity(granularity), symmetric
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
+        self.act_quantizer = act_quantizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_quantizer is not None:
+            x = self.act_quantizer(x)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
+
+
+class PackedEmbedding(nn.Module):
+    """An embedding table holding the stored quantized rows (equal to ``QuantEmbedding``'s looked-up rows)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, bits: int,
+                 granularity: str, symmetric: bool, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        self.bits, self.granularity, self.symmetric = bits, parse_granularity(granularity), symmetric
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, dtype=dtype), requires_grad=False)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(input_ids, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}"
+
+
+def _weight_spec(module: nn.Module) -> tuple[int, str, bool] | None:
+    """``(bits, granularity, symmetric)`` of a quantized (fake-quant or packed) module, else None."""
+    if isinstance(module, (QuantLinear, QuantEmbedding)):
+        q = module.weight_quantizer
+        return q.bits, str(q.granularity), q.symmetric
+    if isinstance(module, (PackedLinear, PackedEmbedding)):
+        return module.bits, str(module.granularity), module.symmetric
+    return None
+
+
+def _num_scales(shape: list[int] | torch.Size, granularity: str) -> int:
+    return group_rows(torch.empty(tuple(shape), device="meta"), granularity).shape[0]
+
+
+# ---------------------------------------------------------------------------------------------- header
+def _module_entry(name: str, module: QuantLinear | QuantEmbedding, encoding: str, stored_bits: int,
+                  zeros: int) -> dict[str, Any]:
+    bits, granularity, symmetric = _weight_spec(module)
+    shape = list(module.weight.shape)
+    entry: dict[str, Any] = {
+        "kind": "embedding" if isinstance(module, QuantEmbedding) else "linear", "group": module_group(name),
+        "shape": shape, "bits": bits, "granularity": granularity, "symmetric": symmetric, "encoding": encoding,
+        "stored_bits": stored_bits, "zeros": zeros, "scales": _num_scales(shape, granularity),
+    }
+    if isinstance(module, QuantEmbedding):
+        entry["padding_idx"] = module.padding_idx
+    else:
+        act = module.act_quantizer
+        entry["bias"] = module.bias is not None
+        entry["act"] = None if act is None else {
+            "bits": act.bits, "range": act.range, "granularity": str(act.granularity), "momentum": act.momentum}
+    return entry
+
+
+def _quant_config(modules: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``QuantConfig`` that ``quantize_`` would need to build these modules, or None if none can."""
+    by_group: dict[str, set[int]] = {g: set() for g in MODULE_GROUPS}
+    for entry in modules.values():
+        by_group.setdefault(entry["group"], set()).add(entry["bits"])
+    linears = [e for e in modules.values() if e["kind"] == "linear"]
+    embeddings = [e for e in modules.values() if e["kind"] == "embedding"]
+    by_group = {g: b for g, b in by_group.items() if b}
+    if not modules or any(len(b) != 1 for b in by_group.values()):
+        return None
+    if len({e["granularity"] for e in linears}) > 1 or len({json.dumps(e["act"]) for e in linears}) > 1:
+        return None
+    if len({e["symmetric"] for e in modules.values()}) > 1 or len({e["granularity"] for e in embeddings}) > 1:
+        return None
+    bits = {group: next(iter(b)) for group, b in by_group.items()}
+    weight_bits = Counter(bits.values()).most_common(1)[0][0]
+    act = linears[0]["act"] if linears else None
+    kwargs: dict[str, Any] = {f"{g}_bits": b for g, b in bits.items() if b != weight_bits}
+    symmetric = next(iter(modules.values()))["symmetric"]
+    kwargs.update(weight_bits=weight_bits, groups=tuple(bits), weight_symmetric=symmetric)
+    if linears:
+        kwargs["weight_granularity"] = linears[0]["granularity"]
+    if embeddings:
+        kwargs["embedding_granularity"] = embeddings[0]["granularity"]
+    if act is None:
+        kwargs["act_bits"] = None
+    else:
+        kwargs.update(act_bits=act["bits"], act_range=act["range"], act_granularity=act["granularity"],
+                      act_momentum=act["momentum"])
+    try:
+        return dataclasses.asdict(QuantConfig(**kwargs))
+    except ValueError:
+        return None
+
+
+def _resolve_recipe(recipe: Recipe | dict | None, modules: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The recipe as a dict, checked against the modules: a header must never contradict the weights it holds."""
+    if recipe is None:
+        return None
+    recipe = Recipe.from_dict(recipe) if isinstance(recipe, dict) else recipe
+    for name, entry in modules.items():
+        expected = recipe.quant.bits_for(entry["group"])
+        if expected != entry["bits"]:
+            raise ValueError(
+                f"the recipe quantizes group {entry['group']!r} at {expected} bits, but module {name!r} holds "
+                f"{entry['bits']}-bit weights; pass the recipe the model was quantized with"
+            )
+    return recipe.to_dict()
+
+
+def _header(model: nn.Module, modules: dict[str, dict[str, Any]], specs: dict[str, tuple[list[int], torch.dtype]],
+            recipe: dict[str, Any] | None) -> dict[str, Any]:
+    first = next(model.parameters())
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "xtc_version": __version__,
+        "model_config": json.loads(model.config.to_json_string(use_diff=False)),
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "quant_config": recipe["quant"] if recipe else _quant_config(modules), "recipe": recipe, "modules": modules,
+        "tensors": {k: {"shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
+                    for k, (shape, dtype) in sorted(specs.items())},
+    }
+
+
+def _remainder(model: nn.Module, quantized: list[str]) -> dict[str, torch.Tensor]:
+    """Every state-dict tensor except the quantized weights: the FP remainder, stored as is."""
+    skip = {f"{name}.weight" for name in quantized}
+    return {k: v for k, v in model.state_dict().items() if k not in skip}
+
+
+def _check_exportable(model: nn.Module, quantized: list[str], allow_float: bool) -> None:
+    packed = [n for n, m in model.named_modules() if isinstance(m, (PackedLinear, PackedEmbedding))]
+    if packed:
+        raise ValueError(f"module {packed[0]!r} was loaded by load_packed (no latent weight); export the fake-quant "
+                         "model, or load the checkpoint with load_packed(path, trainable=True) first")
+    if not quantized and not allow_float:
+        raise ValueError(f"{type(model).__name__} has no quantized module, so there is nothing to pack; quantize it "
+                         "with xtc.quant.quantize_ first, or pass allow_float=True to store it all in full precision")
+
+
+# ---------------------------------------------------------------------------------------------- export
+def export_packed(model: nn.Module, path: str | os.PathLike, recipe: Recipe | dict | None = None, *,
+                  allow_float: bool = False) -> dict[str, Any]:
+    """Write ``model`` (fake-quant, from ``quantize_``) as a packed checkpoint; returns ``{path, file_bytes, header}``.
+
+    An FP model (no quantized module) is an error unless ``allow_float=True``, which writes a valid all-FP file: a
+    "packed" file that packs nothing is almost always a forgotten ``quantize_``. Written atomically.
+    """
+    quantized = list(quantized_modules(model))
+    _check_exportable(model, [n for n, _ in quantized], allow_float)
+    tensors: dict[str, torch.Tensor] = {}
+    modules: dict[str, dict[str, Any]] = {}
+    for name, module in quantized:
+        codes, scale, *zero_point = module.weight_quantizer.quantize(module.weight)
+        packed = pack_codes(codes, module.weight_quantizer.bits, module.weight_quantizer.symmetric)
+        tensors[f"{name}.weight.codes"] = packed.data
+        tensors[f"{name}.weight.scale"] = scale
+        if zero_point:
+            tensors[f"{name}.weight.zero_point"] = zero_point[0]
+        if packed.zeros is not None:
+            tensors[f"{name}.weight.zeros"] = packed.zeros
+        zeros = 0 if packed.zeros is None else packed.zeros.numel()
+        modules[name] = _module_entry(name, module, packed.encoding, packed.stored_bits, zeros)
+    # The remainder is cloned: safetensors refuses tensors that share storage (tied or viewed parameters).
+    tensors.update({k: v.detach().clone() for k, v in _remainder(model, list(modules)).items()})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    header = _header(model, modules, {k: (list(v.shape), v.dtype) for k, v in tensors.items()},
+                     _resolve_recipe(recipe, modules))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        safetensors.torch.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"path": str(path), "file_bytes": path.stat().st_size, "header": header}
+
+
+def predict_packed_bytes(model: nn.Module, recipe: Recipe | dict | None = None) -> int:
+    """The exact size ``export_packed`` would write, from shapes alone (works on a ``meta``-device model).
+
+    Assumes no binary weight holds an exact zero (each zero adds a 4-byte position; see ``xtc.packing``).
+    """
+    quantized = list(quantized_modules(model))
+    specs: dict[str, tuple[list[int], torch.dtype]] = {}
+    modules: dict[str, dict[str, Any]] = {}
+    for name, module in quantized:
+        bits, granularity, symmetric = _weight_spec(module)
+        encoding, stored_bits = default_encoding(bits, symmetric)
+        specs[f"{name}.weight.codes"] = ([packed_numel(module.weight.numel(), stored_bits)], torch.uint8)
+        scale_shape = [_num_scales(module.weight.shape, granularity), 1]
+        specs[f"{name}.weight.scale"] = (scale_shape, module.weight.dtype)
+        if not symmetric and bits >= 3:
+            specs[f"{name}.weight.zero_point"] = (scale_shape, module.weight.dtype)
+        modules[name] = _module_entry(name, module, encoding, stored_bits, 0)
+    specs.update({k: (list(v.shape), v.dtype) for k, v in _remainder(model, list(modules)).items()})
+    header = _header(model, modules, specs, _resolve_recipe(recipe, modules))
+    # safetensors orders tensors and pads its header itself: ask it rather than re-implement its layout.
+    zeros = {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in specs.items()}
+    return len(safetensors.torch.save(zeros, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)}))
+
+
+# ---------------------------------------------------------------------------------------------- load
+def _corrupt(path: Path, why: str) -> ValueError:
+    return ValueError(f"truncated or corrupt packed checkpoint {path}: {why}; export it again with export_packed "
+                      "(or copy the file again)")
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    """Parse and check the safetensors framing ourselves, so a cut file gets a precise message."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise _corrupt(path, f"the file has {size} bytes, fewer than the 8-byte safetensors header length")
+        (length,) = struct.unpack("<Q", prefix)
+        if 8 + length > size:
+            raise _corrupt(path, f"the header claims {length} bytes but only {size - 8} follow")
+        raw = f.read(length)
+    try:
+        framing = json.loads(raw)
+        end = max((v["data_offsets"][1] for k, v in framing.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise _corrupt(path, f"the safetensors header is not valid ({err})") from err
+    if size != 8 + length + end:
+        raise _corrupt(path, f"the header describes {8 + length + end} bytes but the file has {size}")
+    metadata = framing.get("__metadata__") or {}
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"{path} is a safetensors file but not an xtc packed checkpoint (no {METADATA_KEY!r} entry in "
+                         "its metadata); write packed checkpoints with xtc.export.export_packed")
+    try:
+        header = json.loads(metadata[METADATA_KEY])
+    except ValueError as err:
+        raise _corrupt(path, f"the xtc header is not valid JSON ({err})") from err
+    found = header.get("format_version") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME or found != FORMAT_VERSION:
+        raise ValueError(
+            f"packed checkpoint {path} has format_version {found!r}, but this xtc reads format_version "
+            f"{FORMAT_VERSION}; export it again from the fake-quant model with this xtc, or load it with the xtc "
+            "release that wrote it"
+        )
+    return header
+
+
+def _check_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Every tensor is where the header says, with the header's shape; packed sizes agree with module shapes."""
+    listed = header["tensors"]
+    for key in sorted(set(listed) ^ set(tensors)):
+        where = "listed in the header but missing from the file" if key in listed else "in the file but not the header"
+        raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {where}; the checkpoint was edited or corrupted")
+    for key, spec in listed.items():
+        got = [list(tensors[key].shape), str(tensors[key].dtype).removeprefix("torch.")]
+        if got != [spec["shape"], spec["dtype"]]:
+            raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {got[1]} {got[0]} in the file but "
+                             f"{spec['dtype']} {spec['shape']} in the header; the checkpoint was edited or corrupted")
+    for name, entry in header["modules"].items():
+        numel, bits = math.prod(entry["shape"]), entry["stored_bits"]
+        if entry["encoding"] not in ENCODINGS:
+            raise ValueError(f"packed checkpoint {path}: module {name!r} has unknown encoding {entry['encoding']!r}")
+        scales = _num_scales(entry["shape"], entry["granularity"])
+        expected = {"codes": [packed_numel(numel, bits)], "scale": [scales, 1]}
+        if not entry["symmetric"] and entry["bits"] >= 3:
+            expected["zero_point"] = expected["scale"]
+        if entry["encoding"] == "sign+zeros":
+            expected["zeros"] = [entry["zeros"]]
+        for part, shape in expected.items():
+            got = list(tensors[f"{name}.weight.{part}"].shape) if f"{name}.weight.{part}" in tensors else None
+            if got != shape:
+                raise ValueError(
+                    f"packed checkpoint {path}: module {name!r} of shape {entry['shape']} at {bits} stored bits "
+                    f"needs {part} of shape {shape}, but the file holds {got}; the checkpoint was edited or corrupted")
+
+
+def read_packed(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(header, tensors)`` of a packed checkpoint, validated; safetensors and JSON only, never pickle."""
+    path = Path(path)
+    header = _read_header(path)
+    try:
+        tensors = safetensors.torch.load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError type
+        raise _corrupt(path, str(err)) from err
+    try:
+        _check_tensors(path, header, tensors)
+    except (KeyError, TypeError) as err:
+        raise _corrupt(path, f"the xtc header is missing or mistypes {err}") from err
+    return header, tensors
+
+
+def _build_module(entry: dict[str, Any], trainable: bool, dtype: torch.dtype) -> nn.Module:
+    bits, granularity, symmetric = entry["bits"], entry["granularity"], entry["symmetric"]
+    if entry["kind"] == "embedding":
+        if trainable:
+            return QuantEmbedding(*entry["shape"], padding_idx=entry["padding_idx"], dtype=dtype,
+                                  weight_quantizer=WeightQuantizer(bits, granularity, symmetric))
+        return PackedEmbedding(*entry["shape"], entry["padding_idx"], bits, granularity, symmetric, dtype)
+    act = entry["act"] and ActQuantizer(entry["act"]["bits"], entry["act"]["range"], entry["act"]["granularity"],
+                                        entry["act"]["momentum"])
+    out_features, in_features = entry["shape"]
+    if trainable:
+        return QuantLinear(in_features, out_features, entry["bias"], WeightQuantizer(bits, granularity, symmetric),
+                           act, dtype=dtype)
+    return PackedLinear(in_features, out_features, entry["bias"], act, bits, granularity, symmetric, dtype)
+
+
+def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", trainable: bool = False) -> nn.Module:
+    """Rebuild the model of a packed checkpoint, in eval mode; its logits equal the exported model's exactly.
+
+    ``trainable=True`` returns fake-quant modules (latent weight = the dequantized weight) that can be fine-tuned;
+    their forward re-quantizes, so logits match only up to float rounding of the recomputed scales.
+    """
+    path = Path(path)
+    header, tensors = read_packed(path)
+    config_dict = dict(header["model_config"])
+    model_type = config_dict.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"packed checkpoint {path} holds model_type {model_type!r}, unknown to transformers "
+                         f"{__import__('transformers').__version__}; upgrade transformers")
+    config: PretrainedConfig = CONFIG_MAPPING[model_type].from_dict(config_dict)
+    kwargs = {"attn_implementation": header["attn_implementation"]} if header["attn_implementation"] else {}
+    dtype = getattr(torch, str(header["dtype"]), None)
+    if not isinstance(dtype, torch.dtype):
+        raise _corrupt(path, f"the xtc header names dtype {header['dtype']!r}, which is not a torch dtype")
+    model = AutoModelForSequenceClassification.from_config(config, **kwargs).to(dtype)
+    state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.weight.") for m in header["modules"])}
+    for name, entry in header["modules"].items():
+        old = dict(model.named_modules()).get(name)
+        kind = nn.Embedding if entry["kind"] == "embedding" else nn.Linear
+        if not isinstance(old, kind):
+            raise ValueError(f"packed checkpoint {path}: module {name!r} ({entry['kind']}) is not a {kind.__name__} of "
+                             "the model its config describes; the file is inconsistent")
+        if list(old.weight.shape) != entry["shape"]:
+            raise ValueError(f"packed checkpoint {path}: module {name!r} is {entry['shape']} in the header but "
+                             f"{list(old.weight.shape)} in the model its config describes; the file is inconsistent")
+        stored = PackedCodes(entry["encoding"], entry["stored_bits"], tensors[f"{name}.weight.codes"],
+                             tensors.get(f"{name}.weight.zeros"))
+        scale = tensors[f"{name}.weight.scale"]
+        codes = unpack_codes(stored, math.prod(entry["shape"]), scale.dtype).reshape(entry["shape"])
+        zero_point = tensors.get(f"{name}.weight.zero_point")
+        state[f"{name}.weight"] = dequantize(codes, scale, entry["granularity"], zero_point)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, _build_module(entry, trainable, dtype))
+    expected = model.state_dict()
+    for key in sorted(set(expected) ^ set(state)):
+        where = "missing from the file" if key in expected else "not part of the model"
+        raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {where} (model built from the stored config)")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {list(value.shape)} in the file but the "
+                             f"model its config describes needs {list(expected[key].shape)}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------- size accounting
+CONVENTIONS = {
+    "quantized_part": "teacher's XTC module set (encoder linears + word embeddings) at FP32 over the student's at "
+                      "their bit-width plus scales (and zero points) at their precision",
+    "whole_model": "teacher's parameters (classifier included) at FP32 over the student's quantized part plus its "
+                   "full-precision remainder (LayerNorms, biases, position/token-type embeddings, pooler, "
+                   "classifier, activation ranges) as stored",
+    "bits": "binary = 1 bit, ternary = 2 bits (as the paper counts it, not log2(3)), k-bit = k bits per weight",
+}
+
+
+def _teacher_counts(config: PretrainedConfig) -> dict[str, Any]:
+    with torch.device("meta"):
+        teacher = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
+    params = sum(p.numel() for p in teacher.parameters())
+    part = sum(m.weight.numel() for n, m in teacher.named_modules() if module_group(n) and hasattr(m, "weight"))
+    return {
+        "layers": config.num_hidden_layers, "params": params,
+        "params_without_head": sum(p.numel() for p in teacher.base_model.parameters()),
+        "fp32_bytes": params * FP32_BYTES,
+        "quantized_part_params": part, "quantized_part_fp32_bytes": part * FP32_BYTES,
+    }
+
+
+def size_report(model: nn.Module, path: str | os.PathLike | None = None,
+                teacher_config: PretrainedConfig | None = None) -> dict[str, Any]:
+    """Sizes and compression ratios of ``model`` (real or ``meta``), under both conventions of reference section 8.
+
+    The theoretical minimum stores each weight of the XTC module set at exactly its bit-width (FP ones at their
+    dtype), each scale/zero point at its dtype, and the remainder as is; ``path`` adds the packed file's real size.
+    ``teacher_config`` is the uncompressed model compared against (default: ``model.config``, which is only right
+    when the student was not layer-reduced).
+    """
+    if teacher_config is None:
+        if getattr(model.config, "xtc_teacher_layer", None) is not None:
+            raise ValueError("the model is a layer-reduced student (config.xtc_teacher_layer is set); pass "
+                             "teacher_config, the config of the teacher it was reduced from")
+        teacher_config = model.config
+    weights, bits_by_group = {}, {}
+    part_bits = scale_bytes = part_params = 0
+    for name, module in model.named_modules():
+        group = module_group(name)
+        if group is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            continue
+        w = module.weight
+        spec = _weight_spec(module)
+        bits = spec[0] if spec else w.element_size() * 8
+        weights[f"{name}.weight"] = w
+        part_params += w.numel()
+        part_bits += w.numel() * bits
+        if spec:
+            per_scale = w.element_size() * (1 if spec[2] or spec[0] <= 2 else 2)
+            scale_bytes += _num_scales(w.shape, spec[1]) * per_scale
+        bits_by_group.setdefault(group, set()).add(spec[0] if spec else None)
+    remainder = [v for k, v in model.state_dict().items() if k not in weights]
+    remainder_bytes = sum(v.numel() * v.element_size() for v in remainder)
+    part_bytes = part_bits / 8 + scale_bytes
+    whole_bytes = part_bytes + remainder_bytes
+    teacher = _teacher_counts(teacher_config)
+    file_bytes = Path(path).stat().st_size if path is not None else None
+    return {
+        "teacher": teacher,
+        "student": {
+            "layers": model.config.num_hidden_layers, "params": sum(p.numel() for p in model.parameters()),
+            "quantized_part_params": part_params, "remainder_params": sum(v.numel() for v in remainder),
+            "bits": {g: (b.pop() if len(b) == 1 else sorted(b, key=str)) for g, b in bits_by_group.items()},
+        },
+        "theoretical_bytes": {"quantized_part": part_bytes, "scales": scale_bytes, "remainder": remainder_bytes,
+                              "whole_model": whole_bytes},
+        "packed_file_bytes": file_bytes,
+        "packed_over_theoretical": None if file_bytes is None else file_bytes / whole_bytes,
+        "compression": {
+            "quantized_part": teacher["quantized_part_fp32_bytes"] / part_bytes,
+            "whole_model": teacher["fp32_bytes"] / whole_bytes,
+            "whole_model_on_disk": None if file_bytes is None else teacher["fp32_bytes"] / file_bytes,
+        },
+        "conventions": CONVENTIONS,
+    }
+
+
+def size_from_config(model_config: PretrainedConfig, layers: int | None = None, weight_bits: int | None = 1,
+                     quant_cfg: QuantConfig | None = None) -> dict[str, Any]:
+    """``size_report`` of the XTC student of a teacher config, offline and without weights (a ``meta`` model).
+
+    ``layers`` keeps that many encoder layers (chosen as ``build_student`` would); ``weight_bits`` replaces
+    ``quant_cfg.weight_bits`` (default ``QuantConfig``: XTC's per-tensor linears, per-row embeddings, dynamic A8);
+    ``None`` sizes an FP student. Adds ``packed_file_bytes_predicted``, what ``export_packed`` would write.
+    """
+    depth = model_config.num_hidden_layers
+    student_config = copy.deepcopy(model_config)
+    if layers is not None and layers != depth:
+        student_config.num_hidden_layers = layers
+        student_config.xtc_teacher_layer = list(select_layers(depth, layers))
+    cfg = dataclasses.replace(quant_cfg or QuantConfig(), weight_bits=weight_bits)
+    with torch.device("meta"):
+        student = AutoModelForSequenceClassification.from_config(student_config)
+        if cfg.enabled:
+            quantize_(student, cfg)
+    report = size_report(student, teacher_config=model_config)
+    report["packed_file_bytes_predicted"] = predict_packed_bytes(student)
+    report["packed_predicted_over_theoretical"] = report["packed_file_bytes_predicted"] / report[
+        "theoretical_bytes"]["whole_model"]
+    return report

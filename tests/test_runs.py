@@ -219,3 +219,24 @@ def test_size_command_offline_for_bert_base(capsys):
     assert report["compression"]["quantized_part"] >= 50
     assert report["packed_predicted_over_theoretical"] <= 1.01
     assert report["teacher"]["params_without_head"] == 109_482_240
+
+
+def test_augment_writes_a_train_file_that_distill_reads(workspace, tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    from xtc.glue import read_tsv
+
+    root, data = workspace
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    mlm = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64))
+    mlm.save_pretrained(tmp_path / "mlm")
+    tokenizer.save_pretrained(tmp_path / "mlm")
+    out = tmp_path / "rte_aug.tsv"
+    assert main(["augment", "--task", "rte", *data, "--mlm", str(tmp_path / "mlm"), "--copies", "2",
+                 "--max-train-examples", "6", "--out", str(out)]) == 0
+    rows = read_tsv("rte", out)
+    assert len(rows) == 6 * 3
+    assert main(["distill", "--teacher", str(root / "teacher"), "--layers", "2", *TRAIN_ARGS, *data,
+                 "--train-file", str(out), "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["last"]["global_step"] == 3  # 18 rows / 8

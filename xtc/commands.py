@@ -12,7 +12,6 @@ import json
 import logging
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -314,7 +313,8 @@ def export(args, argv: Sequence[str]) -> dict[str, Any]:
 
     from xtc.checkpoint import atomic_dir, atomic_write_json, load_model_dir, load_tokenizer
     from xtc.config import Recipe
-    from xtc.export import export_packed, size_report
+    from xtc.export import export_packed
+    from xtc.size import size_report
 
     started = time.time()
     model_dir, run_config = _model_dir_and_run_config(Path(args.model))
@@ -356,7 +356,7 @@ def _model_dir_and_run_config(path: Path) -> tuple[Path, dict[str, Any] | None]:
 
 def size(args, argv: Sequence[str]) -> dict[str, Any]:
     """Size accounting of an XTC student from a model config alone (offline; ``bert-base`` is built in)."""
-    from xtc.export import size_from_config
+    from xtc.size import size_from_config
     from xtc.models import bert_config
 
     report = size_from_config(bert_config(args.model_config), args.layers, args.weight_bits)

@@ -1,4 +1,4 @@
-"""The packed checkpoint: a truly low-bit file, its exact loader, and model size accounting (reference section 8).
+"""The packed checkpoint: a truly low-bit file and its exact loader (size accounting: ``xtc.size``).
 
 No XTC implementation ever saved a packed checkpoint: they stored the quantized values as FP32, so the 1-bit model
 stayed 418 MB on disk. Here each quantized weight is stored as its codes, bit-packed by ``xtc.packing`` (1-bit
@@ -26,7 +26,6 @@ weights as latent weights, for fine-tuning (close to, but not bit-identical with
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -45,10 +44,9 @@ from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, Pre
 from xtc import __version__
 from xtc.config import MODULE_GROUPS, QuantConfig, Recipe, parse_granularity
 from xtc.packing import ENCODINGS, PackedCodes, default_encoding, pack_codes, packed_numel, unpack_codes
-from xtc.quant.apply import module_group, quantize_, quantized_modules
+from xtc.quant.apply import module_group, quantized_modules
 from xtc.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
 from xtc.quant.primitives import dequantize, group_rows
-from xtc.reduce import select_layers
 
 FORMAT_NAME = "xtc.packed"
 FORMAT_VERSION = 1
@@ -95,7 +93,7 @@ class PackedEmbedding(nn.Module):
         return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}"
 
 
-def _weight_spec(module: nn.Module) -> tuple[int, str, bool] | None:
+def weight_spec(module: nn.Module) -> tuple[int, str, bool] | None:
     """``(bits, granularity, symmetric)`` of a quantized (fake-quant or packed) module, else None."""
     if isinstance(module, (QuantLinear, QuantEmbedding)):
         q = module.weight_quantizer
@@ -105,19 +103,19 @@ def _weight_spec(module: nn.Module) -> tuple[int, str, bool] | None:
     return None
 
 
-def _num_scales(shape: list[int] | torch.Size, granularity: str) -> int:
+def num_scales(shape: list[int] | torch.Size, granularity: str) -> int:
     return group_rows(torch.empty(tuple(shape), device="meta"), granularity).shape[0]
 
 
 # ---------------------------------------------------------------------------------------------- header
 def _module_entry(name: str, module: QuantLinear | QuantEmbedding, encoding: str, stored_bits: int,
                   zeros: int) -> dict[str, Any]:
-    bits, granularity, symmetric = _weight_spec(module)
+    bits, granularity, symmetric = weight_spec(module)
     shape = list(module.weight.shape)
     entry: dict[str, Any] = {
         "kind": "embedding" if isinstance(module, QuantEmbedding) else "linear", "group": module_group(name),
         "shape": shape, "bits": bits, "granularity": granularity, "symmetric": symmetric, "encoding": encoding,
-        "stored_bits": stored_bits, "zeros": zeros, "scales": _num_scales(shape, granularity),
+        "stored_bits": stored_bits, "zeros": zeros, "scales": num_scales(shape, granularity),
     }
     if isinstance(module, QuantEmbedding):
         entry["padding_idx"] = module.padding_idx
@@ -257,10 +255,10 @@ def predict_packed_bytes(model: nn.Module, recipe: Recipe | dict | None = None) 
     specs: dict[str, tuple[list[int], torch.dtype]] = {}
     modules: dict[str, dict[str, Any]] = {}
     for name, module in quantized:
-        bits, granularity, symmetric = _weight_spec(module)
+        bits, granularity, symmetric = weight_spec(module)
         encoding, stored_bits = default_encoding(bits, symmetric)
         specs[f"{name}.weight.codes"] = ([packed_numel(module.weight.numel(), stored_bits)], torch.uint8)
-        scale_shape = [_num_scales(module.weight.shape, granularity), 1]
+        scale_shape = [num_scales(module.weight.shape, granularity), 1]
         specs[f"{name}.weight.scale"] = (scale_shape, module.weight.dtype)
         if not symmetric and bits >= 3:
             specs[f"{name}.weight.zero_point"] = (scale_shape, module.weight.dtype)
@@ -329,7 +327,7 @@ def _check_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.
         numel, bits = math.prod(entry["shape"]), entry["stored_bits"]
         if entry["encoding"] not in ENCODINGS:
             raise ValueError(f"packed checkpoint {path}: module {name!r} has unknown encoding {entry['encoding']!r}")
-        scales = _num_scales(entry["shape"], entry["granularity"])
+        scales = num_scales(entry["shape"], entry["granularity"])
         expected = {"codes": [packed_numel(numel, bits)], "scale": [scales, 1]}
         if not entry["symmetric"] and entry["bits"] >= 3:
             expected["zero_point"] = expected["scale"]
@@ -421,108 +419,3 @@ def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", tra
                              f"model its config describes needs {list(expected[key].shape)}")
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
-
-
-# ---------------------------------------------------------------------------------------------- size accounting
-CONVENTIONS = {
-    "quantized_part": "teacher's XTC module set (encoder linears + word embeddings) at FP32 over the student's at "
-                      "their bit-width plus scales (and zero points) at their precision",
-    "whole_model": "teacher's parameters (classifier included) at FP32 over the student's quantized part plus its "
-                   "full-precision remainder (LayerNorms, biases, position/token-type embeddings, pooler, "
-                   "classifier, activation ranges) as stored",
-    "bits": "binary = 1 bit, ternary = 2 bits (as the paper counts it, not log2(3)), k-bit = k bits per weight",
-}
-
-
-def _teacher_counts(config: PretrainedConfig) -> dict[str, Any]:
-    with torch.device("meta"):
-        teacher = AutoModelForSequenceClassification.from_config(copy.deepcopy(config))
-    params = sum(p.numel() for p in teacher.parameters())
-    part = sum(m.weight.numel() for n, m in teacher.named_modules() if module_group(n) and hasattr(m, "weight"))
-    return {
-        "layers": config.num_hidden_layers, "params": params,
-        "params_without_head": sum(p.numel() for p in teacher.base_model.parameters()),
-        "fp32_bytes": params * FP32_BYTES,
-        "quantized_part_params": part, "quantized_part_fp32_bytes": part * FP32_BYTES,
-    }
-
-
-def size_report(model: nn.Module, path: str | os.PathLike | None = None,
-                teacher_config: PretrainedConfig | None = None) -> dict[str, Any]:
-    """Sizes and compression ratios of ``model`` (real or ``meta``), under both conventions of reference section 8.
-
-    The theoretical minimum stores each weight of the XTC module set at exactly its bit-width (FP ones at their
-    dtype), each scale/zero point at its dtype, and the remainder as is; ``path`` adds the packed file's real size.
-    ``teacher_config`` is the uncompressed model compared against (default: ``model.config``, which is only right
-    when the student was not layer-reduced).
-    """
-    if teacher_config is None:
-        if getattr(model.config, "xtc_teacher_layer", None) is not None:
-            raise ValueError("the model is a layer-reduced student (config.xtc_teacher_layer is set); pass "
-                             "teacher_config, the config of the teacher it was reduced from")
-        teacher_config = model.config
-    weights, bits_by_group = {}, {}
-    part_bits = scale_bytes = part_params = 0
-    for name, module in model.named_modules():
-        group = module_group(name)
-        if group is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
-            continue
-        w = module.weight
-        spec = _weight_spec(module)
-        bits = spec[0] if spec else w.element_size() * 8
-        weights[f"{name}.weight"] = w
-        part_params += w.numel()
-        part_bits += w.numel() * bits
-        if spec:
-            per_scale = w.element_size() * (1 if spec[2] or spec[0] <= 2 else 2)
-            scale_bytes += _num_scales(w.shape, spec[1]) * per_scale
-        bits_by_group.setdefault(group, set()).add(spec[0] if spec else None)
-    remainder = [v for k, v in model.state_dict().items() if k not in weights]
-    remainder_bytes = sum(v.numel() * v.element_size() for v in remainder)
-    part_bytes = part_bits / 8 + scale_bytes
-    whole_bytes = part_bytes + remainder_bytes
-    teacher = _teacher_counts(teacher_config)
-    file_bytes = Path(path).stat().st_size if path is not None else None
-    return {
-        "teacher": teacher,
-        "student": {
-            "layers": model.config.num_hidden_layers, "params": sum(p.numel() for p in model.parameters()),
-            "quantized_part_params": part_params, "remainder_params": sum(v.numel() for v in remainder),
-            "bits": {g: (b.pop() if len(b) == 1 else sorted(b, key=str)) for g, b in bits_by_group.items()},
-        },
-        "theoretical_bytes": {"quantized_part": part_bytes, "scales": scale_bytes, "remainder": remainder_bytes,
-                              "whole_model": whole_bytes},
-        "packed_file_bytes": file_bytes,
-        "packed_over_theoretical": None if file_bytes is None else file_bytes / whole_bytes,
-        "compression": {
-            "quantized_part": teacher["quantized_part_fp32_bytes"] / part_bytes,
-            "whole_model": teacher["fp32_bytes"] / whole_bytes,
-            "whole_model_on_disk": None if file_bytes is None else teacher["fp32_bytes"] / file_bytes,
-        },
-        "conventions": CONVENTIONS,
-    }
-
-
-def size_from_config(model_config: PretrainedConfig, layers: int | None = None, weight_bits: int | None = 1,
-                     quant_cfg: QuantConfig | None = None) -> dict[str, Any]:
-    """``size_report`` of the XTC student of a teacher config, offline and without weights (a ``meta`` model).
-
-    ``layers`` keeps that many encoder layers (chosen as ``build_student`` would); ``weight_bits`` replaces
-    ``quant_cfg.weight_bits`` (default ``QuantConfig``: XTC's per-tensor linears, per-row embeddings, dynamic A8);
-    ``None`` sizes an FP student. Adds ``packed_file_bytes_predicted``, what ``export_packed`` would write.
-    """
-    depth = model_config.num_hidden_layers
-    student_config = copy.deepcopy(model_config)
-    if layers is not None and layers != depth:
-        student_config.num_hidden_layers = layers
-        student_config.xtc_teacher_layer = list(select_layers(depth, layers))
-    cfg = dataclasses.replace(quant_cfg or QuantConfig(), weight_bits=weight_bits)
-    with torch.device("meta"):
-        student = AutoModelForSequenceClassification.from_config(student_config)
-        if cfg.enabled:
-            quantize_(student, cfg)
-    report = size_report(student, teacher_config=model_config)
-    report["packed_file_bytes_predicted"] = predict_packed_bytes(student)
-    report["packed_predicted_over_theoretical"] = report["packed_file_bytes_predicted"] / report[
-        "theoretical_bytes"]["whole_model"]
-    return report

@@ -35,22 +35,17 @@ def group_rows(x: torch.Tensor, granularity: Granularity | str) -> torch.Tensor:
         return x.reshape(x.shape[0], -1)  # (out, in)
     if isinstance(granularity, PerToken):
         return x.reshape(-1, x.shape[-1])  # (tokens, hidden)
-    if isinstance(granularity, PerGroup):
-        size = granularity.size
-        if numel % size:
+    if isinstance(granularity, (PerGroup, NumGroups)):
+        per_group = isinstance(granularity, PerGroup)
+        n = granularity.size if per_group else granularity.count
+        if numel % n:
+            what, kind = (f"group size {n} does not", "group") if per_group else (f"{n} groups do not", "groups")
             raise ValueError(
-                f"group size {size} does not divide a tensor of shape {tuple(x.shape)} ({numel} elements); "
-                f"choose a divisor of {numel}, e.g. 'group:{_nearest_divisor(numel, size)}'"
+                f"{what} divide a tensor of shape {tuple(x.shape)} ({numel} elements); choose a divisor of "
+                f"{numel}, e.g. '{kind}:{_nearest_divisor(numel, n)}'"
             )
+        size = n if per_group else numel // n
         return x.reshape(numel // size, size)  # (G, size)
-    if isinstance(granularity, NumGroups):
-        count = granularity.count
-        if numel % count:
-            raise ValueError(
-                f"{count} groups do not divide a tensor of shape {tuple(x.shape)} ({numel} elements); "
-                f"choose a divisor of {numel}, e.g. 'groups:{_nearest_divisor(numel, count)}'"
-            )
-        return x.reshape(count, numel // count)  # (count, G)
     raise AssertionError(f"unhandled granularity {granularity!r}")
 
 

@@ -12,7 +12,8 @@ from textdata import DIRECTORIES, FILE_LABELS, HEADERS, VOCAB, synthetic_example
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
 from xtc import augment
-from xtc.augment import DEFAULT_COPIES, STOP_WORDS, augment_examples, load_glove, write_augmented_tsv
+from xtc.augment import DEFAULT_COPIES, STOP_WORDS, augment_examples, write_augmented_tsv
+from xtc.glove import load_glove
 from xtc.glue import TASKS, load_local, read_tsv
 
 # Lowercase, space-separated, one wordpiece per word: whitespace position i is token i of the sentence.

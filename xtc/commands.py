@@ -378,7 +378,8 @@ def augment(args, argv: Sequence[str]) -> dict[str, Any]:
     """TinyBERT data augmentation of a task's train split into a TSV that `--train-file` reads."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from xtc.augment import augment_examples, load_glove, write_augmented_tsv
+    from xtc.augment import augment_examples, write_augmented_tsv
+    from xtc.glove import load_glove
     from xtc.glue import get_task, load_split
 
     spec = get_task(args.task)

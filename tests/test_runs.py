@@ -127,6 +127,7 @@ def _logged_steps(run: Path) -> int:
     "teacher, extra, message",
     [
         ("/nonexistent/teacher", [], "teacher dir /nonexistent/teacher does not exist"),
+        ("someone/bert-rte", [], "could not load the teacher 'someone/bert-rte' from the Hugging Face hub"),
         (None, ["--layers", "7"], "more layers than the teacher has (6)"),
         (None, ["--set", "train.learning_rate=1"], "unknown config key 'train.learning_rate'"),
         (None, ["--weight-bits", "9"], "quant.weight_bits=9 is not supported"),

@@ -246,16 +246,21 @@ def distill(args, argv: Sequence[str]) -> dict[str, Any]:
                         argv=argv, overwrite=args.overwrite, device=args.device)
 
 
-def _load_teacher(path: str | Path, recipe: Recipe) -> tuple[Any, Path]:
+def _load_teacher(source: str | Path, recipe: Recipe) -> tuple[Any, str | Path]:
+    """A local teacher (an `xtc finetune` run dir or a model dir) or a fine-tuned hub id (``owner/name``)."""
     from xtc.checkpoint import load_model_dir
     from xtc.glue import get_task
 
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (a model/ dir inside it)")
-    if (path / MODEL / "config.json").is_file():
-        path = path / MODEL
-    teacher = load_model_dir(path)
+    path = Path(source)
+    if path.is_dir():
+        if (path / MODEL / "config.json").is_file():
+            path = path / MODEL
+        teacher = load_model_dir(path)
+    elif _is_hub_id(str(source)):
+        teacher, path = _load_hub_teacher(str(source)), str(source)
+    else:
+        raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (or its model/ dir), "
+                         "or a fine-tuned hub id such as yoshitomo-matsubara/bert-base-uncased-rte")
     if getattr(teacher.config, "xtc_quant", None):
         raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher")
     want = get_task(recipe.data.task).num_labels
@@ -263,6 +268,21 @@ def _load_teacher(path: str | Path, recipe: Recipe) -> tuple[Any, Path]:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
                          f"{want}; fine-tune a teacher on this task first (xtc finetune)")
     return teacher, path
+
+
+def _is_hub_id(text: str) -> bool:
+    """``owner/name`` as the hub spells it: not absolute, not relative (``./``), exactly one slash."""
+    return not text.startswith(("/", ".", "~")) and text.count("/") == 1 and all(text.split("/"))
+
+
+def _load_hub_teacher(repo_id: str):
+    from xtc.models import load_classifier
+
+    try:
+        return load_classifier(repo_id).eval()
+    except OSError as err:
+        raise ValueError(f"could not load the teacher {repo_id!r} from the Hugging Face hub ({err.__class__.__name__}); "
+                         "check the id and the network, or pass a local teacher dir (xtc finetune --out)") from None
 
 
 def _check_compatible(student, teacher, student_path, teacher_path) -> None:

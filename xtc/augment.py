@@ -29,7 +29,6 @@ import math
 import os
 import random
 import re
-import tempfile
 import time
 import unicodedata
 from collections import OrderedDict
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from xtc.atomic import atomic_path
 from xtc.glove import GloVe
 from xtc.glue import TASKS, Example, TaskSpec, get_task
 
@@ -352,32 +352,25 @@ def write_augmented_tsv(
     spec, path = get_task(task), Path(path)
     layout = spec.tsv
     header = _TRAIN_HEADERS.get(spec.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     rows = cleaned = 0
-    try:
-        with os.fdopen(fd, "w", encoding=layout.encoding, newline="") as handle:
-            if header is not None:
-                handle.write("\t".join(header) + "\n")
-            for rows, example in enumerate(examples, start=1):
-                texts = [example["text_a"], example["text_b"]][: len(layout.text_fields)]
-                if any(t is None for t in texts):
-                    raise ValueError(f"example {rows - 1} has no text_b, but {spec.name!r} is a pair task")
-                clean = [re.sub(r"[\t\r\n]", " ", t) for t in texts]
-                cleaned += clean != texts
-                label = _label_text(spec, example["label"], rows - 1)
-                values = dict(zip(layout.text_fields, clean, strict=True)) | {layout.label_field: label}
-                if header is None:  # CoLA: source, label, original label ('*' marks unacceptable), sentence
-                    values |= {0: "xtc_aug", 2: "*" if label == layout.file_labels[0] else ""}
-                    fields = [values[i] for i in range(layout.num_fields)]
-                else:
-                    fields = [values.get(name, str(rows - 1) if name in _ID_COLUMNS else
-                                         label if name in _LABEL_COPIES else "") for name in header]
-                handle.write("\t".join(fields) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", encoding=layout.encoding, newline="") as handle:
+        if header is not None:
+            handle.write("\t".join(header) + "\n")
+        for rows, example in enumerate(examples, start=1):
+            texts = [example["text_a"], example["text_b"]][: len(layout.text_fields)]
+            if any(t is None for t in texts):
+                raise ValueError(f"example {rows - 1} has no text_b, but {spec.name!r} is a pair task")
+            clean = [re.sub(r"[\t\r\n]", " ", t) for t in texts]
+            cleaned += clean != texts
+            label = _label_text(spec, example["label"], rows - 1)
+            values = dict(zip(layout.text_fields, clean, strict=True)) | {layout.label_field: label}
+            if header is None:  # CoLA: source, label, original label ('*' marks unacceptable), sentence
+                values |= {0: "xtc_aug", 2: "*" if label == layout.file_labels[0] else ""}
+                fields = [values[i] for i in range(layout.num_fields)]
+            else:
+                fields = [values.get(name, str(rows - 1) if name in _ID_COLUMNS else
+                                     label if name in _LABEL_COPIES else "") for name in header]
+            handle.write("\t".join(fields) + "\n")
     if cleaned:
         log.warning("%d examples had tabs or line breaks in their text; written as spaces", cleaned)
     log.info("wrote %d augmented %s examples to %s", rows, spec.name, path)

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from xtc.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from xtc.config import Recipe, apply_overrides
 
 log = logging.getLogger("xtc")
@@ -58,7 +59,6 @@ def manifest(device: str, started: float, argv: Sequence[str]) -> dict[str, Any]
 
 def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> str:
     """``'new'``, ``'resume'`` or ``'done'``; refuses a directory made by a different recipe (never mixes runs)."""
-    from xtc.checkpoint import atomic_write_json
 
     config_path = out / "config.json"
     if overwrite and out.exists():
@@ -128,7 +128,6 @@ class RunWriter:
         if resumed_step is not None and self.log_path.is_file():  # drop records the killed run made after its state
             keep = [ln for ln in self.log_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["global_step"] <= resumed_step]
-            from xtc.checkpoint import atomic_write_text
 
             atomic_write_text(self.log_path, "".join(f"{ln}\n" for ln in keep))
 
@@ -152,7 +151,7 @@ def run_training(
     argv: Sequence[str], overwrite: bool = False, device: str | None = None, progress: bool | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` by ``recipe`` into the run directory ``out`` (resuming when it holds a killed run)."""
-    from xtc.checkpoint import atomic_write_json, load_train_state, save_model_dir
+    from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.glue import get_task, make_collator
     from xtc.train import Hooks, Trainer, select_device
 
@@ -295,7 +294,7 @@ def _check_compatible(student, teacher, student_path, teacher_path) -> None:
 
 def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
     """Dev-set metrics of a model directory, a run directory or a packed checkpoint."""
-    from xtc.checkpoint import atomic_write_json, load_model_dir, load_tokenizer
+    from xtc.checkpoint import load_model_dir, load_tokenizer
     from xtc.glue import make_collator
     from xtc.train import evaluate as evaluate_model
     from xtc.train import select_device
@@ -331,7 +330,7 @@ def export(args, argv: Sequence[str]) -> dict[str, Any]:
     """Write the packed low-bit checkpoint of a trained model, its tokenizer and ``size.json`` into ``--out``."""
     from transformers import AutoConfig
 
-    from xtc.checkpoint import atomic_dir, atomic_write_json, load_model_dir, load_tokenizer
+    from xtc.checkpoint import load_model_dir, load_tokenizer
     from xtc.config import Recipe
     from xtc.export import export_packed
     from xtc.size import size_report

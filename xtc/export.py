@@ -42,6 +42,7 @@ from torch import nn
 from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig
 
 from xtc import __version__
+from xtc.atomic import atomic_path
 from xtc.config import MODULE_GROUPS, QuantConfig, Recipe, parse_granularity
 from xtc.packing import ENCODINGS, PackedCodes, default_encoding, pack_codes, packed_numel, unpack_codes
 from xtc.quant.apply import module_group, quantized_modules
@@ -236,13 +237,8 @@ def export_packed(model: nn.Module, path: str | os.PathLike, recipe: Recipe | di
     header = _header(model, modules, {k: (list(v.shape), v.dtype) for k, v in tensors.items()},
                      _resolve_recipe(recipe, modules))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"path": str(path), "file_bytes": path.stat().st_size, "header": header}
 
 

@@ -1,6 +1,5 @@
 # xtc: the XTC study as a Snakemake workflow -- this file is only a table of contents.
-# The grid (workflow/rules/common.smk), the stage rules (data, teacher, reduce, quantize, export, aggregate) and
-# the report arrive with the workflow issue; every training rule will call the `xtc` CLI.
+# The grid is built once in workflow/rules/common.smk; every training rule calls the `xtc` CLI.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,5 +8,20 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/reduce.smk"
+include: "workflow/rules/quantize.smk"
+include: "workflow/rules/export.smk"
+include: "workflow/rules/aggregate.smk"
+
+
 rule all:
     default_target: True
+    input:
+        rules.train.output,
+        study_outputs(),

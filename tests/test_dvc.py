@@ -1,0 +1,67 @@
+"""`dvc repro` around Snakemake, in a temporary git repository holding the tiny study as config/config.yaml:
+the first repro trains, a second does nothing, one more grid value (augmentation on) trains only the new run (persist: true keeps
+the checkpoints), and `dvc metrics show` prints the scores."""
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+_spec = importlib.util.spec_from_file_location("tiny_study", REPO / ".test" / "make_inputs.py")
+tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny)
+
+RUN = "results/runs/task~rte/layers~4/wbits~1/abits~8/kd~one_stage/epochs~1/lr~0.001/da~{da}/seed~42"
+
+
+def _run(args, cwd, env):
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (args, done.stdout[-3000:], done.stderr[-3000:])
+    return done.stdout + done.stderr
+
+
+def test_dvc_repro_trains_once_then_only_new_runs(tmp_path):
+    repo = tiny.copy_workflow(tmp_path / "repo", extra=(".gitignore",))
+    shutil.copytree(REPO / "xtc", repo / "xtc", ignore=shutil.ignore_patterns("__pycache__"))  # a stage dep
+    (repo / "figures").mkdir(exist_ok=True)
+    # tables and scores are git-tracked (cache: false), so results/* may not hide them
+    with (repo / ".gitignore").open("a") as f:
+        f.write("!results/tables/\n!results/scores/\n")
+    tiny.make_inputs(repo)
+    tiny.tiny_config(repo, layers=[4])
+    shutil.copy(repo / ".test" / "config.yaml", repo / "config" / "config.yaml")
+    env = tiny.workflow_env()
+    git = ["git", "-c", "user.email=ci@example.org", "-c", "user.name=ci"]
+    _run(["git", "init", "-q"], repo, env)
+    _run([str(BIN / "dvc"), "init", "-q"], repo, env)
+    _run([*git, "add", "-A"], repo, env)
+    _run([*git, "commit", "-qm", "tiny study"], repo, env)
+
+    _run([str(BIN / "dvc"), "repro"], repo, env)
+    first = repo / RUN.format(da=0) / "metrics.json"
+    teacher = repo / "results/teachers/task~rte/seed~42/metrics.json"
+    assert first.is_file() and teacher.is_file() and (repo / "results/tables/tiny.md").is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in (first, teacher)}
+
+    again = _run([str(BIN / "dvc"), "repro"], repo, env)
+    assert "Data and pipelines are up to date" in again
+
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    config["grid"]["da"] = [0, 1]  # one more grid value: the same run on augmented data
+    (repo / "config/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    grown = _run([str(BIN / "dvc"), "repro"], repo, env)
+    assert (repo / RUN.format(da=1) / "metrics.json").is_file()
+    assert (repo / "results/data/task~rte/train_aug.tsv").is_file()
+    assert {p: p.stat().st_mtime_ns for p in (first, teacher)} == stamps  # nothing retrained
+    assert "finetune_teacher" not in grown and grown.count("rule quantize:") == 1 and "rule augment:" in grown
+
+    metrics = _run([str(BIN / "dvc"), "metrics", "show"], repo, env)
+    assert "results/scores/tiny.json" in metrics
+    assert "rte/L4/W1A8/one_stage/e1/lr0.001/da1/s42.accuracy" in metrics and "rte/teacher.accuracy" in metrics
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["config/config.yaml"]["grid"]["da"] == [0, 1]

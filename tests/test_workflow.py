@@ -1,0 +1,203 @@
+"""The Snakemake workflow, run for real: lint and format, dry runs of every study with their job counts, bad
+study files stopped before any job starts, and the tiny study (.test/config.yaml) end to end on 2 cores."""
+
+import csv
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+_spec = importlib.util.spec_from_file_location("tiny_study", REPO / ".test" / "make_inputs.py")
+tiny = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(tiny)
+
+
+def snakemake(*args: str, cwd: Path = REPO, env=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env or tiny.workflow_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The `Job stats` table of a (dry) run: rule -> number of jobs."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+# ------------------------------------------------------------------------------------------------ static checks
+def test_lint_is_clean():
+    done = snakemake("--lint")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Lints for" not in done.stdout + done.stderr
+
+
+def test_snakefmt_check_passes():
+    files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow" / "rules").glob("*.smk"))]
+    done = subprocess.run([str(BIN / "snakefmt"), "--check", *files], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# The grid arithmetic behind each count (8 tasks unless said otherwise; teachers are given, so evaluated once):
+XTC_MAIN = {  # 3 layer counts x 2 bit widths; FP 6/5 layers are the 2 step-1 students; 5 tasks augmented
+    "evaluate_given_teacher": 8, "augment": 5, "reduce": 8 * 2, "quantize": 8 * 6, "export": 48,
+    "evaluate_packed": 48,
+}
+LAYER_REDUCTION = {"evaluate_given_teacher": 8, "reduce": 8 * 4}  # 6, 5, and 4 layers with two layer choices
+BUDGET = {  # 3 budgets x 2 KD stages x 2 (augmentation off/on)
+    "evaluate_given_teacher": 8, "augment": 8, "quantize": 8 * 12, "export": 96, "evaluate_packed": 96,
+}
+KD_VARIANTS = {"evaluate_given_teacher": 8, "augment": 5, "quantize": 8 * 6, "export": 48, "evaluate_packed": 48}
+LR = {  # 2 layer counts x 3 learning rates; the 6-layer runs share one step-1 student per task
+    "evaluate_given_teacher": 8, "augment": 5, "reduce": 8, "quantize": 8 * 6, "export": 48, "evaluate_packed": 48,
+}
+# All together, each run once: 240 quantized runs listed, minus 8 of budget (xtc-main's 12L W1A8), 8 of
+# kd-variants (its one_stage = xtc-main's), 8 of kd-variants' two_stage (in budget) and 16 of lr (xtc-main's
+# 12L at 2e-5 and 6L at 5e-5) = 200; the 32 FP students of layer-reduction include xtc-main's 16 step-1 students.
+ALL = {"evaluate_given_teacher": 8, "augment": 8, "reduce": 32, "quantize": 200, "export": 200,
+       "evaluate_packed": 200, "runs_table": 5}
+
+
+@pytest.mark.parametrize(
+    "configfile, expected, study_names",
+    [
+        ("config/studies/xtc-main.yaml", XTC_MAIN, ["xtc_main"]),
+        ("config/studies/layer-reduction.yaml", LAYER_REDUCTION, ["layer_reduction"]),
+        ("config/studies/budget.yaml", BUDGET, ["budget"]),
+        ("config/studies/kd-variants.yaml", KD_VARIANTS, ["kd_variants"]),
+        ("config/studies/lr.yaml", LR, ["lr"]),
+        ("config/studies/all.yaml", ALL, ["xtc_main", "layer_reduction", "budget", "kd_variants", "lr"]),
+        (None, {"finetune_teacher": 1, "reduce": 1, "quantize": 4, "export": 4, "evaluate_packed": 4}, ["demo"]),
+    ],
+)
+def test_dry_run_lists_the_grid(configfile, expected, study_names):
+    args = ["-n", "--cores", "8"] + (["--configfile", configfile] if configfile else [])
+    done = snakemake(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = job_counts(done.stdout + done.stderr)
+    aggregates = {f"aggregate_{name}": 1 for name in study_names}
+    local = {"runs_table": len(study_names), "train": 1, "all": 1}
+    assert counts == {**local, **expected, **aggregates}
+
+
+def test_every_study_file_is_in_all_yaml():
+    listed = yaml.safe_load((REPO / "config/studies/all.yaml").read_text())["studies"]
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "config/studies").glob("*.yaml") if p.name != "all.yaml")
+    assert sorted(listed) == files
+
+
+def test_profile_dry_run_from_the_repository_root():
+    done = snakemake("-n", "--cores", "8", "--profile", "slurm")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "Using profile slurm" in out and "gpu=1" in out and "slurm_account=CHANGE_ME_account" in out
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _bad_study(tmp_path: Path, edit) -> Path:
+    tiny.copy_workflow(tmp_path)
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    edit(config)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return tmp_path
+
+
+def _unknown_key(c):
+    c["grid"]["wbit"] = c["grid"].pop("wbits")
+
+
+def _unknown_value(c):
+    c["grid"]["wbits"] = [1, 3]
+
+
+def _too_many_layers(c):
+    c["grid"]["layers"] = [4, 6]
+
+
+def _unknown_exclusion_axis(c):
+    c["exclude"] = {"no_ternary": {"bits": 2}}
+
+
+def _missing_task_folder(c):
+    c["data"]["glue_dir"] = "gluex"
+    c["grid"]["task"] = ["sst2", "rte"]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_unknown_key, "bad.yaml: unknown key 'grid.wbit'; did you mean 'wbits'?"),
+        (_unknown_value, "bad.yaml: grid.wbits[1] = 3 is not allowed; use one of: 1, 2, fp"),
+        (_too_many_layers, "bad.yaml: grid.layers = 6 is more than the teacher's 4 layers (teacher.layers); use"),
+        (_unknown_exclusion_axis, "bad.yaml: exclusion 'no_ternary' names an unknown axis 'bits'; did you mean "
+                                  "'wbits'?"),
+        (_missing_task_folder, "bad.yaml: task 'rte' (grid.task) has no folder gluex/RTE in the local GLUE dir "
+                               "gluex (data.glue_dir); download it"),
+    ],
+)
+def test_bad_study_stops_before_any_job(tmp_path, edit, message):
+    workdir = _bad_study(tmp_path, edit)
+    (workdir / "gluex" / "SST-2").mkdir(parents=True)
+    done = snakemake("--cores", "1", "--configfile", "bad.yaml", cwd=workdir)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr[-2000:]
+    assert not (workdir / "results").exists()  # nothing ran
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny study: teacher -> FP 2-layer step 1 -> W1A8 at 2 and 4 layers -> exports -> tables, figures."""
+    workdir = tiny.copy_workflow(tmp_path_factory.mktemp("tiny"))
+    tiny.make_inputs(workdir)
+    done = snakemake("--cores", "2", "--configfile", ".test/config.yaml", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-5000:]
+    return workdir
+
+
+def test_tiny_study_end_to_end(tiny_run):
+    with (tiny_run / "results/tiny/runs.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert list(rows[0]) == ["study", "task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr",
+                             "da", "seed", "run_dir", "packed_dir"]
+    assert [(r["layers"], r["wbits"], r["abits"], r["kd"]) for r in rows] == [
+        ("4", "fp", "none", "none"), ("4", "1", "8", "one_stage"), ("2", "fp", "none", "one_stage"),
+        ("2", "1", "8", "one_stage"),
+    ]
+    teacher, w1_4l, fp_2l, w1_2l = rows
+    assert teacher["run_dir"] == "results/teachers/task~rte/seed~42" and not teacher["packed_dir"]
+    assert w1_2l["run_dir"] == ("results/runs/task~rte/layers~2/wbits~1/abits~8/kd~one_stage/epochs~1/lr~0.001/"
+                                "da~0/seed~42")
+    assert not fp_2l["packed_dir"] and w1_2l["packed_dir"] == w1_2l["run_dir"] + "/packed"
+    for row in rows:
+        assert (tiny_run / row["run_dir"] / "metrics.json").is_file()
+    # step 2 of the reduced run started from the step-1 student, with the full teacher
+    inputs = json.loads((tiny_run / w1_2l["run_dir"] / "config.json").read_text())["inputs"]
+    assert inputs["init"] == fp_2l["run_dir"] and inputs["teacher"] == teacher["run_dir"]
+    # the packed checkpoint evaluates to exactly the trained model's best metrics
+    for row in (w1_4l, w1_2l):
+        assert (tiny_run / row["packed_dir"] / "size.json").is_file()
+        packed = json.loads((tiny_run / row["run_dir"] / "packed_eval/metrics.json").read_text())["metrics"]
+        assert packed == json.loads((tiny_run / row["run_dir"] / "metrics.json").read_text())["best"]["metrics"]
+    # tables and figures; logs and benchmarks mirror the outputs
+    for ext in ("md", "tex", "csv"):
+        assert (tiny_run / f"results/tables/tiny.{ext}").stat().st_size > 0
+    for ext in ("png", "pdf"):
+        assert (tiny_run / f"figures/tiny_pareto.{ext}").stat().st_size > 0
+    with (tiny_run / "results/tables/tiny.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 4  # one row per configuration
+    assert (tiny_run / "results/logs" / w1_2l["run_dir"].removeprefix("results/") / "distill.log").is_file()
+    assert (tiny_run / "results/benchmarks" / w1_2l["run_dir"].removeprefix("results/") / "distill.tsv").is_file()
+    scores = json.loads((tiny_run / "results/scores/tiny.json").read_text())
+    assert set(scores) == {"rte/teacher", "rte/L4/W1A8/one_stage/e1/lr0.001/da0/s42",
+                           "rte/L2/FP/one_stage/e1/lr0.001/da0/s42", "rte/L2/W1A8/one_stage/e1/lr0.001/da0/s42"}
+
+
+def test_tiny_study_second_run_does_nothing(tiny_run):
+    done = snakemake("-n", "--cores", "2", "--configfile", ".test/config.yaml", cwd=tiny_run)
+    assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr

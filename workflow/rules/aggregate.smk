@@ -1,0 +1,97 @@
+# Local rules: the runs table of each study (the interface with the reporting code), its tables and figures,
+# the scores DVC shows, and the index of everything trained.
+
+
+localrules:
+    all,
+    train,
+    runs_table,
+
+
+rule runs_table:
+    input:
+        metrics=study_metrics,
+        sizes=study_sizes,
+    output:
+        runs="results/{study}/runs.tsv",
+        scores="results/scores/{study}.json",
+    log:
+        "results/logs/{study}/runs_table.log",
+    conda:
+        "../envs/xtc.yaml"
+    params:
+        rows=study_table_rows,
+    script:
+        "../scripts/runs_table.py"
+
+
+for _study in STUDIES:
+    _name = _study["study"]
+    _kinds = _study["report"]["figures"]
+
+    rule:
+        name:
+            f"aggregate_{_name.replace('-', '_')}"
+        input:
+            runs=f"results/{_name}/runs.tsv",
+            metrics=study_metrics({"study": _name}),
+            sizes=study_sizes({"study": _name}),
+        output:
+            md=report(
+                f"results/tables/{_name}.md",
+                caption="../report/table.rst",
+                category="Tables",
+                subcategory=_name,
+            ),
+            tex=f"results/tables/{_name}.tex",
+            csv=report(
+                f"results/tables/{_name}.csv",
+                caption="../report/table.rst",
+                category="Tables",
+                subcategory=_name,
+            ),
+            figures=[
+                report(
+                    f"figures/{_name}_{kind}.{ext}",
+                    caption=f"../report/{kind}.rst",
+                    category="Figures",
+                    subcategory=_name,
+                )
+                for kind in _kinds
+                for ext in ("png", "pdf")
+            ],
+        log:
+            f"results/logs/{_name}/aggregate.log",
+        localrule: True
+        conda:
+            "../envs/xtc.yaml"
+        params:
+            study=_name,
+            paper=_study["report"]["paper"],
+            figures=_kinds,
+        script:
+            "../scripts/aggregate.py"
+
+
+rule train:
+    input:
+        all_teacher_metrics(),
+        all_run_metrics(),
+        all_packed(),
+        all_packed_evals(),
+    output:
+        runs="results/runs/index.tsv",
+        teachers="results/teachers/index.tsv",
+        data="results/data/index.tsv",
+    log:
+        "results/logs/train.log",
+    conda:
+        "../envs/xtc.yaml"
+    params:
+        runs=sorted(RUNS),
+        teachers=all_teacher_metrics(),
+        data=sorted(
+            {AUGMENTED.format(task=r["task"]) for r in RUNS.values() if r["da"]}
+        ),
+    script:
+        "../scripts/runs_table.py"

@@ -1,0 +1,52 @@
+# The truly packed checkpoint with its size accounting, and the dev metrics of the packed model itself.
+
+
+rule export:
+    input:
+        f"{RUN}/metrics.json",
+    output:
+        size=f"{RUN}/packed/size.json",
+        model=f"{RUN}/packed/model.xtc.safetensors",
+    log:
+        f"results/logs/{RUN.removeprefix('results/')}/export.log",
+    benchmark:
+        f"results/benchmarks/{RUN.removeprefix('results/')}/export.tsv"
+    wildcard_constraints:
+        wbits="1|2",
+    conda:
+        "../envs/xtc.yaml"
+    threads: 1
+    resources:
+        mem_mb=SETTINGS["resources"]["mem_mb_small"],
+        runtime=small_runtime,
+    params:
+        run=input_dir,
+        out=output_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} xtc export --model {params.run} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_packed:
+    input:
+        f"{RUN}/packed/model.xtc.safetensors",
+    output:
+        f"{RUN}/packed_eval/metrics.json",
+    log:
+        f"results/logs/{RUN.removeprefix('results/')}/evaluate_packed.log",
+    benchmark:
+        f"results/benchmarks/{RUN.removeprefix('results/')}/evaluate_packed.tsv"
+    wildcard_constraints:
+        wbits="1|2",
+    conda:
+        "../envs/xtc.yaml"
+    threads: SETTINGS["resources"]["threads"]
+    resources:
+        gpu=SETTINGS["resources"]["gpu"],
+        mem_mb=SETTINGS["resources"]["mem_mb_small"],
+        runtime=small_runtime,
+    params:
+        data=data_args(),
+        out=output_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} xtc evaluate --model {input} --task {wildcards.task} {params.data} "
+        "--out {params.out} > {log} 2>&1"

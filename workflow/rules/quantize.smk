@@ -1,0 +1,30 @@
+# Step 2: the 1/2-bit student with 8-bit activations, from the teacher or a step-1 student (reference section 1).
+
+
+rule quantize:
+    input:
+        teacher=teacher_inputs,
+        init=init_inputs,
+        train_file=train_file_inputs,
+    output:
+        f"{RUN}/metrics.json",
+    log:
+        f"results/logs/{RUN.removeprefix('results/')}/distill.log",
+    benchmark:
+        f"results/benchmarks/{RUN.removeprefix('results/')}/distill.tsv"
+    wildcard_constraints:
+        wbits="1|2",
+    conda:
+        "../envs/xtc.yaml"
+    threads: SETTINGS["resources"]["threads"]
+    resources:
+        gpu=SETTINGS["resources"]["gpu"],
+        mem_mb=SETTINGS["resources"]["mem_mb"],
+        runtime=run_runtime,
+    params:
+        student=student_args,
+        train=train_args,
+        out=output_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} xtc distill {params.student} --task {wildcards.task} {params.train} "
+        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"

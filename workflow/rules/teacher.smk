@@ -1,0 +1,47 @@
+# The task teacher: fine-tuned here from teacher.model, or a given fine-tuned model that is only evaluated.
+
+
+rule finetune_teacher:
+    output:
+        f"{TEACHER}/metrics.json",
+    log:
+        "results/logs/teachers/task~{task}/seed~{seed}/finetune.log",
+    benchmark:
+        "results/benchmarks/teachers/task~{task}/seed~{seed}/finetune.tsv"
+    conda:
+        "../envs/xtc.yaml"
+    threads: SETTINGS["resources"]["threads"]
+    resources:
+        gpu=SETTINGS["resources"]["gpu"],
+        mem_mb=SETTINGS["resources"]["mem_mb"],
+        runtime=teacher_runtime,
+    params:
+        recipe=teacher_args,
+        train=train_args,
+        out=output_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} xtc finetune {params.recipe} --task {wildcards.task} {params.train} "
+        "--seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+
+
+rule evaluate_given_teacher:
+    output:
+        f"{GIVEN_TEACHER}/metrics.json",
+    log:
+        "results/logs/teachers/task~{task}/given/evaluate.log",
+    benchmark:
+        "results/benchmarks/teachers/task~{task}/given/evaluate.tsv"
+    conda:
+        "../envs/xtc.yaml"
+    threads: SETTINGS["resources"]["threads"]
+    resources:
+        gpu=SETTINGS["resources"]["gpu"],
+        mem_mb=SETTINGS["resources"]["mem_mb_small"],
+        runtime=small_runtime,
+    params:
+        model=given_teacher,
+        data=data_args(),
+        out=output_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} xtc evaluate --model {params.model} --task {wildcards.task} {params.data} "
+        "--out {params.out} > {log} 2>&1"

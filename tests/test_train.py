@@ -90,6 +90,43 @@ def test_batch_order_is_a_pure_function_of_seed_and_epoch():
     assert not torch.equal(batch_order(50, 1, 3), batch_order(50, 1, 4))
 
 
+def _padded_tokens(order: torch.Tensor, lengths: torch.Tensor, batch_size: int) -> int:
+    return sum(int(lengths[b].max()) * len(b) for b in order.split(batch_size))
+
+
+@pytest.mark.parametrize("n", [1000, 1024, 37])
+def test_grouped_batch_order_is_a_seeded_permutation_of_similar_length_batches(n):
+    lengths = torch.randint(3, 70, (n,), generator=torch.Generator().manual_seed(n))
+    bs = 16
+    order = batch_order(n, 1, 3, lengths, bs)
+    assert sorted(order.tolist()) == list(range(n))
+    assert torch.equal(order, batch_order(n, 1, 3, lengths, bs))
+    assert not torch.equal(order, batch_order(n, 1, 4, lengths, bs))
+    batches = order.split(bs)
+    assert [len(b) for b in batches] == [bs] * (n // bs) + ([n % bs] if n % bs else [])
+    plain = batch_order(n, 1, 3)
+    assert _padded_tokens(order, lengths, bs) < _padded_tokens(plain, lengths, bs)
+
+
+def test_grouped_batches_within_one_window_are_slices_of_the_length_ranking():
+    n, bs = 160, 16  # 10 batches: one window of GROUP_WINDOW batches
+    lengths = torch.randperm(n, generator=torch.Generator().manual_seed(0)) + 1  # distinct lengths
+    batches = batch_order(n, 7, 0, lengths, bs).split(bs)
+    ranked = sorted((sorted(lengths[b].tolist(), reverse=True) for b in batches), reverse=True)
+    assert [x for batch in ranked for x in batch] == list(range(n, 0, -1))
+    assert [int(lengths[b].max()) for b in batches] != [max(b) for b in ranked]  # the batches are shuffled
+
+
+def test_grouped_training_resumes_exactly():
+    saved = []
+    hooks = Hooks(on_checkpoint=lambda state: saved.append(copy.deepcopy(state)))
+    full = make_trainer(hooks=hooks, epochs=2.0, group_by_length=True).fit()
+    assert full.history != make_trainer(epochs=2.0).fit().history  # grouping changes the batches
+    resumed = make_trainer(epochs=2.0, group_by_length=True, model=random_model(tiny_bert_config(), seed=5))
+    resumed.load_state_dict(saved[len(saved) // 2])
+    assert resumed.fit().history == full.history
+
+
 def test_resume_from_any_checkpoint_gives_exactly_the_uninterrupted_run():
     saved = []
     hooks = Hooks(on_checkpoint=lambda state: saved.append(copy.deepcopy(state)))

@@ -92,7 +92,8 @@ def test_every_study_file_is_in_all_yaml():
 
 
 def test_profile_dry_run_from_the_repository_root():
-    done = snakemake("-n", "--cores", "8", "--profile", "slurm")
+    # a GPU study (the default one is the CPU demo); its runs do not overlap the demo's results/ if present
+    done = snakemake("-n", "--cores", "8", "--profile", "slurm", "--configfile", "config/studies/xtc-main.yaml")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     assert "Using profile slurm" in out and "gpu=1" in out and "slurm_account=CHANGE_ME_account" in out
@@ -147,6 +148,39 @@ def test_bad_study_stops_before_any_job(tmp_path, edit, message):
     assert done.returncode != 0
     assert message in done.stderr, done.stderr[-2000:]
     assert not (workdir / "results").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["data"].update(glue_dir=None),
+         "no GLUE data for rte: no local folder is set (data.glue_dir in bad.yaml is unset and so is $GLUE_DIR)"),
+        (lambda c: c["teacher"].update(model="someone/unreachable-bert"),
+         "teacher.model = 'someone/unreachable-bert' is not a local directory, so it would be downloaded from the "
+         "Hugging Face hub, but HF_HUB_OFFLINE is set"),
+    ],
+)
+def test_offline_sources_stop_the_run_before_any_job_but_not_a_dry_run(tmp_path, edit, message):
+    workdir = _bad_study(tmp_path, edit)
+    tiny.make_inputs(workdir)
+    (workdir / "results").mkdir()
+    assert snakemake("-n", "--configfile", "bad.yaml", cwd=workdir).returncode == 0  # planning needs no network
+    done = snakemake("--cores", "1", "--configfile", "bad.yaml", cwd=workdir)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert list((workdir / "results").iterdir()) == []  # nothing ran
+
+
+def test_the_demo_study_is_the_issue_s_pipeline():
+    """config/config.yaml: MiniLM-L6 teacher on SST-2, FP 3-layer step 1, W1A8/W2A8 at 6 and 3 layers, packed."""
+    done = snakemake("-n", "--cores", "2", "--configfile", "config/config.yaml", "--directory", str(REPO),
+                     env={**tiny.workflow_env(), "GLUE_DIR": "/nonexistent-glue"})
+    assert done.returncode != 0 and "has no folder /nonexistent-glue/SST-2" in done.stdout + done.stderr
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert config["teacher"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert config["grid"]["task"] == ["sst2"] and config["grid"]["layers"] == [6, 3]
+    assert config["grid"]["wbits"] == [1, 2] and config["quantize_from"] == "step1"
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from xtc import __version__
+from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
 
@@ -66,7 +67,8 @@ DATA_FLAGS = {"task": "data.task", "data_dir": "data.data_dir", "train_file": "d
               "max_seq_length": "data.max_seq_length"}
 TRAIN_FLAGS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size", "seed": "train.seed",
                "eval_every": "train.eval_every_steps", "warmup_epochs": "train.warmup_epochs",
-               "warmup_ratio": "train.warmup_ratio", "bf16": "train.bf16", "tf32": "train.tf32"}
+               "warmup_ratio": "train.warmup_ratio", "group_by_length": "train.group_by_length", "bf16": "train.bf16",
+               "tf32": "train.tf32"}
 STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_layer", "strategy": "reduce.strategy",
                  "weight_bits": "quant.weight_bits", "act_bits": "quant.act_bits", "act_range": "quant.act_range",
                  "kd": "distill.kd", "attention_target": "distill.attention_target",
@@ -102,6 +104,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-every", type=int, help="evaluate (and save resumable state) every N steps")
     g.add_argument("--warmup-epochs", type=float, help="linear warmup length in epochs (XTC: 1)")
     g.add_argument("--warmup-ratio", type=float, help="warmup as a fraction of the steps (overrides --warmup-epochs)")
+    g.add_argument("--group-by-length", action="store_const", const=True,
+                   help="batch examples of similar length (less padding; off in XTC's recipe)")
     g.add_argument("--bf16", action="store_const", const=True, help="bf16 autocast (CUDA only)")
     g.add_argument("--tf32", action="store_const", const=True, help="allow TF32 matmuls (CUDA only)")
 
@@ -260,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except ValueError as err:  # user errors: one line, no traceback
+    except (ValueError, SourceError) as err:  # user errors and unreachable sources: one line, no traceback
         print(f"xtc {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -200,13 +200,16 @@ def finetune(args, argv: Sequence[str]) -> dict[str, Any]:
     from xtc.checkpoint import load_tokenizer
     from xtc.glue import get_task
     from xtc.models import load_classifier
+    from xtc.sources import check_model
 
     recipe = resolve_recipe([*args.flags, "distill.kd=none", "quant.weight_bits=null"], args.set)
     spec = get_task(recipe.data.task)
-    tokenizer = load_tokenizer(args.model)
+    source = check_model(args.model, key="--model")  # an installed model package, a local dir or the hub
+    tokenizer = load_tokenizer(source)
     torch.manual_seed(recipe.train.seed)  # the fresh classification head
-    model = load_classifier(args.model, num_labels=spec.num_labels)
-    return run_training(Path(args.out), recipe, model, tokenizer, inputs={"model": str(args.model)}, argv=argv,
+    model = load_classifier(source, num_labels=spec.num_labels)
+    inputs = {"model": str(args.model), **({"model_dir": source} if source != str(args.model) else {})}
+    return run_training(Path(args.out), recipe, model, tokenizer, inputs=inputs, argv=argv,
                         overwrite=args.overwrite, device=args.device)
 
 
@@ -256,7 +259,8 @@ def _load_teacher(source: str | Path, recipe: Recipe) -> tuple[Any, str | Path]:
             path = path / MODEL
         teacher = load_model_dir(path)
     elif _is_hub_id(str(source)):
-        teacher, path = _load_hub_teacher(str(source)), str(source)
+        path = _resolve_hub_model(str(source), "--teacher")
+        teacher = _load_hub_teacher(path)
     else:
         raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (or its model/ dir), "
                          "or a fine-tuned hub id such as yoshitomo-matsubara/bert-base-uncased-rte")
@@ -272,6 +276,13 @@ def _load_teacher(source: str | Path, recipe: Recipe) -> tuple[Any, str | Path]:
 def _is_hub_id(text: str) -> bool:
     """``owner/name`` as the hub spells it: not absolute, not relative (``./``), exactly one slash."""
     return not text.startswith(("/", ".", "~")) and text.count("/") == 1 and all(text.split("/"))
+
+
+def _resolve_hub_model(repo_id: str, key: str) -> str:
+    """The directory of an installed package carrying ``repo_id``, or ``repo_id`` when the hub can give it."""
+    from xtc.sources import check_model
+
+    return check_model(repo_id, key=key)
 
 
 def _load_hub_teacher(repo_id: str):
@@ -306,6 +317,9 @@ def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
         from xtc.export import load_packed
 
         model, tokenizer_dir = load_packed(path), path.parent
+    elif not path.exists() and _is_hub_id(str(args.model)):  # a fine-tuned hub model (a given teacher)
+        tokenizer_dir = _resolve_hub_model(str(args.model), "--model")
+        model = _load_hub_teacher(tokenizer_dir)
     else:
         if (path / MODEL / "config.json").is_file():
             path = path / MODEL
@@ -375,8 +389,8 @@ def _model_dir_and_run_config(path: Path) -> tuple[Path, dict[str, Any] | None]:
 
 def size(args, argv: Sequence[str]) -> dict[str, Any]:
     """Size accounting of an XTC student from a model config alone (offline; ``bert-base`` is built in)."""
-    from xtc.size import size_from_config
     from xtc.models import bert_config
+    from xtc.size import size_from_config
 
     report = size_from_config(bert_config(args.model_config), args.layers, args.weight_bits)
     if args.json:
@@ -400,11 +414,13 @@ def augment(args, argv: Sequence[str]) -> dict[str, Any]:
     from xtc.augment import augment_examples, write_augmented_tsv
     from xtc.glove import load_glove
     from xtc.glue import get_task, load_split
+    from xtc.sources import check_model
 
     spec = get_task(args.task)
     examples = load_split(spec, "train", args.data_dir, args.max_train_examples, args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.mlm)
-    mlm = AutoModelForMaskedLM.from_pretrained(args.mlm).eval()
+    source = check_model(args.mlm, key="--mlm")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    mlm = AutoModelForMaskedLM.from_pretrained(source).eval()
     glove = load_glove(args.glove) if args.glove else None
     augmented = augment_examples(examples, spec.name, mlm, tokenizer, n_copies=args.copies, p=args.p, k=args.k,
                                  glove=glove, seed=args.seed)

@@ -276,6 +276,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 42
     eval_every_steps: int = 1000
+    # Batches of similar length (HF's group_by_length): shuffle, cut into 50-batch windows, sort each window by
+    # length, shuffle the batches. Off in XTC's recipe; on SST-2's short sentences it removes ~2/3 of the padding.
+    group_by_length: bool = False
     bf16: bool = False
     tf32: bool = False
 

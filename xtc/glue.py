@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 import numpy as np
 
 from xtc.config import GLUE_TASK_NAMES, suggest
+from xtc.sources import HUB_DATASET, check_data
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HUB_DATASET = "nyu-mll/glue"
 GLUE_DIR_ENV = "GLUE_DIR"
 TRAIN = "train"
 _GET_GLUE = (
@@ -341,6 +341,7 @@ def load_hub(task: str | TaskSpec, split: str) -> list[Example]:
     """Read one split of ``nyu-mll/glue`` (labels there already use the ids of ``TaskSpec.label_names``)."""
     spec = get_task(task)
     spec.check_split(split)
+    check_data(None, [spec.hub_config], key="data_dir")  # offline: say what to set, before datasets retries
     try:
         import datasets
 

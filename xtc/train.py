@@ -9,6 +9,8 @@
 * Resume: batch order is a permutation drawn from ``seed + epoch``, so a resumed run skips to its position in the
   epoch; model, optimizer, scheduler, RNG, step, stage and best score are restored; on CPU the metrics are exactly
   those of an uninterrupted run.
+* Each train record carries ``started_at``, the Unix time its step began: step throughput over wall-clock time,
+  and the start-up cost of a run (process start to first step; ``bench/workflow.py``), can be read from the log.
 
 This module never touches files: the CLI decides paths and writes everything (atomically).
 """
@@ -32,7 +34,6 @@ from tqdm.auto import tqdm
 from xtc.config import DistillConfig, TrainConfig
 from xtc.distill import LayerMaps, Stage, forward_with_internals, kd_loss, stages
 from xtc.glue import get_task
-from xtc.metrics import compute_metrics, selection_score
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,29 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def batch_order(n_examples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The example order of one epoch: a pure function of (seed, epoch), which is what makes resuming exact."""
-    return torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+GROUP_WINDOW = 50  # batches per length-sorting window (HF's LengthGroupedSampler uses the same 50)
+
+
+def batch_order(
+    n_examples: int, seed: int, epoch: int, lengths: torch.Tensor | None = None, batch_size: int = 1,
+) -> torch.Tensor:
+    """The example order of one epoch: a pure function of (seed, epoch), which is what makes resuming exact.
+
+    With ``lengths`` (``train.group_by_length``), consecutive ``batch_size`` slices of the order are batches of
+    similar length: the shuffled examples are cut into windows of ``GROUP_WINDOW`` batches, each window is sorted
+    by length, and the full batches are shuffled (a short last batch stays last, so slicing still finds it).
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n_examples, generator=generator)
+    if lengths is None:
+        return order
+    window = GROUP_WINDOW * batch_size
+    ranked = torch.cat([chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+                        for chunk in order.split(window)])
+    batches = list(ranked.split(batch_size))
+    tail = [batches.pop()] if len(batches[-1]) < batch_size else []
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+    return torch.cat(shuffled + tail)
 
 
 @torch.no_grad()
@@ -106,15 +127,19 @@ def evaluate(
     batch_size: int = 128, device: torch.device | None = None,
 ) -> dict[str, float]:
     """Metrics on every dev split (MNLI: matched and mismatched), merged into one dict of task metric keys."""
+    from xtc.metrics import compute_metrics  # scikit-learn and scipy: ~0.6 s of imports no training step needs
+
     spec = get_task(task)
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
     for split, features in eval_sets.items():
+        # batches of similar length pad less (metrics do not depend on the order of the examples)
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
         predictions, labels = [], []
         for start in range(0, len(features), batch_size):
-            batch = collate(features[start:start + batch_size])
+            batch = collate([features[i] for i in order[start:start + batch_size]])
             labels.append(batch.pop("labels"))
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
             predictions.append(logits.squeeze(-1) if spec.is_regression else logits)
@@ -162,6 +187,8 @@ class Trainer:
         self.maps, self.hooks = maps, hooks or Hooks()
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.steps_per_epoch = math.ceil(len(train_features) / train_cfg.batch_size)
+        self.lengths = (torch.tensor([len(f["input_ids"]) for f in train_features])
+                        if train_cfg.group_by_length else None)
         self.state = TrainState()
         if self.device.type == "cuda" and train_cfg.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -210,7 +237,8 @@ class Trainer:
             total = self.stage_steps(stage)
             bar = tqdm(total=total, initial=st.step, desc=stage.name, disable=not self.progress, dynamic_ncols=True)
             while st.step < total:
-                order = batch_order(len(self.train_features), self.cfg.seed + 7919 * st.stage, st.epoch)
+                order = batch_order(len(self.train_features), self.cfg.seed + 7919 * st.stage, st.epoch,
+                                    self.lengths, self.cfg.batch_size)
                 start = st.batch_in_epoch * self.cfg.batch_size
                 for offset in range(start, len(order), self.cfg.batch_size):
                     if st.step >= total:
@@ -249,7 +277,7 @@ class Trainer:
         return kd_loss(student_out, teacher_out, labels, stage.terms, self.maps, self.distill_cfg)
 
     def _train_step(self, stage: Stage, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        started = time.perf_counter()
+        started_at, started = time.time(), time.perf_counter()
         batch = {k: v.to(self.device) for k, v in self.collate(features).items()}
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.cfg.bf16 and self.device.type == "cuda" else nullcontext())
@@ -264,13 +292,15 @@ class Trainer:
         self.scheduler.step()
         return {
             "kind": "train", "stage": stage.name, "step": self.state.step + 1, "global_step": self.state.global_step + 1,
-            "lr": lr, "step_time_s": round(time.perf_counter() - started, 4),
+            "lr": lr, "started_at": round(started_at, 3), "step_time_s": round(time.perf_counter() - started, 4),
             **{name: float(value.detach()) for name, value in losses.items()},
         }
 
     def _evaluate_and_checkpoint(self, stage: Stage) -> None:
         st = self.state
         metrics = evaluate(self.model, self.spec.name, self.eval_sets, self.collate, device=self.device)
+        from xtc.metrics import selection_score
+
         score = selection_score(self.spec.name, metrics)
         record = {"kind": "eval", "stage": stage.name, "step": st.step, "global_step": st.global_step,
                   "epoch": st.epoch, "metrics": metrics, "score": score}

@@ -12,6 +12,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from xtc.glue import TASKS
+from xtc.sources import SourceError, check_data, check_model, resolve_model
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 # Settings that are not in the run paths: every study built in one invocation must agree on them.
@@ -159,7 +160,7 @@ def check_study(study):
     model = study["teacher"]["model"]
     for task in grid["task"]:
         given = teacher_given(study, task)
-        depth = local_teacher_layers(given or model)
+        depth = local_teacher_layers(resolve_model(given or model))
         if depth is not None and depth != n_teacher:
             raise ConfigError(
                 f"{source}: teacher.layers = {n_teacher} but the teacher {given or model} has {depth} layers; "
@@ -379,6 +380,45 @@ for _study in STUDIES:
 TASKS_USED = sorted({row["task"] for row in RUNS.values()})
 
 
+# ------------------------------------------------------------------------------------------- sources, preflight
+DATA_RULES = {
+    "finetune_teacher",
+    "evaluate_given_teacher",
+    "augment",
+    "reduce",
+    "quantize",
+    "evaluate_packed",
+}
+
+
+def check_sources(rules):
+    """Models and data the pending jobs (`rules`: their rule names) need can be had; else one clear error."""
+    tasks = sorted(TASKS_USED)
+    if "finetune_teacher" in rules:
+        check_model(SETTINGS["teacher"]["model"], key="teacher.model")
+    if "evaluate_given_teacher" in rules:
+        for task in tasks:
+            given = teacher_given(SETTINGS, task)
+            if given:
+                check_model(given, key="teacher.finetuned")
+    if "augment" in rules:
+        check_model(SETTINGS["augment"]["mlm"], key="augment.mlm")
+    if rules & DATA_RULES:
+        check_data(
+            data_dir(SETTINGS),
+            [TASKS[t].hub_config for t in tasks],
+            key=f"data.glue_dir in {SETTINGS['source']}",
+        )
+
+
+onstart:
+    # Only when jobs will run (never in a dry run): offline, stop before the first job with what to set.
+    try:
+        check_sources({job.rule.name for job in workflow.dag.needrun_jobs()})
+    except SourceError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _alternatives(values):
     return "|".join(sorted({str(v) for v in values}))
 
@@ -548,6 +588,20 @@ def data_args():
     return " ".join(args)
 
 
+def job_label(wildcards):
+    """Prefix of a training job's log lines on the console: `sst2 teacher`, `sst2 FP 3L`, `sst2 W1A8 6L`."""
+    wbits = getattr(wildcards, "wbits", None)
+    if not hasattr(wildcards, "layers"):
+        return f"{wildcards.task} teacher"
+    bits = "FP" if wbits is None else f"W{wbits}A{wildcards.abits}"
+    return f"{wildcards.task} {bits} {wildcards.layers}L"
+
+
+def teacher_threads(wildcards):
+    res = SETTINGS["resources"]
+    return res["teacher_threads"] or res["threads"]
+
+
 def train_args(wildcards):
     """Data and training flags shared by finetune and distill."""
     data = SETTINGS["data"]
@@ -555,7 +609,11 @@ def train_args(wildcards):
     # a da=1 run trains on the whole augmented file (made from the max_train_examples subset)
     if data["max_train_examples"] and not int(wildcards.get("da", 0)):
         args += ["--max-train-examples", str(data["max_train_examples"])]
+    if data["group_by_length"]:
+        args += ["--group-by-length"]
     args += ["--eval-every", str(SETTINGS["train"]["eval_every"])]
+    if SETTINGS["train"]["warmup_ratio"] is not None:
+        args += ["--warmup-ratio", str(SETTINGS["train"]["warmup_ratio"])]
     return " ".join(args)
 
 

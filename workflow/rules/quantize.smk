@@ -25,6 +25,8 @@ rule quantize:
         student=student_args,
         train=train_args,
         out=output_dir,
+        label=job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc distill {params.student} --task {wildcards.task} {params.train} "
-        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} "
+        "2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

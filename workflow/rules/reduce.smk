@@ -11,6 +11,7 @@ rule reduce:
         f"results/logs/{STEP1.removeprefix('results/')}/distill.log",
     benchmark:
         f"results/benchmarks/{STEP1.removeprefix('results/')}/distill.tsv"
+    priority: 1  # step-1 students unblock the reduced quantized runs
     conda:
         "../envs/xtc.yaml"
     threads: SETTINGS["resources"]["threads"]
@@ -22,6 +23,8 @@ rule reduce:
         student=student_args,
         train=train_args,
         out=output_dir,
+        label=job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc distill {params.student} --task {wildcards.task} {params.train} "
-        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} "
+        "2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

@@ -10,7 +10,7 @@ rule finetune_teacher:
         "results/benchmarks/teachers/task~{task}/seed~{seed}/finetune.tsv"
     conda:
         "../envs/xtc.yaml"
-    threads: SETTINGS["resources"]["threads"]
+    threads: teacher_threads
     resources:
         gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
@@ -19,9 +19,11 @@ rule finetune_teacher:
         recipe=teacher_args,
         train=train_args,
         out=output_dir,
+        label=job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc finetune {params.recipe} --task {wildcards.task} {params.train} "
-        "--seed {wildcards.seed} --out {params.out} > {log} 2>&1"
+        "--seed {wildcards.seed} --out {params.out} "
+        "2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"
 
 
 rule evaluate_given_teacher:

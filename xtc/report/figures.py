@@ -30,6 +30,7 @@ from xtc.report.paper import AVERAGE, GLUE  # noqa: E402
 from xtc.report.summary import headline, pareto_front, selection_label  # noqa: E402
 
 KINDS = ("pareto", "budget", "kd", "heatmap")
+MAX_POINT_LABELS = 12
 COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
 HEIGHT = 2.5
 DPI = 300
@@ -96,6 +97,10 @@ def figure_pareto(summary: pd.DataFrame, paper: pd.DataFrame, tasks: Collection[
         ax.errorbar(group["size_mb"], group["score"], yerr=group["err"].fillna(0), fmt="o", color=palette[bits],
                     label=f"ours: {bits} weights", capsize=1.5, elinewidth=0.6, markeredgecolor="white",
                     markeredgewidth=0.4, zorder=3)
+    if len(ours) <= MAX_POINT_LABELS:  # few points: name each (W1A8 6L), the depth is not in the colour
+        for _, row in ours.iterrows():
+            ax.annotate(row["model"], (row["size_mb"], row["score"]), xytext=(-3, 3), textcoords="offset points",
+                        ha="right", va="bottom", fontsize="x-small", color="0.25")
     front = ours[pareto_front(ours["size_mb"].to_numpy(), ours["score"].to_numpy())].sort_values("size_mb")
     if len(front) > 1:
         ax.step(front["size_mb"], front["score"], where="post", color="black", linestyle="--", linewidth=0.7,

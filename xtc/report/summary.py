@@ -103,7 +103,22 @@ def summarize(long: pd.DataFrame, sizes: pd.DataFrame, runs: pd.DataFrame) -> pd
             record[name] = size[name].mean()
         record["size_from"] = ", ".join(sorted(set(size["size_from"]) - {""}))
         records.append(record)
-    return pd.DataFrame(records).reset_index(drop=True)
+    return add_retention(pd.DataFrame(records).reset_index(drop=True), set(runs["task"]))
+
+
+def add_retention(summary: pd.DataFrame, tasks: set[str]) -> pd.DataFrame:
+    """``retention_<checkpoint>``: a configuration's headline score (see :func:`headline`) over the FP teacher's
+    best-checkpoint score, in percent. The teacher is the full-depth FP configuration trained without KD (the
+    fine-tuned teacher every student distils from, whose best checkpoint is the one distilled); without exactly one
+    such row the column is NaN."""
+    _, prefix, _ = headline(summary, tasks)
+    teacher = summary[(summary["wbits"] == FP) & (summary["abits"] == FP) & (summary["kd"] == "none")
+                      & (summary["layers"] == summary["layers"].max())
+                      & summary["teacher_layer"].map(lambda t: not t)]
+    reference = teacher[f"{prefix}_best_mean"].iloc[0] if len(teacher) == 1 else np.nan
+    for checkpoint in CHECKPOINTS:
+        summary[f"retention_{checkpoint}"] = 100 * summary[f"{prefix}_{checkpoint}_mean"] / reference
+    return summary
 
 
 def _glue_average(point: pd.DataFrame, tasks: list[str], checkpoint: str) -> dict:
@@ -131,7 +146,7 @@ def _glue_average(point: pd.DataFrame, tasks: list[str], checkpoint: str) -> dic
     return out
 
 
-def headline(summary: pd.DataFrame, tasks: set[str] | list[str]) -> tuple[MetricColumn | None, str, str]:
+def headline(summary: pd.DataFrame | None, tasks: set[str] | list[str]) -> tuple[MetricColumn | None, str, str]:
     """What a figure plots per configuration: the GLUE average, or the task's selection metric when the study ran
     one task. Returns (the column, or None for the average; the summary column's prefix; the axis label)."""
     tasks = _task_order(tasks)

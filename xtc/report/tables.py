@@ -20,6 +20,7 @@ from xtc.glue import get_task
 from xtc.metrics import XTC_GLUE_TASKS, describe_glue_average
 from xtc.report.collect import SIZE_COLUMNS
 from xtc.report.columns import AXES, CHECKPOINTS, study_columns
+from xtc.report.summary import headline
 
 _AXIS_TITLES = {"layers": "Layers", "teacher_layer": "Teacher layers", "wbits": "W bits", "abits": "A bits",
                 "kd": "KD", "epochs": "Epochs", "lr": "LR", "da": "DA"}
@@ -91,7 +92,9 @@ def _score_table(summary: pd.DataFrame, tasks: Collection[str], checkpoint: str,
                  with_size: bool) -> tuple[list[str], list[list[str]]]:
     columns = study_columns(tasks)
     axes = varying_axes(summary)
-    header = ["Model", *(_AXIS_TITLES[a] for a in axes), "n", *(c.label for c in columns), "Avg"]
+    with_average = len(study_columns_tasks(tasks)) > 1  # one task: the average would repeat its score
+    header = ["Model", *(_AXIS_TITLES[a] for a in axes), "n", *(c.label for c in columns),
+              *(["Avg"] if with_average else []), "Retention"]
     if with_size:
         header += ["Size (MB)", "CR part", "CR whole"]
     rows = []
@@ -101,7 +104,8 @@ def _score_table(summary: pd.DataFrame, tasks: Collection[str], checkpoint: str,
             average += flavor.dagger
         cells = [row["model"], *(_axis_cell(a, row[a]) for a in axes), str(row["n_seeds"]),
                  *(pct(row[f"{c.slug}_{checkpoint}_mean"], row[f"{c.slug}_{checkpoint}_std"], flavor)
-                   for c in columns), average]
+                   for c in columns), *([average] if with_average else []),
+                 _number(row[f"retention_{checkpoint}"], "", 1)]
         if with_size:
             cells += [_number(row["size_mb"], "", 1), _number(row["compression_quantized_part"], flavor.times, 1),
                       _number(row["compression_whole_model"], flavor.times, 1)]
@@ -130,8 +134,9 @@ def _comparison_table(comparison: pd.DataFrame, flavor: _Flavor) -> tuple[list[s
 def notes(summary: pd.DataFrame, tasks: Collection[str], comparison: pd.DataFrame,
           conventions: Mapping[str, str], paper_files: Sequence[str]) -> list[str]:
     """The sentences that state every convention of the tables (they go under the tables in md and tex)."""
-    lines = [describe_glue_average()]
-    partial = summary.loc[~summary["glue_avg_complete"], "glue_avg_tasks"].unique()
+    single = len(study_columns_tasks(tasks)) == 1
+    lines = [] if single else [describe_glue_average()]
+    partial = [] if single else summary.loc[~summary["glue_avg_complete"], "glue_avg_tasks"].unique()
     for label in partial:
         present = [t for t in XTC_GLUE_TASKS if get_task(t).title in label.partition(": ")[2].split(", ")]
         if present:
@@ -141,6 +146,10 @@ def notes(summary: pd.DataFrame, tasks: Collection[str], comparison: pd.DataFram
     lines.append(f"Scores in percent, one decimal: mean ± sample standard deviation (ddof=1) over the n seeds (no std "
                  f"for one seed). Best = the best dev checkpoint by each task's selection metric ({selection}); "
                  f"last = the last evaluation of training.")
+    scored = headline(summary, tasks)[2].removesuffix(" (%)")
+    lines.append(f"Retention: {scored} of the configuration over the FP teacher's (its best checkpoint, the one the "
+                 f"students distil from), in percent; best table: the configuration's best checkpoint, last table: "
+                 f"its last.")
     if summary["epochs"].astype(str).str.contains(" ").any():
         lines.append("Epochs: the recipe's budget per task; a budget axis (several budgets of one task) gives one row "
                      "per budget.")
@@ -249,13 +258,14 @@ def render_latex(study: str, summary: pd.DataFrame, comparison: pd.DataFrame, ta
 
 # ---------------------------------------------------------------------------------------------- csv
 def csv_columns(summary: pd.DataFrame, tasks: Collection[str]) -> list[str]:
-    """The CSV's column order: identity, axes, seeds, sub-metrics, average, paper and delta, size, best epochs."""
+    """The CSV's column order: identity, axes, seeds, sub-metrics, average, retention, paper and delta, size, best epochs."""
     metric = [f"{c.slug}_{ck}_{stat}" for ck in CHECKPOINTS for c in study_columns(tasks) for stat in ("mean", "std")]
     average = [f"glue_avg_{ck}_{stat}" for ck in CHECKPOINTS for stat in ("mean", "std")]
     paper = [c for c in summary.columns if c.startswith(("paper_", "delta_"))]
     epochs = [f"{t}_best_epoch" for t in study_columns_tasks(tasks)]
     return ["config", "model", *AXES, "tasks", "n_tasks", "seeds", "n_seeds", "n_runs", *metric, *average,
-            "glue_avg_tasks", "glue_avg_complete", *paper, *SIZE_COLUMNS, *epochs]
+            "glue_avg_tasks", "glue_avg_complete", *(f"retention_{ck}" for ck in CHECKPOINTS), *paper, *SIZE_COLUMNS,
+            *epochs]
 
 
 def write_tables(study: str, summary: pd.DataFrame, comparison: pd.DataFrame, tasks: Collection[str],

@@ -8,13 +8,31 @@ import json
 import logging
 import platform
 import sys
-from datetime import datetime, timezone
+import time
+from datetime import UTC, datetime
 
 import torch
 
-from bench import quant_linear
+from bench import deepspeed_step, export_ratio, kd_step, packed_eval, quant_linear, workflow
 
-SUITE = {"quant_linear": quant_linear.run}
+SUITE = {
+    "quant_linear": quant_linear.run,
+    "kd_step": kd_step.run,
+    "deepspeed_step": deepspeed_step.run,
+    "packed_eval": packed_eval.run,
+    "export_ratio": export_ratio.run,
+    "workflow": workflow.run,
+}
+# The figure each benchmark is judged by, for the readable summary: (key, target).
+HEADLINES = {
+    "kd_step": [("w1a8_over_fp32", "<= 1.15")],
+    "deepspeed_step": [("xtc_over_deepspeed", "<= 0.8"), ("fp32_over_deepspeed", None),
+                       ("peak_mib_xtc_over_deepspeed", None), ("step_peak_mib_xtc_over_deepspeed", None)],
+    "packed_eval": [("packed_over_fake_quant_throughput", None), ("packed_over_fp32_dir_load", None)],
+    "export_ratio": [("max_ratio", "<= 1.01")],
+    "workflow": [("dry_run", None), ("xtc_help_s", "< 3"), ("xtc_distill_first_step_s", "< 3"),
+                 ("xtc_distill_cpu_s_at_first_step", None)],
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,24 +43,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version()},
         "mode": "quick" if args.quick else "full",
     }
     out = sys.stdout
+    names = args.only or list(SUITE)
     # DeepSpeed logs to stdout from the moment it is imported: keep stdout for the report alone.
     with contextlib.redirect_stdout(sys.stderr):
-        for name in args.only or SUITE:
+        for name in names:
+            started = time.perf_counter()
             report[name] = SUITE[name](quick=args.quick)
+            report[name]["bench_seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         json.dump(report, out, indent=2)
         out.write("\n")
     else:
-        for name in args.only or SUITE:
-            for shape, entry in report[name].get("shapes", {}).items():
-                print(name, shape, entry, file=out)
+        out.write("\n".join(summary_lines(report, names)) + "\n")
     return 0
+
+
+def summary_lines(report: dict, names: list[str]) -> list[str]:
+    """The readable summary: each benchmark's headline figures with their targets."""
+    lines = [f"python -m bench: {report['mode']} mode, {report['date']}, {report['machine']['threads']} torch threads"]
+    for name in names:
+        entry = report[name]
+        lines.append(f"{name} ({entry['bench_seconds']} s)")
+        if "skipped" in entry:
+            lines.append(f"  skipped: {entry['skipped']}")
+            continue
+        for shape, figures in entry.get("shapes", {}).items():
+            lines.append(f"  {shape}: " + ", ".join(f"{k} = {v}" for k, v in figures.items()))
+        for key, target in HEADLINES.get(name, []):
+            if key in entry:
+                lines.append(f"  {key} = {entry[key]}" + (f"  (target {target})" if target else ""))
+    return lines
 
 
 if __name__ == "__main__":

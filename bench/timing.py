@@ -1,4 +1,10 @@
-"""Interleaved timing: run every candidate once per round, many rounds; report medians and ratios of medians."""
+"""Interleaved timing: run every candidate once per round, many rounds; report medians and ratios of medians.
+
+Candidates alternate within each round, so a slow spell of a shared machine hits both sides of a ratio alike;
+the order rotates from round to round.
+``summary`` also gives the quartiles of the per-round ratios (``a`` over ``b`` within the same round): their spread
+says how much the machine's noise could move the headline ratio.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,39 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each candidate; candidates alternate within each round."""
+def interleaved_samples(
+    candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 2, rotate: bool = True
+) -> dict[str, list[float]]:
+    """Seconds of every call of each candidate, ``rounds`` calls each; candidates alternate within each round.
+
+    ``rotate``: round ``r`` starts with candidate ``r mod n``, so that no candidate always runs first (or always
+    right after the same other one) and inherits its caches, allocator state or the machine's rhythm.
+    """
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
+    names = list(candidates)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)] if rotate else names
+        for name in order:
             start = time.perf_counter()
-            fn()
+            candidates[name]()
             samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def interleaved(candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each candidate; candidates alternate in a fixed order within each round (the
+    method of ``bench/quant_linear.py``, kept as its recorded figures were measured)."""
+    samples = interleaved_samples(candidates, rounds, warmup, rotate=False)
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def summary(samples: dict[str, list[float]], a: str, b: str, digits: int = 3) -> dict:
+    """Medians, ``ratio`` = median(a) / median(b), and the quartiles of the per-round ratios a/b."""
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    per_round = sorted(x / y for x, y in zip(samples[a], samples[b], strict=True))
+    quartiles = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+    return {"medians": medians, "ratio": round(medians[a] / medians[b], digits),
+            "round_ratio_quartiles": [round(q, digits) for q in quartiles]}

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig
+from transformers.initialization import no_init_weights
 
 from xtc import __version__
 from xtc.atomic import atomic_path
@@ -386,10 +387,14 @@ def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", tra
     dtype = getattr(torch, str(header["dtype"]), None)
     if not isinstance(dtype, torch.dtype):
         raise _corrupt(path, f"the xtc header names dtype {header['dtype']!r}, which is not a torch dtype")
-    model = AutoModelForSequenceClassification.from_config(config, **kwargs).to(dtype)
+    # Every parameter and persistent buffer is overwritten from the file below (strict), so random initialisation
+    # would be wasted: at BERT-base it is most of the load time (0.55 s of ~1 s on a 2-core CPU).
+    with no_init_weights():
+        model = AutoModelForSequenceClassification.from_config(config, **kwargs).to(dtype)
     state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.weight.") for m in header["modules"])}
+    originals = dict(model.named_modules())  # each name below is replaced once, so this stays valid for lookups
     for name, entry in header["modules"].items():
-        old = dict(model.named_modules()).get(name)
+        old = originals.get(name)
         kind = nn.Embedding if entry["kind"] == "embedding" else nn.Linear
         if not isinstance(old, kind):
             raise ValueError(f"packed checkpoint {path}: module {name!r} ({entry['kind']}) is not a {kind.__name__} of "

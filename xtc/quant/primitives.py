@@ -129,12 +129,22 @@ def dequantize(
     scale: torch.Tensor,
     granularity: Granularity | str = "tensor",
     zero_point: torch.Tensor | None = None,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """``codes * scale (+ zero_point)`` per group; the inverse shared by fake quantization and unpacking."""
+    """``codes * scale (+ zero_point)`` per group; the inverse shared by fake quantization and unpacking.
+
+    ``inplace=True`` writes the result into ``codes`` (the same values: the same multiply and add, in place), for
+    callers that own a fresh codes tensor and would otherwise materialise a second full-size copy.
+    """
     flat = group_rows(codes, granularity)  # (G, N)
-    out = flat * scale.to(flat.dtype)
-    if zero_point is not None:
-        out = out + zero_point.to(flat.dtype)
+    if inplace:
+        out = flat.mul_(scale.to(flat.dtype))
+        if zero_point is not None:
+            out.add_(zero_point.to(flat.dtype))
+    else:
+        out = flat * scale.to(flat.dtype)
+        if zero_point is not None:
+            out = out + zero_point.to(flat.dtype)
     return out.reshape(codes.shape)
 
 
@@ -157,9 +167,13 @@ def quantize_weight(
 def fake_quantize_weight(
     w: torch.Tensor, bits: int, granularity: Granularity | str = "tensor", symmetric: bool = True
 ) -> torch.Tensor:
-    """``dequantize(quantize_weight(w))``: the value a quantized weight takes in the forward pass."""
+    """``dequantize(quantize_weight(w))``: the value a quantized weight takes in the forward pass.
+
+    The codes are a fresh tensor of this call, so they are dequantized in place: one full-size tensor per weight
+    and training step instead of two (codes, then their copy times the scale).
+    """
     codes, scale, *zero_point = quantize_weight(w, bits, granularity, symmetric)
-    return dequantize(codes, scale, granularity, zero_point[0] if zero_point else None)
+    return dequantize(codes, scale, granularity, zero_point[0] if zero_point else None, inplace=True)
 
 
 def fake_quantize_symmetric(

@@ -1,0 +1,264 @@
+"""The benchmark suite's machinery (``python -m bench``) on the smallest shapes: structure and sanity, never speed.
+
+Also the small library changes made for the benchmarks: the ``started_at`` stamp of train records, in-place
+dequantization of fake-quant weights, and ``xtc.train`` not importing the metrics stack before it evaluates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `bench` lives at the repository root, beside `xtc` (python -m pytest has it already)
+    sys.path.insert(0, str(REPO))
+
+from bench import __main__ as bench_main
+from bench import export_ratio, kd_step, memory, packed_eval, timing, workflow
+from bench.kd_step import Setting
+from xtc.models import tiny_bert_config
+from xtc.quant.primitives import dequantize, fake_quantize_weight, quantize_weight
+
+TINY_MODEL = (("vocab_size", 128), ("hidden_size", 32), ("num_hidden_layers", 2), ("num_attention_heads", 2),
+              ("intermediate_size", 64), ("max_position_embeddings", 64))
+TINY = Setting(batch=2, seq=8, rounds=2, model=TINY_MODEL)
+
+
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def test_summary_is_the_ratio_of_medians_with_per_round_quartiles():
+    samples = {"a": [1.0, 2.0, 3.0, 4.0, 100.0], "b": [2.0, 2.0, 2.0, 2.0, 2.0]}
+    result = timing.summary(samples, "a", "b")
+    assert result["medians"] == {"a": 3.0, "b": 2.0} and result["ratio"] == 1.5
+    assert result["round_ratio_quartiles"] == [0.75, 1.5, 26.0]
+
+
+def test_interleaved_alternates_candidates_and_rotates_who_goes_first():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "xyz"}
+    samples = timing.interleaved_samples(fns, 3, warmup=1)
+    assert "".join(calls) == "xyz" + "xyz" + "yzx" + "zxy" and all(len(v) == 3 for v in samples.values())
+    calls.clear()
+    timing.interleaved(fns, 2, warmup=0)
+    assert "".join(calls) == "xyzxyz"  # the fixed order of bench/quant_linear.py
+
+
+# ---------------------------------------------------------------------------------------------- KD steps
+def test_kd_step_ratio_and_setting():
+    result = kd_step.run(setting=TINY)
+    assert _positive(result["w1a8_over_fp32"]) and _positive(result["fp32_s"]) and _positive(result["w1a8_s"])
+    assert result["optimizer_step"] is True
+    assert result["setting"] == {"batch": 2, "seq": 8, "rounds": 2, "layers": 2, "hidden": 32, "heads": 2,
+                                 "intermediate": 64, "vocab": 128}
+
+
+def test_kd_step_trains_the_quantized_student():
+    teacher = kd_step.teacher_model(TINY)
+    student = kd_step.xtc_student(teacher)
+    before = student.bert.encoder.layer[0].intermediate.dense.weight.detach().clone()
+    kd_step.kd_step(student, teacher, kd_step.features(TINY, 128))()
+    assert not torch.equal(before, student.bert.encoder.layer[0].intermediate.dense.weight)  # AdamW stepped
+    assert type(student.bert.encoder.layer[0].intermediate.dense).__name__ == "QuantLinear"
+
+
+def test_setting_round_trips_through_json():
+    assert Setting.from_dict(json.loads(json.dumps(dataclasses.asdict(TINY)))) == TINY
+
+
+def test_deepspeed_step_ratios_without_memory():
+    pytest.importorskip("deepspeed.compression.compress", reason="install the peer extra: make test does")
+    from bench import deepspeed_step
+
+    result = deepspeed_step.run(setting=TINY, measure_memory=False)
+    assert _positive(result["xtc_over_deepspeed"]) and _positive(result["fp32_over_deepspeed"])
+    assert set(result) >= {"xtc_s", "deepspeed_s", "fp32_s", "round_ratio_quartiles"} and "memory" not in result
+
+
+def test_deepspeed_student_really_quantizes():
+    pytest.importorskip("deepspeed.compression.compress", reason="install the peer extra: make test does")
+    from bench import deepspeed_step
+
+    teacher = kd_step.teacher_model(TINY)
+    batch = {"input_ids": torch.tensor([[2, 40, 50, 3]])}
+    ds, ours = deepspeed_step.deepspeed_student(teacher).eval(), kd_step.xtc_student(teacher).eval()
+    with torch.no_grad():
+        ds_logits, our_logits, fp_logits = (m(**batch).logits for m in (ds, ours, teacher))
+    assert not torch.allclose(ds_logits, fp_logits) and torch.allclose(ds_logits, our_logits, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+def test_memory_method_measures_a_known_allocation():
+    results = memory.in_children({"big": ("bench.memory:calibration_step", {"mib": 64}),
+                                  "small": ("bench.memory:calibration_step", {"mib": 8})}, steps=1)
+    if "step_peak_mib" not in results["big"]:
+        pytest.skip("no /proc/self/clear_refs here: only the whole-process peak is available")
+    assert 60 <= results["big"]["step_peak_mib"] <= 70 and 6 <= results["small"]["step_peak_mib"] <= 14
+    assert results["big"]["peak_mib"] >= results["big"]["resident_mib"] + 60
+
+
+def test_memory_of_a_kd_step_in_a_child():
+    job = ("bench.deepspeed_step:candidate", {"name": "xtc", "setting": dataclasses.asdict(TINY)})
+    result = memory.in_children({"xtc": job}, steps=1)["xtc"]
+    assert _positive(result["peak_mib"]) and result["peak_mib"] >= result.get("resident_mib", 0)
+
+
+def test_memory_child_failure_is_reported():
+    with pytest.raises(RuntimeError, match="memory child bad .*failed"):
+        memory.in_children({"bad": ("bench.memory:no_such_function", {})}, steps=1)
+
+
+# ---------------------------------------------------------------------------------------------- packed eval
+def test_packed_eval_logits_equal_and_ratios():
+    result = packed_eval.run(setting=TINY, eval_batch=4)
+    assert result["logits_equal"] is True
+    assert _positive(result["packed_over_fake_quant_throughput"]) and _positive(result["packed_over_fp32_dir_load"])
+    assert all(_positive(v) for v in result["examples_per_s"].values())
+    assert result["bytes"]["packed"] < result["bytes"]["fp32_dir"]
+
+
+# ---------------------------------------------------------------------------------------------- export ratio
+def _tiny_theoretical_bytes(layers: int, bits: int) -> float:
+    """Theoretical minimum of a tiny W{bits} student, by hand: the XTC module set at ``bits`` bits plus one float32
+    scale per linear and per embedding row, and every other tensor of the tiny BERT in float32."""
+    h, f, v, p, labels = 32, 64, 128, 64, 2
+    linears = layers * (4 * h * h + 2 * h * f)
+    quantized = linears + v * h
+    scales = layers * 6 + v
+    per_layer_fp = 4 * h + (f + h) + 2 * 2 * h  # q/k/v/attn-out biases, the two FFN biases, two LayerNorms
+    remainder = (p * h + 2 * h + 2 * h  # position and token-type embeddings, embedding LayerNorm
+                 + layers * per_layer_fp + h * h + h + labels * h + labels)  # pooler, classifier
+    return quantized * bits / 8 + 4 * scales + 4 * remainder
+
+
+def test_export_ratio_accounts_for_every_byte():
+    model = {k: v for k, v in TINY_MODEL if k != "num_hidden_layers"}
+    result = export_ratio.run(layers=(2, 1), bits=(1, 2), model=model)
+    assert set(result["students"]) == {"2L_W1", "2L_W2", "1L_W1", "1L_W2"}
+    for name, entry in result["students"].items():
+        layers, bits = int(name.split("L_W")[0]), int(name.split("L_W")[1])
+        assert entry["theoretical_bytes"] == _tiny_theoretical_bytes(layers, bits)
+        overhead = entry["overhead"]
+        assert overhead["rounding"] == 0  # every tiny weight holds a multiple of 8 elements
+        # a random BERT's padding row of the word embeddings is all zero: 32 int32 positions in the 1-bit file
+        assert overhead["zero_positions"] == (32 * 4 if bits == 1 else 0)
+        assert entry["file_bytes"] == entry["theoretical_bytes"] + overhead["safetensors_header"] + \
+            overhead["zero_positions"]
+        assert entry["ratio"] >= 1.0
+    assert result["max_ratio"] == max(e["ratio"] for e in result["students"].values())
+
+
+# ---------------------------------------------------------------------------------------------- workflow
+SNAKEMAKE_OUTPUT = """Building DAG of jobs...
+Job stats:
+job        count
+-------  -------
+reduce         1
+all            1
+total          2
+
+rule reduce:
+    output: a
+localrule all:
+    input: a
+Job stats:
+job        count
+-------  -------
+reduce         1
+all            1
+total          2
+"""
+
+
+def test_job_counts_are_parsed_from_snakemakes_table():
+    assert workflow.job_total(SNAKEMAKE_OUTPUT) == 2 and workflow.listed_jobs(SNAKEMAKE_OUTPUT) == 2
+
+
+def test_dry_run_job_count_is_what_snakemake_reports():
+    seconds, output = workflow.dry_run(None)  # the default study: the smallest grid
+    table = output.rsplit("Job stats:", 1)[1].split("total")[0]
+    rows = [int(line.split()[-1]) for line in table.splitlines() if line.split() and line.split()[-1].isdigit()]
+    assert workflow.job_total(output) == sum(rows) == workflow.listed_jobs(output) > 0
+    assert _positive(seconds)
+
+
+def test_xtc_help_startup_is_measured():
+    assert _positive(workflow.help_seconds(1))
+
+
+def test_distill_startup_reaches_the_first_step(tmp_path):
+    inputs = workflow.tiny_inputs(tmp_path)
+    wall, cpu = workflow.distill_startup(inputs, tmp_path / "run")
+    assert _positive(wall) and wall < 120 and (cpu is None or _positive(cpu))
+    first = json.loads((tmp_path / "run" / "train_log.jsonl").read_text().splitlines()[0])
+    assert first["kind"] == "train" and first["global_step"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def _fake(quick: bool = False) -> dict:
+    return {"w1a8_over_fp32": 1.0 if quick else 2.0}
+
+
+def test_json_report_holds_every_requested_benchmark(monkeypatch, capsys):
+    monkeypatch.setattr(bench_main, "SUITE", {"kd_step": _fake, "export_ratio": lambda quick: {"max_ratio": 1.0}})
+    assert bench_main.main(["--quick", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mode"] == "quick" and report["kd_step"]["w1a8_over_fp32"] == 1.0
+    assert report["export_ratio"]["max_ratio"] == 1.0 and report["kd_step"]["bench_seconds"] >= 0
+
+
+def test_only_runs_one_benchmark_and_the_summary_shows_its_target(monkeypatch, capsys):
+    monkeypatch.setattr(bench_main, "SUITE", {"kd_step": _fake, "export_ratio": lambda quick: 1 / 0})
+    assert bench_main.main(["--only", "kd_step"]) == 0
+    out = capsys.readouterr().out
+    assert "kd_step" in out and "w1a8_over_fp32 = 2.0  (target <= 1.15)" in out and "export_ratio" not in out
+
+
+def test_every_benchmark_has_a_cli_name():
+    assert set(bench_main.SUITE) == {"quant_linear", "kd_step", "deepspeed_step", "packed_eval", "export_ratio",
+                                     "workflow"}
+    assert set(bench_main.HEADLINES) <= set(bench_main.SUITE)
+
+
+# ---------------------------------------------------------------------------------------------- library changes
+def test_train_records_carry_their_start_time():
+    from xtc.config import DistillConfig, TrainConfig
+    from xtc.glue import PaddingCollator
+    from xtc.models import random_model
+    from xtc.train import Hooks, Trainer
+
+    records = []
+    features = kd_step.features(Setting(4, 6, 1), 128)
+    trainer = Trainer(random_model(tiny_bert_config()), "sst2", features, {"validation": features},
+                      PaddingCollator(0), TrainConfig(epochs=1.0, batch_size=2), DistillConfig(kd="none"),
+                      hooks=Hooks(on_log=records.append), device=torch.device("cpu"), progress=False)
+    before = time.time()
+    trainer.fit()
+    starts = [r["started_at"] for r in records if r["kind"] == "train"]
+    assert len(starts) == 2 and before - 0.01 <= starts[0] <= starts[1] <= time.time()
+
+
+@pytest.mark.parametrize("bits, symmetric", [(1, True), (2, True), (4, True), (4, False)])
+def test_fake_quant_weight_dequantizes_in_place_to_the_same_values(bits, symmetric):
+    w = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    codes, scale, *zero_point = quantize_weight(w, bits, "row", symmetric)
+    expected = dequantize(codes.clone(), scale, "row", zero_point[0] if zero_point else None)
+    assert torch.equal(fake_quantize_weight(w, bits, "row", symmetric), expected)
+    out = dequantize(codes, scale, "row", zero_point[0] if zero_point else None, inplace=True)
+    assert torch.equal(out, expected) and out.data_ptr() == codes.data_ptr()
+
+
+def test_importing_the_training_loop_leaves_the_metrics_stack_for_later():
+    code = "import sys, xtc.train; print(sorted(m for m in ('sklearn', 'scipy.stats', 'xtc.metrics') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

@@ -18,8 +18,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # `bench` lives at the repository root, beside `xtc` (python -m pytest has it already)
-    sys.path.insert(0, str(REPO))
 
 from bench import __main__ as bench_main
 from bench import export_ratio, kd_step, memory, packed_eval, timing, workflow

@@ -20,6 +20,7 @@ from deepspeed.compression.compress import init_compression  # noqa: E402
 from deepspeed.compression.config import get_compression_config  # noqa: E402
 from deepspeed.compression.scheduler import compression_scheduler  # noqa: E402
 
+from bench.deepspeed_step import xtc_ds_config  # noqa: E402  (the config the benchmark compares against too)
 from xtc.config import QuantConfig  # noqa: E402
 from xtc.quant import quantize_  # noqa: E402
 from xtc.quant.primitives import fake_quantize_symmetric, fake_quantize_weight  # noqa: E402
@@ -61,36 +62,6 @@ def test_per_token_activation_equals_deepspeed_dynamic(shape):
     assert torch.equal(fake_quantize_symmetric(x, 8, "token"), ds_utils.SymQuantizer.apply(x, 8, None, None, tokens))
 
 
-def _xtc_ds_config(weight_bits: int) -> dict:
-    """The XTC W{1,2}A8 config of DeepSpeedExamples (compression/bert/config/ds_config_W1A8_Qgroup1_fp32.json)."""
-    return {
-        "compression_training": {
-            "weight_quantization": {
-                "shared_parameters": {
-                    "enabled": True, "quantizer_kernel": False, "schedule_offset": 0, "quantize_groups": 1,
-                    "quantize_verbose": False, "quantization_type": "symmetric", "quantize_weight_in_forward": True,
-                    "rounding": "nearest", "fp16_mixed_quantize": {"enabled": False, "quantize_change_ratio": 0.1},
-                },
-                "different_groups": {
-                    "wq1": {
-                        "params": {"start_bits": weight_bits, "target_bits": weight_bits, "quantization_period": 0},
-                        "modules": ["attention.self", "intermediate", "word_embeddings", "output.dense"],
-                    }
-                },
-            },
-            "activation_quantization": {
-                "shared_parameters": {
-                    "enabled": True, "quantization_type": "symmetric", "range_calibration": "dynamic",
-                    "schedule_offset": 0,
-                },
-                "different_groups": {
-                    "aq1": {"params": {"bits": 8}, "modules": ["attention.self", "intermediate", "output.dense"]}
-                },
-            },
-        }
-    }
-
-
 @pytest.mark.parametrize("weight_bits", [1, 2])
 def test_whole_model_logits_and_gradients_equal_deepspeed(tiny_bert, tiny_batch, weight_bits):
     # A random-init HF BERT has an all-zero [PAD] embedding row, on which DeepSpeed's ternary rule divides 0/0
@@ -98,7 +69,7 @@ def test_whole_model_logits_and_gradients_equal_deepspeed(tiny_bert, tiny_batch,
     with torch.no_grad():
         tiny_bert.bert.embeddings.word_embeddings.weight[0].normal_(generator=torch.Generator().manual_seed(5))
     fp_logits = tiny_bert(**tiny_batch).logits
-    ds_config = _xtc_ds_config(weight_bits)
+    ds_config = xtc_ds_config(weight_bits)
     ds_model = init_compression(copy.deepcopy(tiny_bert), ds_config)
     # Before its scheduler step DeepSpeed's model is still plain FP32: the comparison below would prove nothing.
     assert torch.equal(ds_model(**tiny_batch).logits, fp_logits)

@@ -1,7 +1,6 @@
 """The benchmark suite's machinery (``python -m bench``) on the smallest shapes: structure and sanity, never speed.
 
-Also the small library changes made for the benchmarks: the ``started_at`` stamp of train records, in-place
-dequantization of fake-quant weights, and ``xtc.train`` not importing the metrics stack before it evaluates.
+(The library changes the benchmarks called for are tested where they live: test_train.py, test_primitives.py.)
 """
 
 from __future__ import annotations
@@ -9,9 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +18,6 @@ REPO = Path(__file__).resolve().parent.parent
 from bench import __main__ as bench_main
 from bench import export_ratio, kd_step, memory, packed_eval, timing, workflow
 from bench.kd_step import Setting
-from xtc.models import tiny_bert_config
-from xtc.quant.primitives import dequantize, fake_quantize_weight, quantize_weight
 
 TINY_MODEL = (("vocab_size", 128), ("hidden_size", 32), ("num_hidden_layers", 2), ("num_attention_heads", 2),
               ("intermediate_size", 64), ("max_position_embeddings", 64))
@@ -226,37 +220,3 @@ def test_every_benchmark_has_a_cli_name():
     assert set(bench_main.SUITE) == {"quant_linear", "kd_step", "deepspeed_step", "packed_eval", "export_ratio",
                                      "workflow"}
     assert set(bench_main.HEADLINES) <= set(bench_main.SUITE)
-
-
-# ---------------------------------------------------------------------------------------------- library changes
-def test_train_records_carry_their_start_time():
-    from xtc.config import DistillConfig, TrainConfig
-    from xtc.glue import PaddingCollator
-    from xtc.models import random_model
-    from xtc.train import Hooks, Trainer
-
-    records = []
-    features = kd_step.features(Setting(4, 6, 1), 128)
-    trainer = Trainer(random_model(tiny_bert_config()), "sst2", features, {"validation": features},
-                      PaddingCollator(0), TrainConfig(epochs=1.0, batch_size=2), DistillConfig(kd="none"),
-                      hooks=Hooks(on_log=records.append), device=torch.device("cpu"), progress=False)
-    before = time.time()
-    trainer.fit()
-    starts = [r["started_at"] for r in records if r["kind"] == "train"]
-    assert len(starts) == 2 and before - 0.01 <= starts[0] <= starts[1] <= time.time()
-
-
-@pytest.mark.parametrize("bits, symmetric", [(1, True), (2, True), (4, True), (4, False)])
-def test_fake_quant_weight_dequantizes_in_place_to_the_same_values(bits, symmetric):
-    w = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
-    codes, scale, *zero_point = quantize_weight(w, bits, "row", symmetric)
-    expected = dequantize(codes.clone(), scale, "row", zero_point[0] if zero_point else None)
-    assert torch.equal(fake_quantize_weight(w, bits, "row", symmetric), expected)
-    out = dequantize(codes, scale, "row", zero_point[0] if zero_point else None, inplace=True)
-    assert torch.equal(out, expected) and out.data_ptr() == codes.data_ptr()
-
-
-def test_importing_the_training_loop_leaves_the_metrics_stack_for_later():
-    code = "import sys, xtc.train; print(sorted(m for m in ('sklearn', 'scipy.stats', 'xtc.metrics') if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.strip() == "[]"

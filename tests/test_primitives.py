@@ -122,3 +122,13 @@ def test_fake_quant_equals_dequantized_codes_and_uses_few_levels(rows, cols, bit
     levels = 3 if bits <= 2 else 2**bits
     assert codes.unique().numel() <= levels
     assert codes.min() >= -(2 ** max(bits - 1, 1)) and codes.max() <= 2 ** max(bits - 1, 1)
+
+
+@pytest.mark.parametrize("bits, symmetric", [(1, True), (2, True), (4, True), (4, False)])
+def test_fake_quant_weight_dequantizes_in_place_to_the_same_values(bits, symmetric):
+    w = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    codes, scale, *zero_point = quantize_weight(w, bits, "row", symmetric)
+    expected = dequantize(codes.clone(), scale, "row", zero_point[0] if zero_point else None)
+    assert torch.equal(fake_quantize_weight(w, bits, "row", symmetric), expected)
+    out = dequantize(codes, scale, "row", zero_point[0] if zero_point else None, inplace=True)
+    assert torch.equal(out, expected) and out.data_ptr() == codes.data_ptr()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -199,3 +202,20 @@ def test_two_stage_kd_runs_both_stages_with_their_terms_and_lr():
 def test_kd_without_teacher_is_an_error():
     with pytest.raises(ValueError, match="distill.kd='one_stage' needs a teacher"):
         make_trainer(kd="one_stage")
+
+
+def test_train_records_carry_their_start_time():
+    """`started_at` (Unix time a step began): throughput and start-up cost can be read from train_log.jsonl."""
+    records = []
+    trainer = make_trainer(hooks=Hooks(on_log=records.append), epochs=1.0)
+    before = time.time()
+    trainer.fit()
+    starts = [r["started_at"] for r in records if r["kind"] == "train"]
+    assert len(starts) == 6 and before - 0.01 <= starts[0] <= starts[-1] <= time.time()
+    assert starts == sorted(starts)
+
+
+def test_importing_the_training_loop_leaves_the_metrics_stack_for_later():
+    code = "import sys, xtc.train; print(sorted(m for m in ('sklearn', 'scipy.stats', 'xtc.metrics') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

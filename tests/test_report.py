@@ -287,3 +287,33 @@ def test_adapter_through_a_real_snakemake_run(tmp_path):
     assert not (tmp_path / "figures/tiny_heatmap.png").exists()
     assert "study tiny: 2 configurations from 8 runs" in (tmp_path / "logs/aggregate.log").read_text()
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+def test_a_given_teacher_evaluated_once_joins_the_tables(study):
+    """Paper studies use given fine-tuned teachers: `xtc evaluate` writes their metrics.json without best/last,
+    and their runs.tsv row has no seed, epochs or lr (as workflow/rules/common.smk writes it)."""
+    tmp, runs = study
+    table = pd.read_csv(runs, sep="\t", keep_default_na=False, dtype=str)
+    students = table[table["run_dir"].str.contains("w1_6l")]
+    given = []
+    for task in ("mnli", "mrpc"):
+        run_dir = Path("results/teachers") / f"task~{task}" / "given"
+        (tmp / run_dir).mkdir(parents=True)
+        metrics = SCORES[("teacher", 1)][task]
+        (tmp / run_dir / "metrics.json").write_text(json.dumps({"model": f"someone/bert-{task}", "task": task,
+                                                                "metrics": metrics}))
+        given.append({**dict.fromkeys(RUNS_COLUMNS, ""), "study": "tiny", "task": task, "layers": "12",
+                      "wbits": "fp", "abits": "none", "kd": "none", "da": "0", "run_dir": str(run_dir)})
+    pd.concat([pd.DataFrame(given), students])[list(RUNS_COLUMNS)].to_csv(runs, sep="\t", index=False)
+    kinds = ["pareto", "budget", "kd", "heatmap"]
+    tables, figures = output_paths("tiny", tmp / "results/tables", tmp / "figures", kinds)
+    aggregate(runs, "tiny", tables["md"], tables["tex"], tables["csv"], paper=PAPER, figures=figures, kinds=kinds)
+    assert all(Path(f).stat().st_size > 0 for f in figures)
+    csv = pd.read_csv(tables["csv"], keep_default_na=False).set_index("model")
+    assert csv.loc["FP 12L", "n_seeds"] == 1 and csv.loc["FP 12L", "mnli_m_acc_best_mean"] == pytest.approx(84.0)
+    assert csv.loc["FP 12L", "mnli_m_acc_last_mean"] == pytest.approx(84.0)  # evaluated once: best = last
+    teacher_avg = (84.0 + 86.0) / 2  # MNLI-m acc and MRPC acc, the selection metrics
+    assert csv.loc["W1A8 6L", "retention_best"] == pytest.approx(100 * csv.loc["W1A8 6L", "glue_avg_best_mean"]
+                                                                 / teacher_avg)
+    md = tables["md"].read_text()
+    assert "| FP 12L | 12 | all | fp | fp | none | given | given | 1 | 84.0 |" in md, md

@@ -18,14 +18,15 @@ import numpy as np
 import pandas as pd
 
 from xtc.glue import get_task
-from xtc.report.columns import AXES, CHECKPOINTS, FP, MIB, RUNS_COLUMNS
+from xtc.report.columns import AXES, CHECKPOINTS, FP, GIVEN, MIB, RUNS_COLUMNS
 
 _FP_SPELLINGS = {"", "fp", "fp32", "32", "none", "null", "nan"}
 
 
 def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """``runs.tsv`` with normalized axes: ints for layers/epochs/da/seed, float lr, ``'fp'`` for full precision,
-    ``teacher_layer`` as ``'1,3,5,7,9,11'`` (or ``''``), ``kd`` ``'none'`` when empty."""
+    ``teacher_layer`` as ``'1,3,5,7,9,11'`` (or ``''``), ``kd`` ``'none'`` when empty. A given teacher (fine-tuned
+    elsewhere, only evaluated here) has no epochs, lr or seed: they read as ``GIVEN`` (0)."""
     path = Path(path)
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     missing = [c for c in RUNS_COLUMNS if c not in table.columns]
@@ -37,7 +38,8 @@ def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     table = table[list(RUNS_COLUMNS)].map(str.strip)
     for row, task in enumerate(table["task"], start=2):
         _checked(path, row, "task", task, lambda v: get_task(v).name)
-    for column, parse in (("layers", int), ("epochs", _int), ("seed", int), ("da", _flag), ("lr", float),
+    for column, parse in (("layers", int), ("epochs", _given(_int)), ("seed", _given(int)), ("da", _flag),
+                          ("lr", _given(float)),
                           ("wbits", _bits), ("abits", _bits), ("teacher_layer", _layer_list), ("kd", _kd)):
         table[column] = [_checked(path, row, column, value, parse) for row, value in enumerate(table[column], 2)]
     duplicated = table.duplicated(subset=["study", "task", *AXES, "seed"], keep=False)
@@ -52,6 +54,11 @@ def _checked(path: Path, row: int, column: str, value: str, parse) -> Any:
         return parse(value)
     except ValueError as error:
         raise ValueError(f"{path} line {row}: bad {column} {value!r} ({error})") from None
+
+
+def _given(parse):
+    """``parse``, except that an empty cell (a given teacher's epochs, lr and seed) reads as ``GIVEN``."""
+    return lambda text: parse(text) if text else parse(str(GIVEN))
 
 
 def _int(text: str) -> int:
@@ -113,6 +120,8 @@ def collect_metrics(runs: pd.DataFrame, base_dir: str | os.PathLike[str] | None 
         if metrics.get("task", spec.name) != spec.name:
             raise ValueError(f"{run['run_dir']}/metrics.json is for task {metrics['task']!r}, runs.tsv says "
                              f"{spec.name!r}")
+        if "best" not in metrics and "metrics" in metrics:  # `xtc evaluate` of a given teacher: one evaluation
+            metrics = {checkpoint: {"metrics": metrics["metrics"]} for checkpoint in CHECKPOINTS}
         for checkpoint in CHECKPOINTS:
             if checkpoint not in metrics:
                 raise ValueError(f"{run['run_dir']}/metrics.json lacks {checkpoint!r}; found {sorted(metrics)}")

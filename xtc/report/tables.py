@@ -19,7 +19,7 @@ from xtc.atomic import atomic_write_text
 from xtc.glue import get_task
 from xtc.metrics import XTC_GLUE_TASKS, describe_glue_average
 from xtc.report.collect import SIZE_COLUMNS
-from xtc.report.columns import AXES, CHECKPOINTS, study_columns
+from xtc.report.columns import AXES, CHECKPOINTS, GIVEN, study_columns
 from xtc.report.summary import headline
 
 _AXIS_TITLES = {"layers": "Layers", "teacher_layer": "Teacher layers", "wbits": "W bits", "abits": "A bits",
@@ -74,6 +74,8 @@ def signed(value: float, flavor: _Flavor = MD) -> str:
 
 
 def _axis_cell(axis: str, value) -> str:
+    if axis in ("epochs", "lr") and str(value) in (str(GIVEN), str(float(GIVEN))):
+        return "given"  # a teacher fine-tuned elsewhere: no budget or lr of ours
     if axis == "teacher_layer":
         return f"[{value}]" if value else "all"
     if axis == "lr":

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-
 from bench import __main__ as bench_main
 from bench import export_ratio, kd_step, memory, packed_eval, timing, workflow
 from bench.kd_step import Setting
+
+REPO = Path(__file__).resolve().parent.parent
 
 TINY_MODEL = (("vocab_size", 128), ("hidden_size", 32), ("num_hidden_layers", 2), ("num_attention_heads", 2),
               ("intermediate_size", 64), ("max_position_embeddings", 64))
@@ -151,25 +151,21 @@ def test_export_ratio_accounts_for_every_byte():
 
 
 # ---------------------------------------------------------------------------------------------- workflow
-SNAKEMAKE_OUTPUT = """Building DAG of jobs...
-Job stats:
-job        count
--------  -------
-reduce         1
-all            1
-total          2
-
-rule reduce:
-    output: a
-localrule all:
-    input: a
-Job stats:
+JOB_STATS = """Job stats:
 job        count
 -------  -------
 reduce         1
 all            1
 total          2
 """
+# A dry run prints the table before and after the job list.
+SNAKEMAKE_OUTPUT = f"""Building DAG of jobs...
+{JOB_STATS}
+rule reduce:
+    output: a
+localrule all:
+    input: a
+{JOB_STATS}"""
 
 
 def test_job_counts_are_parsed_from_snakemakes_table():

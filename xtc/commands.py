@@ -21,6 +21,7 @@ from typing import Any
 
 from xtc.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from xtc.config import Recipe, apply_overrides
+from xtc.sources import check_model, is_hub_id
 
 log = logging.getLogger("xtc")
 
@@ -200,7 +201,6 @@ def finetune(args, argv: Sequence[str]) -> dict[str, Any]:
     from xtc.checkpoint import load_tokenizer
     from xtc.glue import get_task
     from xtc.models import load_classifier
-    from xtc.sources import check_model
 
     recipe = resolve_recipe([*args.flags, "distill.kd=none", "quant.weight_bits=null"], args.set)
     spec = get_task(recipe.data.task)
@@ -259,7 +259,7 @@ def _load_teacher(source: str | Path, recipe: Recipe) -> tuple[Any, str | Path]:
             path = path / MODEL
         teacher = load_model_dir(path)
     elif _is_hub_id(str(source)):
-        path = _resolve_hub_model(str(source), "--teacher")
+        path = check_model(str(source), key="--teacher")
         teacher = _load_hub_teacher(path)
     else:
         raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (or its model/ dir), "
@@ -274,15 +274,8 @@ def _load_teacher(source: str | Path, recipe: Recipe) -> tuple[Any, str | Path]:
 
 
 def _is_hub_id(text: str) -> bool:
-    """``owner/name`` as the hub spells it: not absolute, not relative (``./``), exactly one slash."""
-    return not text.startswith(("/", ".", "~")) and text.count("/") == 1 and all(text.split("/"))
-
-
-def _resolve_hub_model(repo_id: str, key: str) -> str:
-    """The directory of an installed package carrying ``repo_id``, or ``repo_id`` when the hub can give it."""
-    from xtc.sources import check_model
-
-    return check_model(repo_id, key=key)
+    """A fine-tuned model on the hub: ``owner/name`` (a bare name is taken for a missing local dir)."""
+    return "/" in text and is_hub_id(text)
 
 
 def _load_hub_teacher(repo_id: str):
@@ -318,7 +311,7 @@ def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
 
         model, tokenizer_dir = load_packed(path), path.parent
     elif not path.exists() and _is_hub_id(str(args.model)):  # a fine-tuned hub model (a given teacher)
-        tokenizer_dir = _resolve_hub_model(str(args.model), "--model")
+        tokenizer_dir = check_model(str(args.model), key="--model")
         model = _load_hub_teacher(tokenizer_dir)
     else:
         if (path / MODEL / "config.json").is_file():
@@ -414,7 +407,6 @@ def augment(args, argv: Sequence[str]) -> dict[str, Any]:
     from xtc.augment import augment_examples, write_augmented_tsv
     from xtc.glove import load_glove
     from xtc.glue import get_task, load_split
-    from xtc.sources import check_model
 
     spec = get_task(args.task)
     examples = load_split(spec, "train", args.data_dir, args.max_train_examples, args.seed)

@@ -48,8 +48,9 @@ def resolve_model(name: str | os.PathLike[str]) -> str:
     return str(local) if local is not None else name
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1  # hub ids are `name` or `owner/name`
+def is_hub_id(name: str) -> bool:
+    """``name`` or ``owner/name`` as the hub spells it: not absolute, not relative (``./``), at most one slash."""
+    return not name.startswith(("/", ".", "~")) and name.count("/") <= 1 and all(name.split("/"))
 
 
 def hub_offline_flag() -> str | None:
@@ -104,7 +105,7 @@ def check_model(name: str, key: str = "model") -> str:
     resolved = resolve_model(name)
     if Path(resolved).expanduser().exists():
         return resolved
-    if _looks_local(name):
+    if not is_hub_id(name):
         raise SourceError(f"{key} = {name!r}: no such directory; point {key} at a model directory or give a hub id")
     if hub_reachable() or model_cached(name):
         return resolved

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-MAIN_SECTION = "## Best dev checkpoint"
+from xtc.report.tables import BEST_HEADING as MAIN_SECTION
 
 
 def main_table(markdown: str) -> str:

@@ -22,6 +22,7 @@ from xtc.report.collect import SIZE_COLUMNS
 from xtc.report.columns import AXES, CHECKPOINTS, GIVEN, study_columns
 from xtc.report.summary import headline
 
+BEST_HEADING = "## Best dev checkpoint"  # the main table's section (xtc.report.show prints it)
 _AXIS_TITLES = {"layers": "Layers", "teacher_layer": "Teacher layers", "wbits": "W bits", "abits": "A bits",
                 "kd": "KD", "epochs": "Epochs", "lr": "LR", "da": "DA"}
 
@@ -219,7 +220,7 @@ def _numeric_column(rows: list[list[str]], i: int) -> bool:
 def render_markdown(study: str, summary: pd.DataFrame, comparison: pd.DataFrame, tasks: Collection[str],
                     note_lines: Sequence[str]) -> str:
     parts = [f"# Study `{study}`", "", _overview(summary, tasks), "",
-             "## Best dev checkpoint (mean ± std over seeds, %)", "",
+             f"{BEST_HEADING} (mean ± std over seeds, %)", "",
              _md_table(*_score_table(summary, tasks, "best", MD, with_size=True)), "",
              "## Last checkpoint (mean ± std over seeds, %)", "",
              _md_table(*_score_table(summary, tasks, "last", MD, with_size=False)), "",

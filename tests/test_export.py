@@ -128,7 +128,7 @@ def test_header_records_format_bits_granularity_shapes_and_recipe(tiny_bert, tmp
     export_packed(tiny_bert, _packed_path(tmp_path), recipe=recipe)
     header, tensors = read_packed(_packed_path(tmp_path))
     assert header["format"] == "xtc.packed" and header["format_version"] == FORMAT_VERSION
-    assert header["recipe"] == json.loads(recipe.to_json()) and header["model_config"]["hidden_size"] == 32
+    assert header["recipe"] == json.loads(json.dumps(recipe.to_dict())) and header["model_config"]["hidden_size"] == 32
     query = header["modules"]["bert.encoder.layer.0.attention.self.query"]
     assert {k: query[k] for k in ("kind", "group", "shape", "bits", "granularity", "encoding", "scales")} == {
         "kind": "linear", "group": "qkv", "shape": [32, 32], "bits": 1, "granularity": "tensor", "encoding": "sign",

@@ -21,18 +21,19 @@ WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 ACT_BITS = (4, 5, 6, 7, 8)
 # The XTC module groups (reference section 2), by the role of the module in a BERT layer.
 MODULE_GROUPS = ("qkv", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
-KD_VARIANTS = ("none", "logits", "logits_hidden", "one_stage", "two_stage")
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 
 ActRange = Literal["dynamic", "static"]
+# The KD variants, defined here once: the CLI's --kd choices, the report's order and the workflow derive from it.
 KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
+KD_VARIANTS: tuple[str, ...] = get_args(KDVariant)
 AttentionTarget = Literal["scores", "probs"]
 LayerStrategy = Literal["xtc", "even"]
 RepFirst = Literal["input", "deepspeed"]
 
 
 def suggest(value: object, choices: typing.Iterable[object]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    """``; did you mean 'x'?`` for the closest choice, or an empty string (the one "did you mean" of the project)."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -42,6 +43,18 @@ def _check_choice(name: str, value: object, choices: typing.Iterable[object], fi
     if value not in choices:
         hint = suggest(value, choices) or (f"; {fix}" if fix else "")
         raise ValueError(f"{name}={value!r} is not supported: expected one of {list(choices)}{hint}")
+
+
+def _check_integer(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} must be a whole number, e.g. {name}={_whole(value)}")
+
+
+def _whole(value: object) -> int:
+    try:
+        return max(1, round(float(value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 32
 
 
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -169,8 +182,9 @@ class QuantConfig:
                 f"quant.act_range='static' keeps one EMA range per tensor, but act_granularity="
                 f"{self.act_granularity!r}; set quant.act_granularity=tensor"
             )
-        if not 0.0 <= self.act_momentum < 1.0:
-            raise ValueError(f"quant.act_momentum={self.act_momentum!r} must be in [0, 1); XTC uses 0.95")
+        _check_positive("quant.act_momentum", self.act_momentum)
+        if not 0.0 < self.act_momentum < 1.0:
+            raise ValueError(f"quant.act_momentum={self.act_momentum!r} must be in (0, 1), exclusive; XTC uses 0.95")
 
     @property
     def enabled(self) -> bool:
@@ -198,6 +212,7 @@ class ReduceConfig:
 
     def __post_init__(self) -> None:
         if self.layers is not None:
+            _check_integer("reduce.layers", self.layers)
             _check_positive("reduce.layers", self.layers)
         if self.teacher_layer is not None:
             object.__setattr__(self, "teacher_layer", tuple(int(i) for i in self.teacher_layer))
@@ -257,10 +272,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choice("data.task", self.task, GLUE_TASK_NAMES)
-        _check_positive("data.max_seq_length", self.max_seq_length)
-        for name in ("max_train_examples", "max_eval_examples"):
+        for name in ("max_seq_length", "max_train_examples", "max_eval_examples", "subsample_seed"):
             if getattr(self, name) is not None:
-                _check_positive(f"data.{name}", getattr(self, name))
+                _check_integer(f"data.{name}", getattr(self, name))
+                _check_positive(f"data.{name}", getattr(self, name), allow_zero=name == "subsample_seed")
 
 
 @dataclass(frozen=True)
@@ -283,6 +298,8 @@ class TrainConfig:
     tf32: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_every_steps", "seed"):
+            _check_integer(f"train.{name}", getattr(self, name))
         for name in ("lr", "epochs", "batch_size", "eval_every_steps"):
             _check_positive(f"train.{name}", getattr(self, name))
         for name in ("weight_decay", "warmup_epochs", "grad_clip"):
@@ -308,9 +325,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Recipe:
@@ -368,20 +382,31 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> Recipe:
-    """Apply ``section.key=value`` strings; unknown keys and bad values raise before anything runs."""
+def parse_override(item: str) -> tuple[str, Any]:
+    """``'section.key=value'`` -> ``('section.key', parsed value)``; the key is checked by :func:`with_values`."""
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+        raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.lr=5e-5")
+    return key.strip(), parse_value(text.strip())
+
+
+def with_values(recipe: Recipe, values: typing.Mapping[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with typed ``{'section.key': value}`` set; the result is validated once, as a whole."""
     raw = recipe.to_dict()
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or "." not in key:
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.lr=5e-5")
-        section, _, name = key.strip().partition(".")
+    for key, value in values.items():
+        section, _, name = key.partition(".")
         if section not in raw or not isinstance(raw[section], dict):
             sections = [k for k, v in raw.items() if isinstance(v, dict)]
-            raise ValueError(f"unknown config section {section!r} in {item!r}{suggest(section, sections)}; sections: {sections}")
+            raise ValueError(f"unknown config section {section!r} in {key!r}{suggest(section, sections)}; "
+                             f"sections: {sections}")
         if name not in raw[section]:
             raise ValueError(
                 f"unknown config key {key!r}{suggest(name, raw[section])}; keys of {section!r}: {sorted(raw[section])}"
             )
-        raw[section][name] = parse_value(text.strip())
+        raw[section][name] = value
     return Recipe.from_dict(raw)
+
+
+def apply_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> Recipe:
+    """Apply ``section.key=value`` strings (later ones win); unknown keys and bad values raise before anything runs."""
+    return with_values(recipe, dict(parse_override(item) for item in overrides))

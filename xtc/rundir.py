@@ -88,7 +88,9 @@ class RunWriter:
     def __init__(self, out: Path, tokenizer, resumed_step: int | None) -> None:
         self.out, self.tokenizer = out, tokenizer
         self.log_path = out / "train_log.jsonl"
-        if resumed_step is not None and self.log_path.is_file():  # drop records the killed run made after its state
+        if resumed_step is None:  # a fresh start (e.g. after a damaged state was deleted): no records of before
+            self.log_path.unlink(missing_ok=True)
+        elif self.log_path.is_file():  # drop records the killed run made after its state
             keep = [ln for ln in self.log_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["global_step"] <= resumed_step]
 

@@ -19,7 +19,7 @@ CONFIG_VERSION = 1
 
 WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 ACT_BITS = (4, 5, 6, 7, 8)
-# The XTC module groups (reference section 2), by the role of the module in a BERT layer.
+# The XTC module groups (docs/method.md, "Quantization"), by the role of the module in a BERT layer.
 MODULE_GROUPS = ("qkv", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 
@@ -138,7 +138,7 @@ def parse_granularity(spec: str | Granularity) -> Granularity:
 # ---------------------------------------------------------------------------------------------- recipe parts
 @dataclass(frozen=True)
 class QuantConfig:
-    """Which modules are quantized and how (reference section 2).
+    """Which modules are quantized and how (docs/method.md, "Quantization").
 
     ``weight_bits`` applies to every module group unless a per-group ``*_bits`` field overrides it; the
     reference's mixed setting is ``weight_bits=1, attn_out_bits=2, ffn_out_bits=2``. ``act_bits=None``
@@ -201,7 +201,7 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class ReduceConfig:
-    """Layer reduction (reference section 3): ``layers=None`` keeps the teacher's depth.
+    """Layer reduction (docs/method.md, "Layer reduction"): ``layers=None`` keeps the teacher's depth.
 
     ``teacher_layer`` (0-based indices) wins over ``strategy`` when given.
     """
@@ -226,7 +226,7 @@ class ReduceConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Knowledge distillation (reference section 4). Loss weights multiply each term.
+    """Knowledge distillation (docs/method.md, "Knowledge distillation"). Loss weights multiply each term.
 
     ``two_stage``: stage I trains the intermediate losses (attention + hidden) for ``stage1_epochs`` at
     ``lr * stage1_lr_scale``; stage II trains the prediction loss for the remaining epochs.
@@ -280,7 +280,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (reference section 5). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set."""
+    """Optimisation (docs/method.md, "Budgets"). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set."""
 
     lr: float = 5e-5
     epochs: float = 3.0

@@ -1,4 +1,4 @@
-"""Knowledge distillation for XTC (reference section 4): layer maps, losses, stage schedules, attention capture.
+"""Knowledge distillation for XTC (docs/method.md, "Knowledge distillation"): layer maps, losses, stage schedules, attention capture.
 
 XTC's setting is 1-stage KD, ``loss = L_pred + L_att + L_rep`` with ground-truth labels unused; the other
 variants of the study (``DistillConfig.kd``) are returned by ``stages`` as data that a training loop follows.

@@ -203,7 +203,7 @@ def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
             raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher: "
                              "pass the `xtc finetune` run dir (or a step-1 FP student)")
         teacher = load_model_dir(path)
-    elif "/" in source and is_hub_id(source):  # a bare name is taken for a missing local dir
+    elif is_hub_id(source, qualified=True):
         path = check_model(source, key="--teacher")
         teacher = _load_hub_teacher(path)
     else:
@@ -242,7 +242,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
         from xtc.export import load_packed
 
         loaded, tokenizer_dir = load_packed(path), path.parent
-    elif not path.exists() and "/" in model and is_hub_id(model):  # a fine-tuned hub model (a given teacher)
+    elif not path.exists() and is_hub_id(model, qualified=True):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(model, key="--model")
         loaded = _load_hub_teacher(tokenizer_dir)
     else:

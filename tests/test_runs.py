@@ -50,6 +50,7 @@ def test_finetune_writes_a_complete_run_directory(workspace):
     assert recipe["distill"]["kd"] == "none" and recipe["quant"]["weight_bits"] is None
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["device"] == "cpu" and manifest["versions"]["torch"].startswith("2.13.0")
+    assert manifest["command"][:4] == ["xtc", "finetune", "--model", str(root / "pretrained")]  # main's argv, not pytest's
     assert not list(run.rglob("*.tmp"))  # atomic writes leave no temp files behind
 
 
@@ -361,3 +362,14 @@ def test_distill_refuses_bad_input_before_any_work(workspace, fp_and_quantized, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # rejected before anything was written
+
+
+def test_one_rule_turns_a_run_dir_into_its_model_dir(workspace, tmp_path):
+    from xtc.rundir import model_dir, run_config_of
+
+    root, _ = workspace
+    run = root / "teacher"
+    assert model_dir(run) == run / "model" and model_dir(run / "model") == run / "model"
+    assert model_dir(tmp_path) == tmp_path  # not a run dir: as given
+    assert run_config_of(run) == run_config_of(run / "model") == json.loads((run / "config.json").read_text())
+    assert run_config_of(run / "last")["recipe"]["distill"]["kd"] == "none" and run_config_of(tmp_path) is None

@@ -51,7 +51,7 @@ def load_eval_features(recipe: Recipe, tokenizer) -> dict[str, list]:
     }
 
 
-# ---------------------------------------------------------------------------------------------- training runs# ---------------------------------------------------------------------------------------------- training runs
+# ---------------------------------------------------------------------------------------------- training runs
 def check_inputs(recipe: Recipe, model_config: Any | None = None) -> None:
     """Cheap checks of the data and the model against the recipe, before any file is written or loaded."""
     data = recipe.data

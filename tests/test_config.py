@@ -111,3 +111,35 @@ def test_overrides_apply_types_and_reject_unknown_keys():
         apply_overrides(Recipe(), ["lr=1"])
     with pytest.raises(ValueError, match="train.lr='fast' must be a number"):
         apply_overrides(Recipe(), ["train.lr=fast"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=32.5", "train.batch_size=32.5 must be a whole number, e.g. train.batch_size=32"),
+    ("train.eval_every_steps=100.5", "train.eval_every_steps=100.5 must be a whole number"),
+    ("data.max_train_examples=2000.5", "data.max_train_examples=2000.5 must be a whole number"),
+    ("data.max_eval_examples=0.5", "data.max_eval_examples=0.5 must be a whole number, e.g. data.max_eval_examples=1"),
+    ("data.max_seq_length=128.5", "data.max_seq_length=128.5 must be a whole number"),
+    ("reduce.layers=6.5", "reduce.layers=6.5 must be a whole number"),
+])
+def test_counts_must_be_whole_numbers(override, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        apply_overrides(Recipe(), [override])
+    assert apply_overrides(Recipe(), ["train.batch_size=32.0"]).train.batch_size == 32  # a whole float is fine
+
+
+@pytest.mark.parametrize("momentum", [0, 0.0, 1, 1.0, -0.5, 1.5])
+def test_act_momentum_is_inside_the_open_interval(momentum):
+    with pytest.raises(ValueError, match=rf"quant.act_momentum={momentum!r} must be (in \(0, 1\)|> 0)"):
+        QuantConfig(act_momentum=momentum)
+    assert QuantConfig(act_momentum=0.5).act_momentum == 0.5
+
+
+def test_kd_variants_are_defined_once():
+    from typing import get_args
+
+    from xtc.cli import build_parser
+    from xtc.config import KD_VARIANTS, KDVariant
+
+    assert KD_VARIANTS == get_args(KDVariant) == ("none", "logits", "logits_hidden", "one_stage", "two_stage")
+    distill = build_parser()._subparsers._group_actions[0].choices["distill"]
+    assert next(a for a in distill._actions if a.dest == "kd").choices == KD_VARIANTS

@@ -1,4 +1,4 @@
-"""KD maps, losses, stage schedules and attention capture (reference section 4)."""
+"""KD maps, losses, stage schedules and attention capture (docs/method.md, "Knowledge distillation")."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from xtc.config import DistillConfig
 from xtc.distill import (
     CAPTURE_IMPLEMENTATION, Internals, LayerMaps, Stage, attention_mse, capture_attention, capture_attention_forward,
     forward_with_internals, hidden_mse, kd_loss, kd_terms, label_loss, layer_maps, prediction_loss,
-    soft_cross_entropy, stages, uniform_layer_maps,
+    soft_cross_entropy, stages,
 )
 from xtc.models import random_model, tiny_bert_config
 from xtc.reduce import XTC_LAYERS, build_student, encoder_layers
@@ -42,12 +42,6 @@ def test_deepspeed_rep_first_convention_is_available_and_guarded():
     assert layer_maps(range(12), 12, "deepspeed").rep_map == tuple(range(13))  # no reduction: identity
     with pytest.raises(ValueError, match="hidden_states\\[-1\\].*use distill.rep_first=input"):
         layer_maps((0, 4, 8), 12, "deepspeed")
-
-
-def test_uniform_map_is_tinyberts():
-    assert uniform_layer_maps(12, 6) == LayerMaps((1, 3, 5, 7, 9, 11), (0, 2, 4, 6, 8, 10, 12))
-    assert uniform_layer_maps(12, 4) == LayerMaps((2, 5, 8, 11), (0, 3, 6, 9, 12))
-    assert uniform_layer_maps(4, 4) == LayerMaps((0, 1, 2, 3), (0, 1, 2, 3, 4))
 
 
 def test_maps_validate_teacher_layer():

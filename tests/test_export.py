@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from xtc.checkpoint import mark_quantized, quant_config_of
 from xtc.config import QuantConfig, Recipe
 from xtc.export import (
     FORMAT_VERSION,
@@ -21,7 +22,7 @@ from xtc.export import (
     load_packed,
     read_packed,
 )
-from xtc.quant import QuantLinear, quantize_, quantized_modules
+from xtc.quant import QuantEmbedding, QuantLinear, quantize_, quantized_modules
 from xtc.reduce import build_student
 
 @pytest.fixture(autouse=True)
@@ -66,12 +67,14 @@ CASES = {
 @pytest.mark.parametrize("cfg", CASES.values(), ids=CASES.keys())
 def test_loaded_logits_equal_the_fake_quant_model_exactly(cfg, tiny_bert, tiny_batch, tmp_path):
     quantize_(tiny_bert, cfg)
+    mark_quantized(tiny_bert, cfg)
     info, loaded = _round_trip(tiny_bert, tiny_batch, _packed_path(tmp_path))
     assert not loaded.training
     assert set(loaded.state_dict()) == set(tiny_bert.state_dict())  # HF keys, nothing extra
     kinds = {type(m) for n, m in loaded.named_modules() if n in dict(quantized_modules(tiny_bert))}
     assert kinds <= {PackedLinear, PackedEmbedding}
-    assert info["header"]["quant_config"] == dataclasses.asdict(cfg)
+    assert info["header"]["quant_config"] == dataclasses.asdict(cfg)  # as mark_quantized recorded it
+    assert quant_config_of(loaded) == cfg  # read back from the header
 
 
 def test_static_activation_range_is_kept(tiny_bert, tiny_batch, tmp_path):
@@ -128,7 +131,7 @@ def test_header_records_format_bits_granularity_shapes_and_recipe(tiny_bert, tmp
     export_packed(tiny_bert, _packed_path(tmp_path), recipe=recipe)
     header, tensors = read_packed(_packed_path(tmp_path))
     assert header["format"] == "xtc.packed" and header["format_version"] == FORMAT_VERSION
-    assert header["recipe"] == json.loads(recipe.to_json()) and header["model_config"]["hidden_size"] == 32
+    assert header["recipe"] == json.loads(json.dumps(recipe.to_dict())) and header["model_config"]["hidden_size"] == 32
     query = header["modules"]["bert.encoder.layer.0.attention.self.query"]
     assert {k: query[k] for k in ("kind", "group", "shape", "bits", "granularity", "encoding", "scales")} == {
         "kind": "linear", "group": "qkv", "shape": [32, 32], "bits": 1, "granularity": "tensor", "encoding": "sign",
@@ -267,3 +270,40 @@ def test_plain_safetensors_file_is_not_a_packed_checkpoint(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(ValueError, match="is a safetensors file but not an xtc packed checkpoint"):
         load_packed(path)
+
+
+def test_packed_modules_run_the_fake_quant_forward(tiny_bert):
+    """PackedLinear/PackedEmbedding are QuantLinear/QuantEmbedding with an identity weight rule: one forward."""
+    assert PackedLinear.forward is QuantLinear.forward and PackedEmbedding.forward is QuantEmbedding.forward
+
+
+def test_quant_config_comes_from_the_record_or_the_recipe_never_from_the_modules(tiny_bert, tmp_path):
+    cfg = QuantConfig(weight_bits=2)
+    quantize_(tiny_bert, cfg)
+    assert export_packed(tiny_bert, tmp_path / "a.safetensors")["header"]["quant_config"] is None  # nothing recorded
+    recipe = Recipe(quant=cfg)
+    assert export_packed(tiny_bert, tmp_path / "b.safetensors", recipe)["header"]["quant_config"] == \
+        dataclasses.asdict(cfg)
+    mark_quantized(tiny_bert, QuantConfig(weight_bits=1))  # a record that contradicts the 2-bit modules
+    with pytest.raises(ValueError, match=r"recorded quantization \(config.xtc_quant\) quantizes group 'word_embeddings' "
+                                         r"at 1 bits, .* holds 2-bit weights; record the config it was quantized with"):
+        export_packed(tiny_bert, tmp_path / "c.safetensors")
+
+
+def test_nan_scales_are_refused(packed_file):
+    header, tensors = read_packed(packed_file)
+    key = "bert.encoder.layer.1.attention.self.query.weight.scale"
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(packed_file), metadata={"xtc": json.dumps(header)})
+    with pytest.raises(ValueError, match=r"module 'bert.encoder.layer.1.attention.self.query' has 1 NaN or infinite "
+                                         r"scale value\(s\), so its weights are not numbers; export it again"):
+        load_packed(packed_file)
+
+
+def test_a_diverged_model_is_not_exported(tiny_bert, tmp_path):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    with torch.no_grad():
+        tiny_bert.bert.encoder.layer[0].intermediate.dense.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="'bert.encoder.layer.0.intermediate.dense' has non-finite weights"):
+        export_packed(tiny_bert, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

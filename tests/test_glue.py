@@ -334,3 +334,15 @@ def test_importing_glue_and_metrics_does_not_import_torch():
     code = "import sys, xtc.glue, xtc.metrics; print(sorted({'torch', 'datasets', 'transformers'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def test_task_facts_live_in_the_table():
+    from xtc.augment import DEFAULT_COPIES
+
+    sizes = {name: spec.train_size for name, spec in TASKS.items()}
+    assert sizes == {"cola": 8551, "sst2": 67349, "mrpc": 3668, "stsb": 5749, "qqp": 363846, "mnli": 392702,
+                     "qnli": 104743, "rte": 2490, "wnli": 635}
+    copies = {name: spec.aug_copies for name, spec in TASKS.items()}
+    assert copies == dict(DEFAULT_COPIES) == {"cola": 30, "mnli": 10, "mrpc": 30, "sst2": 20, "stsb": 30, "qqp": 10,
+                                              "qnli": 20, "rte": 30, "wnli": 30}
+    assert TASKS["mnli"].tsv.train_columns[-1] == "gold_label" and TASKS["cola"].tsv.train_columns is None

@@ -50,6 +50,7 @@ def test_finetune_writes_a_complete_run_directory(workspace):
     assert recipe["distill"]["kd"] == "none" and recipe["quant"]["weight_bits"] is None
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["device"] == "cpu" and manifest["versions"]["torch"].startswith("2.13.0")
+    assert manifest["command"][:4] == ["xtc", "finetune", "--model", str(root / "pretrained")]  # main's argv, not pytest's
     assert not list(run.rglob("*.tmp"))  # atomic writes leave no temp files behind
 
 
@@ -269,3 +270,106 @@ def test_augment_writes_a_train_file_that_distill_reads(workspace, tmp_path):
     assert main(["distill", "--teacher", str(root / "teacher"), "--layers", "2", *TRAIN_ARGS, *data,
                  "--train-file", str(out), "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["last"]["global_step"] == 3  # 18 rows / 8
+
+
+# ---------------------------------------------------------------------------------------------- bad input, one line each
+def _finetune_args(root: Path, data: list[str], out: Path) -> list[str]:
+    return ["finetune", "--model", str(root / "pretrained"), *TRAIN_ARGS, *data, "--epochs", "2", "--eval-every", "3",
+            "--out", str(out)]
+
+
+def _damaged(data: bytes, kind: str, tmp: Path) -> bytes:
+    """``data`` damaged so that ``torch.load`` itself raises ``kind`` (checked here, so the test cannot drift)."""
+    import torch
+
+    candidates = {"EOFError": [b""], "UnpicklingError": [b"\x80\x02garbage, not a pickle" * 8],
+                  "RuntimeError": [data[: len(data) // 2], data[:20]],
+                  "OSError": [data[: int(len(data) * f)] for f in (0.005, 0.01, 0.02, 0.05, 0.5)]}[kind]
+    for candidate in candidates:
+        (tmp / "probe.pt").write_bytes(candidate)
+        try:
+            torch.load(tmp / "probe.pt", weights_only=True)
+        except Exception as err:  # noqa: BLE001 -- the kind is what is being probed
+            if type(err).__name__ == kind:
+                return candidate
+    raise AssertionError(f"no damage of the state file makes torch.load raise {kind}")
+
+
+@pytest.mark.parametrize("kind", ["EOFError", "RuntimeError", "OSError", "UnpicklingError"])
+def test_a_damaged_resume_state_names_the_file_and_the_fix(workspace, tmp_path, capsys, kind):
+    import shutil
+
+    root, data = workspace
+    run = tmp_path / "teacher"
+    shutil.copytree(root / "teacher", run)
+    (run / "metrics.json").unlink()  # an unfinished run: the next call resumes from state/train_state.pt
+    state = run / "state" / "train_state.pt"
+    state.write_bytes(_damaged(state.read_bytes(), kind, tmp_path))
+    assert main(_finetune_args(root, data, run)) == 2
+    err = capsys.readouterr().err
+    assert f"the resume state {state} is damaged ({kind}" in err
+    assert f"delete {run / 'state'} to restart this run from its first step" in err and err.count("\n") == 1
+    shutil.rmtree(run / "state")  # the fix the message gives: the run restarts and completes
+    assert main(_finetune_args(root, data, run)) == 0
+    steps = [json.loads(line)["global_step"] for line in (run / "train_log.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, 13))  # the restarted run's log has each step once
+
+
+@pytest.fixture(scope="module")
+def fp_and_quantized(workspace):
+    """A step-1 FP student (2 layers) and a quantized student, both distilled from the workspace teacher."""
+    root, data = workspace
+    fp, w1 = root / "bad_fp2", root / "bad_w1"
+    for out, extra in ((fp, []), (w1, ["--weight-bits", "1"])):
+        assert main(["distill", "--teacher", str(root / "teacher"), "--layers", "2", *extra, *TRAIN_ARGS, *data,
+                     "--epochs", "1", "--max-train-examples", "8", "--out", str(out)]) == 0
+    return fp, w1
+
+
+@pytest.mark.parametrize("case, message", [
+    ("quantized-teacher", "is quantized; XTC distils from the full-precision fine-tuned teacher"),
+    ("quantized-init", "is already quantized (its config has xtc_quant); step 2 starts from the full-precision"),
+    ("layers-vs-init", "--layers 3 contradicts the --init student"),
+    ("missing-train-file", "does not exist; give an augmented train TSV written by `xtc augment --task rte"),
+    ("seq-length", "data.max_seq_length=100 is more than the model's max_position_embeddings=64; set "
+                   "--max-seq-length 64"),
+    ("fractional-batch", "train.batch_size=32.5 must be a whole number, e.g. train.batch_size=32"),
+    ("fractional-eval-every", "train.eval_every_steps=2.5 must be a whole number"),
+    ("fractional-examples", "data.max_train_examples=10.5 must be a whole number"),
+    ("momentum", "quant.act_momentum=1.0 must be in (0, 1)"),
+])
+def test_distill_refuses_bad_input_before_any_work(workspace, fp_and_quantized, tmp_path, capsys, case, message):
+    root, data = workspace
+    fp, w1 = fp_and_quantized
+    teacher, extra = root / "teacher", []
+    if case == "quantized-teacher":
+        teacher = w1
+    elif case == "quantized-init":
+        extra = ["--init", str(w1), "--weight-bits", "1"]
+    elif case == "layers-vs-init":
+        extra = ["--init", str(fp), "--layers", "3", "--weight-bits", "1"]
+    elif case == "missing-train-file":
+        extra = ["--train-file", str(tmp_path / "nowhere.tsv")]
+    elif case == "seq-length":
+        extra = ["--set", "data.max_seq_length=100"]
+    else:
+        extra = ["--set", {"fractional-batch": "train.batch_size=32.5", "fractional-eval-every": "train.eval_every_steps=2.5",
+                           "fractional-examples": "data.max_train_examples=10.5",
+                           "momentum": "quant.act_momentum=1.0"}[case], "--weight-bits", "1"]
+    assert main(["distill", "--teacher", str(teacher), *TRAIN_ARGS, *data, "--epochs", "1", *extra,
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # rejected before anything was written
+
+
+def test_one_rule_turns_a_run_dir_into_its_model_dir(workspace, tmp_path):
+    from xtc.rundir import model_dir, run_config_of
+
+    root, _ = workspace
+    run = root / "teacher"
+    assert model_dir(run) == run / "model" and model_dir(run / "model") == run / "model"
+    assert model_dir(tmp_path) == tmp_path  # not a run dir: as given
+    assert run_config_of(run) == run_config_of(run / "model") == json.loads((run / "config.json").read_text())
+    assert run_config_of(run / "last")["recipe"]["distill"]["kd"] == "none" and run_config_of(tmp_path) is None

@@ -81,3 +81,10 @@ def test_hub_reachability_honours_the_offline_switches(monkeypatch):
     sources.hub_reachable.cache_clear()
     assert sources.hub_offline_flag() is None and not sources.hub_reachable()
     sources.hub_reachable.cache_clear()
+
+
+def test_hub_ids_bare_and_qualified():
+    assert sources.is_hub_id("bert-base-uncased") and sources.is_hub_id("owner/name")
+    assert not sources.is_hub_id("./local") and not sources.is_hub_id("/abs/dir") and not sources.is_hub_id("a/b/c")
+    assert sources.is_hub_id("owner/name", qualified=True)
+    assert not sources.is_hub_id("bert-base-uncased", qualified=True)  # a fine-tuned model needs its owner

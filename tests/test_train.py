@@ -219,3 +219,20 @@ def test_importing_the_training_loop_leaves_the_metrics_stack_for_later():
     code = "import sys, xtc.train; print(sorted(m for m in ('sklearn', 'scipy.stats', 'xtc.metrics') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_every_evaluation_nan_is_a_one_line_error():
+    """A frozen zero regression head predicts a constant: Pearson is NaN at every evaluation, so nothing is best."""
+    model = random_model(tiny_bert_config(num_labels=1), seed=0)
+    torch.nn.init.zeros_(model.classifier.weight)
+    model.classifier.weight.requires_grad_(False)
+    model.classifier.bias.requires_grad_(False)
+    regression = [dict(f, labels=float(f["labels"]) + 0.5 * i % 3) for i, f in enumerate(TRAIN)]
+    dev = {"validation": [dict(f, labels=float(i % 5)) for i, f in enumerate(DEV["validation"])]}
+    cfg = TrainConfig(lr=2e-3, epochs=1.0, batch_size=16, eval_every_steps=4)
+    trainer = Trainer(model, "stsb", regression, dev, COLLATE, cfg, DistillConfig(kd="none"),
+                      device=torch.device("cpu"), progress=False)
+    with pytest.warns(Warning):  # scipy: the input is constant
+        with pytest.raises(ValueError, match=r"no best checkpoint: all 2 evaluations of stage .* gave pearson = nan "
+                                             r"\(constant predictions\?\); lower the learning rate"):
+            trainer.fit()

@@ -1,4 +1,4 @@
-"""TinyBERT-style data augmentation (reference section 4; TinyBERT's ``data_augmentation.py``).
+"""TinyBERT-style data augmentation (docs/method.md, "Data augmentation"; TinyBERT's ``data_augmentation.py``).
 
 XTC's best 1-bit students distil on an augmented training set: each example gets ``n_copies`` noisy copies in
 which every content word is, with probability ``p`` (0.4), replaced by one of its top ``k`` (15) candidates.
@@ -49,12 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Copies per training example (TinyBERT / XTC). WNLI is not in TinyBERT's table: with 635 training examples it
-# is the smallest task, so it gets the 30 copies of every task under 10k examples (CoLA, MRPC, STS-B, RTE).
-DEFAULT_COPIES: Mapping[str, int] = MappingProxyType({
-    "cola": 30, "sst2": 20, "mrpc": 30, "stsb": 30, "qqp": 10, "mnli": 10, "qnli": 20, "rte": 30, "wnli": 30,
-})
-assert set(DEFAULT_COPIES) == set(TASKS)
+# Copies per training example (TinyBERT / XTC): ``TaskSpec.aug_copies`` in ``xtc.tasks``, kept here by name.
+DEFAULT_COPIES: Mapping[str, int] = MappingProxyType({name: spec.aug_copies for name, spec in TASKS.items()})
 
 # TinyBERT's ``StopWordsList`` (NLTK's English list plus "'s" and "'re"), kept verbatim so the same words are
 # skipped; entries with an apostrophe never match a basic-tokenized word and are harmless.
@@ -75,26 +71,10 @@ _PLACEHOLDER_TOKEN = re.compile(r"\[[^\]]*\]")  # [unused0], [MASK]-like tokens 
 _CHUNK_EXAMPLES = 128  # examples whose sentences share MLM forwards
 _CACHE_SENTENCES = 50_000  # LRU of per-sentence candidates: MNLI premises recur across examples
 
-# Official train-file headers (GLUE download script). ``xtc.glue.TsvLayout`` stores only the columns it reads;
-# the other columns are written too, so index-based readers (TinyBERT's processors) also read our files.
-_TRAIN_HEADERS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "sst2": ("sentence", "label"),
-    "mrpc": ("Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"),
-    "stsb": ("index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
-             "score"),
-    "qqp": ("id", "qid1", "qid2", "question1", "question2", "is_duplicate"),
-    "mnli": ("index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-             "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"),
-    "qnli": ("index", "question", "sentence", "label"),
-    "rte": ("index", "sentence1", "sentence2", "label"),
-    "wnli": ("index", "sentence1", "sentence2", "label"),
-})
+# The official train-file header of each task is ``TsvLayout.train_columns`` (``xtc.tasks``): the columns the
+# loaders ignore are written too, so index-based readers (TinyBERT's processors) also read our files.
 _ID_COLUMNS = frozenset({"index", "id", "qid1", "qid2", "#1 ID", "#2 ID", "promptID", "pairID", "old_index"})
 _LABEL_COPIES = frozenset({"label1"})  # MNLI's annotator label: the gold label again
-assert all(
-    {*TASKS[name].tsv.text_fields, TASKS[name].tsv.label_field} <= set(header) and TASKS[name].tsv.header
-    for name, header in _TRAIN_HEADERS.items()
-)
 assert {name for name, spec in TASKS.items() if not spec.tsv.header} == {"cola"}
 
 
@@ -265,14 +245,14 @@ def augment_examples(
     max_batch_tokens: int = 4096,
     log_every: int = 1000,
 ) -> list[Example]:
-    """Each example followed by its ``n_copies`` augmented copies (``DEFAULT_COPIES[task]`` when None).
+    """Each example followed by its ``n_copies`` augmented copies (``TaskSpec.aug_copies`` when None).
 
     Copies of example ``i`` are drawn from ``random.Random(f"{seed}/{i}")``, so the output depends only on the
     seed and the data, not on batching or on other examples. ``max_batch_tokens`` bounds one MLM forward
     (rows x padded length): the logits take ``tokens x vocab x 4`` bytes, 0.5 GB for BERT's 30522 words.
     """
     spec = get_task(task)
-    n_copies = DEFAULT_COPIES[spec.name] if n_copies is None else n_copies
+    n_copies = spec.aug_copies if n_copies is None else n_copies
     _check_int("n_copies", n_copies, 0, "the number of augmented copies per example; 0 keeps only the originals")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ValueError(f"p={p!r} must be a probability in [0, 1] (the chance to replace a word; TinyBERT uses 0.4)")
@@ -351,7 +331,7 @@ def write_augmented_tsv(
     """
     spec, path = get_task(task), Path(path)
     layout = spec.tsv
-    header = _TRAIN_HEADERS.get(spec.name)
+    header = layout.train_columns
     rows = cleaned = 0
     with atomic_path(path) as tmp, tmp.open("w", encoding=layout.encoding, newline="") as handle:
         if header is not None:

@@ -10,6 +10,7 @@ included. Training state (optimizer, scheduler, RNG) is a ``torch.save`` file re
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,4 +75,17 @@ def save_train_state(state: Mapping[str, Any], path: str | Path) -> None:
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The state a killed run saved; a damaged file (cut short, emptied, overwritten) is a one-line error."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, OSError, pickle.UnpicklingError) as err:
+        why = (str(err).splitlines() or ["no data"])[0][:120]
+        raise ValueError(
+            f"the resume state {path} is damaged ({type(err).__name__}: {why}); delete {path.parent} to restart this "
+            "run from its first step, or pass --overwrite to discard the whole run directory"
+        ) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "rng", "state"} <= set(state):
+        raise ValueError(f"the resume state {path} is not an xtc training state; delete {path.parent} to restart "
+                         "this run from its first step")
+    return state

@@ -1,7 +1,8 @@
 """The ``xtc`` command line: the only module that reads argv, configures logging and writes files.
 
-Each subcommand imports what it needs inside its handler, so ``xtc --help`` stays fast (no torch import).
-Training, export and size subcommands arrive with the training issue; today's subcommands work offline.
+Each subcommand imports what it needs inside its handler, so ``xtc --help`` stays fast (no torch import). The
+handlers build a typed ``Recipe`` (flags as typed values, then ``--set`` overrides, validated once) and paths, and
+call ``xtc.commands`` with them; ``main(argv)`` hands its argv on (recorded in each run's manifest).
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from xtc import __version__
+from xtc.config import KD_VARIANTS, Recipe, parse_override, with_values
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
 
 
-def _cmd_tasks(args: argparse.Namespace) -> int:
+def _cmd_tasks(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Print the GLUE task table (text columns, labels, metrics, selection metric, eval splits)."""
     from xtc.glue import TASKS, get_task
 
@@ -41,8 +44,8 @@ def _task_row(spec) -> dict:
     }
 
 
-def _cmd_layers(args: argparse.Namespace) -> int:
-    """Print the teacher layers a student keeps (reference section 3) and the KD layer maps."""
+def _cmd_layers(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Print the teacher layers a student keeps (docs/method.md, "Layer reduction") and the KD layer maps."""
     from xtc.distill import layer_maps
     from xtc.reduce import select_layers
 
@@ -84,8 +87,13 @@ def _bits(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a bit-width: use 1, 2, 3..8, or fp/none") from None
 
 
+def _flag_group(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """A group of recipe flags: a flag not given is absent from the namespace (so ``--weight-bits fp`` sets null)."""
+    return p.add_argument_group(title, argument_default=argparse.SUPPRESS)
+
+
 def _add_data_args(p: argparse.ArgumentParser, eval_only: bool = False) -> None:
-    g = p.add_argument_group("data")
+    g = _flag_group(p, "data")
     g.add_argument("--task", required=True, help="GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli")
     g.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the Hugging Face hub)")
     if not eval_only:
@@ -96,7 +104,7 @@ def _add_data_args(p: argparse.ArgumentParser, eval_only: bool = False) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training (reference section 5)")
+    g = _flag_group(p, "training (docs/method.md, \"Budgets\")")
     g.add_argument("--epochs", type=float)
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--batch-size", type=int)
@@ -120,45 +128,77 @@ def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None
         g.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
 
 
-def _collect_flags(args: argparse.Namespace, *tables: dict[str, str]) -> list[str]:
-    flags = []
-    for table in tables:
-        for dest, key in table.items():
-            value = getattr(args, dest, None)
-            if value is not None or (dest in ("weight_bits", "act_bits") and getattr(args, f"{dest}_given", False)):
-                flags.append(f"{key}={json.dumps(value)}")
-    return flags
+def build_recipe(args: argparse.Namespace, *tables: dict[str, str], fixed: dict | None = None) -> Recipe:
+    """The recipe of a run: the flags given (typed values), then ``fixed`` keys, then ``--set`` (later wins)."""
+    values = {key: getattr(args, dest) for table in tables for dest, key in table.items() if hasattr(args, dest)}
+    values.update(fixed or {})
+    values.update(parse_override(item) for item in args.set)
+    return with_values(Recipe(), values)
 
 
-class _StoreGiven(argparse.Action):
-    """Store a value and remember it was given (so `--weight-bits fp` can set null)."""
+def _run_paths(args: argparse.Namespace, argv: Sequence[str]):
+    from xtc.rundir import RunPaths
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        setattr(namespace, f"{self.dest}_given", True)
+    return RunPaths(Path(args.out), overwrite=args.overwrite, device=args.device, argv=tuple(argv))
 
 
-def _run_command(name: str):
-    def handler(args: argparse.Namespace) -> int:
-        from xtc import commands
+def _cmd_finetune(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from xtc import commands
 
-        tables = {"finetune": (DATA_FLAGS, TRAIN_FLAGS), "distill": (DATA_FLAGS, TRAIN_FLAGS, STUDENT_FLAGS),
-                  "evaluate": (DATA_FLAGS,)}[name]
-        args.flags = _collect_flags(args, *tables)
-        getattr(commands, name)(args, sys.argv[1:])
+    recipe = build_recipe(args, DATA_FLAGS, TRAIN_FLAGS, fixed={"distill.kd": "none", "quant.weight_bits": None})
+    commands.finetune(recipe, args.model, _run_paths(args, argv))
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from xtc import commands
+
+    recipe = build_recipe(args, DATA_FLAGS, TRAIN_FLAGS, STUDENT_FLAGS)
+    commands.distill(recipe, args.teacher, args.init, _run_paths(args, argv))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from xtc import commands
+
+    result = commands.evaluate(build_recipe(args, DATA_FLAGS), args.model, args.tokenizer,
+                               Path(args.out) if args.out else None, args.device, argv)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from xtc import commands
+
+    commands.export(args.model, Path(args.out), args.teacher_config, argv)
+    return 0
+
+
+def _cmd_size(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Print the size report: JSON, or the headline numbers in MiB."""
+    from xtc import commands
+
+    report = commands.size(args.model_config, args.layers, args.weight_bits)
+    if args.json:
+        print(json.dumps(report, indent=2))
         return 0
+    t, c, mib = report["theoretical_bytes"], report["compression"], 2**20
+    print(f"teacher FP32: {report['teacher']['fp32_bytes'] / mib:.1f} MiB ({report['teacher']['params']:,} params)")
+    print(f"student: {report['student']['layers']} layers, weight bits {report['student']['bits']}")
+    print(f"theoretical minimum: {t['whole_model'] / mib:.2f} MiB (quantized part {t['quantized_part'] / mib:.2f} MiB)")
+    print(f"packed file (predicted): {report['packed_file_bytes_predicted'] / mib:.2f} MiB "
+          f"({report['packed_predicted_over_theoretical']:.4f}x the minimum)")
+    print(f"compression: {c['quantized_part']:.1f}x (quantized part), {c['whole_model']:.1f}x (whole model)")
+    return 0
 
-    return handler
 
+def _cmd_augment(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from xtc import commands
 
-def _plain_command(name: str):
-    def handler(args: argparse.Namespace) -> int:
-        from xtc import commands
-
-        getattr(commands, name)(args, sys.argv[1:])
-        return 0
-
-    return handler
+    commands.augment(commands.AugmentRequest(
+        task=args.task, mlm=args.mlm, out=Path(args.out), data_dir=args.data_dir, glove=args.glove,
+        copies=args.copies, p=args.p, k=args.k, max_train_examples=args.max_train_examples, seed=args.seed))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,35 +233,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ft)
     _add_train_args(ft)
     _add_run_args(ft)
-    ft.set_defaults(handler=_run_command("finetune"))
+    ft.set_defaults(handler=_cmd_finetune)
 
     ds = sub.add_parser("distill", help="train a layer-reduced and/or quantized student by KD (XTC steps 1 and 2)",
                         description="Train a student from a fine-tuned teacher: --layers for step 1 (FP, reduced), "
                         "--weight-bits/--act-bits for step 2 (from the teacher, or --init a step-1 student).")
     ds.add_argument("--teacher", required=True, help="the teacher: an `xtc finetune` run dir or a model dir")
     ds.add_argument("--init", help="start from this student (a step-1 run's model/ dir) instead of the teacher")
-    g = ds.add_argument_group("student (reference sections 2-4)")
+    g = _flag_group(ds, "student (docs/method.md)")
     g.add_argument("--layers", type=int, help="student layers (default: the teacher's)")
     g.add_argument("--teacher-layer", type=_int_list, help="explicit 0-based teacher layers, e.g. 1,3,5,7,9,11")
     g.add_argument("--strategy", choices=["xtc", "even"], help="layer choice rule (default xtc)")
-    g.add_argument("--weight-bits", type=_bits, action=_StoreGiven, help="1, 2, 3..8, or fp (default fp)")
-    g.add_argument("--act-bits", type=_bits, action=_StoreGiven, help="8 (XTC), 4..7, or none")
+    g.add_argument("--weight-bits", type=_bits, help="1, 2, 3..8, or fp (default fp)")
+    g.add_argument("--act-bits", type=_bits, help="8 (XTC), 4..7, or none")
     g.add_argument("--act-range", choices=["dynamic", "static"])
-    g.add_argument("--kd", choices=["none", "logits", "logits_hidden", "one_stage", "two_stage"],
+    g.add_argument("--kd", choices=KD_VARIANTS,
                    help="KD variant (default one_stage, the XTC setting)")
     g.add_argument("--attention-target", choices=["scores", "probs"])
     g.add_argument("--temperature", type=float)
     _add_data_args(ds)
     _add_train_args(ds)
     _add_run_args(ds)
-    ds.set_defaults(handler=_run_command("distill"))
+    ds.set_defaults(handler=_cmd_distill)
 
     ev = sub.add_parser("evaluate", help="dev-set metrics of a model dir, run dir or packed checkpoint")
     ev.add_argument("--model", required=True, help="run dir, model dir, or packed .safetensors file")
     ev.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
     _add_data_args(ev, eval_only=True)
     _add_run_args(ev, out_required=False)
-    ev.set_defaults(handler=_run_command("evaluate"))
+    ev.set_defaults(handler=_cmd_evaluate)
 
     ex = sub.add_parser("export", help="write the packed 1/2-bit checkpoint of a trained model, and size.json",
                         description="Pack a trained quantized model: 1-bit weights 8 per byte, ternary 4 per byte.")
@@ -229,14 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output dir: model.xtc.safetensors, tokenizer, size.json")
     ex.add_argument("--teacher-config", help="the FP teacher's model dir or config, for the compression ratio "
                     "(default: the run's teacher)")
-    ex.set_defaults(handler=_plain_command("export"))
+    ex.set_defaults(handler=_cmd_export)
 
     sz = sub.add_parser("size", help="size accounting of an XTC student from a model config alone (offline)")
     sz.add_argument("--model-config", default="bert-base", help="'bert-base' (built in), a model dir or a hub id")
     sz.add_argument("--layers", type=int, help="student layers (default: the teacher's)")
     sz.add_argument("--weight-bits", type=_bits, default=1, help="1, 2, 3..8, or fp (default 1)")
     sz.add_argument("--json", action="store_true", help="print the full report as JSON")
-    sz.set_defaults(handler=_plain_command("size"))
+    sz.set_defaults(handler=_cmd_size)
 
     au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
                         description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "
@@ -251,11 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--max-train-examples", type=int, help="augment a seeded subset only")
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", required=True, help="the augmented train TSV to write")
-    au.set_defaults(handler=_plain_command("augment"))
+    au.set_defaults(handler=_cmd_augment)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command in ("finetune", "distill", "evaluate", "export", "augment"):
         from transformers.utils import logging as hf_logging
@@ -263,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # one progress display: ours
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args)
+        return args.handler(args, argv)
     except (ValueError, SourceError) as err:  # user errors and unreachable sources: one line, no traceback
         print(f"xtc {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -15,24 +15,29 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from xtc.granularity import (  # noqa: F401 (re-exported: the config's granularity vocabulary)
+    GRANULARITY_SYNTAX, Granularity, NumGroups, PerGroup, PerRow, PerTensor, PerToken, parse_granularity,
+)
+
 CONFIG_VERSION = 1
 
 WEIGHT_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
 ACT_BITS = (4, 5, 6, 7, 8)
-# The XTC module groups (reference section 2), by the role of the module in a BERT layer.
+# The XTC module groups (docs/method.md, "Quantization"), by the role of the module in a BERT layer.
 MODULE_GROUPS = ("qkv", "attn_out", "ffn_in", "ffn_out", "word_embeddings")
-KD_VARIANTS = ("none", "logits", "logits_hidden", "one_stage", "two_stage")
 GLUE_TASK_NAMES = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 
 ActRange = Literal["dynamic", "static"]
+# The KD variants, defined here once: the CLI's --kd choices, the report's order and the workflow derive from it.
 KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
+KD_VARIANTS: tuple[str, ...] = get_args(KDVariant)
 AttentionTarget = Literal["scores", "probs"]
 LayerStrategy = Literal["xtc", "even"]
 RepFirst = Literal["input", "deepspeed"]
 
 
 def suggest(value: object, choices: typing.Iterable[object]) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    """``; did you mean 'x'?`` for the closest choice, or an empty string (the one "did you mean" of the project)."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -44,6 +49,18 @@ def _check_choice(name: str, value: object, choices: typing.Iterable[object], fi
         raise ValueError(f"{name}={value!r} is not supported: expected one of {list(choices)}{hint}")
 
 
+def _check_integer(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} must be a whole number, e.g. {name}={_whole(value)}")
+
+
+def _whole(value: object) -> int:
+    try:
+        return max(1, round(float(value)))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 32
+
+
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}={value!r} must be a number")
@@ -51,81 +68,10 @@ def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
-# ---------------------------------------------------------------------------------------------- granularity
-@dataclass(frozen=True)
-class PerTensor:
-    """One scale for the whole tensor (the paper's FP32 setting for encoder linears)."""
-
-    def __str__(self) -> str:
-        return "tensor"
-
-
-@dataclass(frozen=True)
-class PerRow:
-    """One scale per row of the ``[out, in]`` weight (per token for an embedding table)."""
-
-    def __str__(self) -> str:
-        return "row"
-
-
-@dataclass(frozen=True)
-class PerToken:
-    """One scale per token: per row of the last dimension of an activation (XTC's dynamic A8)."""
-
-    def __str__(self) -> str:
-        return "token"
-
-
-@dataclass(frozen=True)
-class PerGroup:
-    """One scale per ``size`` contiguous elements of the flattened tensor."""
-
-    size: int
-
-    def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"group size {self.size!r} must be a positive integer, e.g. 'group:128'")
-
-    def __str__(self) -> str:
-        return f"group:{self.size}"
-
-
-@dataclass(frozen=True)
-class NumGroups:
-    """``count`` equal contiguous groups of the flattened tensor (DeepSpeed's ``num_groups``; 64 in its FP16 run)."""
-
-    count: int
-
-    def __post_init__(self) -> None:
-        if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1:
-            raise ValueError(f"group count {self.count!r} must be a positive integer, e.g. 'groups:64'")
-
-    def __str__(self) -> str:
-        return f"groups:{self.count}"
-
-
-Granularity = PerTensor | PerRow | PerToken | PerGroup | NumGroups
-GRANULARITY_SYNTAX = "'tensor', 'row', 'token', 'group:N' (N contiguous elements) or 'groups:N' (N equal groups)"
-
-
-def parse_granularity(spec: str | Granularity) -> Granularity:
-    """Parse ``'tensor' | 'row' | 'token' | 'group:N' | 'groups:N'`` (the config's spelling)."""
-    if isinstance(spec, (PerTensor, PerRow, PerToken, PerGroup, NumGroups)):
-        return spec
-    simple = {"tensor": PerTensor(), "row": PerRow(), "token": PerToken()}
-    if isinstance(spec, str):
-        if spec in simple:
-            return simple[spec]
-        kind, _, number = spec.partition(":")
-        if kind in ("group", "groups") and number.isdigit():
-            return PerGroup(int(number)) if kind == "group" else NumGroups(int(number))
-    raise ValueError(f"granularity {spec!r} is not understood: use {GRANULARITY_SYNTAX}")
-
-
 # ---------------------------------------------------------------------------------------------- recipe parts
 @dataclass(frozen=True)
 class QuantConfig:
-    """Which modules are quantized and how (reference section 2).
+    """Which modules are quantized and how (docs/method.md, "Quantization").
 
     ``weight_bits`` applies to every module group unless a per-group ``*_bits`` field overrides it; the
     reference's mixed setting is ``weight_bits=1, attn_out_bits=2, ffn_out_bits=2``. ``act_bits=None``
@@ -169,8 +115,9 @@ class QuantConfig:
                 f"quant.act_range='static' keeps one EMA range per tensor, but act_granularity="
                 f"{self.act_granularity!r}; set quant.act_granularity=tensor"
             )
-        if not 0.0 <= self.act_momentum < 1.0:
-            raise ValueError(f"quant.act_momentum={self.act_momentum!r} must be in [0, 1); XTC uses 0.95")
+        _check_positive("quant.act_momentum", self.act_momentum)
+        if not 0.0 < self.act_momentum < 1.0:
+            raise ValueError(f"quant.act_momentum={self.act_momentum!r} must be in (0, 1), exclusive; XTC uses 0.95")
 
     @property
     def enabled(self) -> bool:
@@ -187,7 +134,7 @@ class QuantConfig:
 
 @dataclass(frozen=True)
 class ReduceConfig:
-    """Layer reduction (reference section 3): ``layers=None`` keeps the teacher's depth.
+    """Layer reduction (docs/method.md, "Layer reduction"): ``layers=None`` keeps the teacher's depth.
 
     ``teacher_layer`` (0-based indices) wins over ``strategy`` when given.
     """
@@ -198,6 +145,7 @@ class ReduceConfig:
 
     def __post_init__(self) -> None:
         if self.layers is not None:
+            _check_integer("reduce.layers", self.layers)
             _check_positive("reduce.layers", self.layers)
         if self.teacher_layer is not None:
             object.__setattr__(self, "teacher_layer", tuple(int(i) for i in self.teacher_layer))
@@ -211,7 +159,7 @@ class ReduceConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Knowledge distillation (reference section 4). Loss weights multiply each term.
+    """Knowledge distillation (docs/method.md, "Knowledge distillation"). Loss weights multiply each term.
 
     ``two_stage``: stage I trains the intermediate losses (attention + hidden) for ``stage1_epochs`` at
     ``lr * stage1_lr_scale``; stage II trains the prediction loss for the remaining epochs.
@@ -257,15 +205,15 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choice("data.task", self.task, GLUE_TASK_NAMES)
-        _check_positive("data.max_seq_length", self.max_seq_length)
-        for name in ("max_train_examples", "max_eval_examples"):
+        for name in ("max_seq_length", "max_train_examples", "max_eval_examples", "subsample_seed"):
             if getattr(self, name) is not None:
-                _check_positive(f"data.{name}", getattr(self, name))
+                _check_integer(f"data.{name}", getattr(self, name))
+                _check_positive(f"data.{name}", getattr(self, name), allow_zero=name == "subsample_seed")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (reference section 5). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set."""
+    """Optimisation (docs/method.md, "Budgets"). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set."""
 
     lr: float = 5e-5
     epochs: float = 3.0
@@ -283,6 +231,8 @@ class TrainConfig:
     tf32: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_every_steps", "seed"):
+            _check_integer(f"train.{name}", getattr(self, name))
         for name in ("lr", "epochs", "batch_size", "eval_every_steps"):
             _check_positive(f"train.{name}", getattr(self, name))
         for name in ("weight_decay", "warmup_epochs", "grad_clip"):
@@ -308,9 +258,6 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Recipe:
@@ -368,20 +315,31 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> Recipe:
-    """Apply ``section.key=value`` strings; unknown keys and bad values raise before anything runs."""
+def parse_override(item: str) -> tuple[str, Any]:
+    """``'section.key=value'`` -> ``('section.key', parsed value)``; the key is checked by :func:`with_values`."""
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+        raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.lr=5e-5")
+    return key.strip(), parse_value(text.strip())
+
+
+def with_values(recipe: Recipe, values: typing.Mapping[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with typed ``{'section.key': value}`` set; the result is validated once, as a whole."""
     raw = recipe.to_dict()
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or "." not in key:
-            raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.lr=5e-5")
-        section, _, name = key.strip().partition(".")
+    for key, value in values.items():
+        section, _, name = key.partition(".")
         if section not in raw or not isinstance(raw[section], dict):
             sections = [k for k, v in raw.items() if isinstance(v, dict)]
-            raise ValueError(f"unknown config section {section!r} in {item!r}{suggest(section, sections)}; sections: {sections}")
+            raise ValueError(f"unknown config section {section!r} in {key!r}{suggest(section, sections)}; "
+                             f"sections: {sections}")
         if name not in raw[section]:
             raise ValueError(
                 f"unknown config key {key!r}{suggest(name, raw[section])}; keys of {section!r}: {sorted(raw[section])}"
             )
-        raw[section][name] = parse_value(text.strip())
+        raw[section][name] = value
     return Recipe.from_dict(raw)
+
+
+def apply_overrides(recipe: Recipe, overrides: typing.Iterable[str]) -> Recipe:
+    """Apply ``section.key=value`` strings (later ones win); unknown keys and bad values raise before anything runs."""
+    return with_values(recipe, dict(parse_override(item) for item in overrides))

@@ -1,4 +1,4 @@
-"""Knowledge distillation for XTC (reference section 4): layer maps, losses, stage schedules, attention capture.
+"""Knowledge distillation for XTC (docs/method.md, "Knowledge distillation"): layer maps, losses, stage schedules, attention capture.
 
 XTC's setting is 1-stage KD, ``loss = L_pred + L_att + L_rep`` with ground-truth labels unused; the other
 variants of the study (``DistillConfig.kd``) are returned by ``stages`` as data that a training loop follows.
@@ -23,7 +23,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from xtc.config import DistillConfig
-from xtc.reduce import encoder_layers, even_layers, select_layers
+from xtc.reduce import encoder_layers, select_layers
 
 # TinyBERT's threshold: score entries at or below it are masked positions and carry no signal.
 MASKED_SCORE = -1e2
@@ -66,15 +66,6 @@ def layer_maps(teacher_layer: Sequence[int], n_teacher: int, rep_first: str = "i
     else:
         raise ValueError(f"rep_first={rep_first!r} is not supported: use 'input' or 'deepspeed'")
     return LayerMaps(teacher_layer, (first,) + tuple(t + 1 for t in teacher_layer))
-
-
-def uniform_layer_maps(n_teacher: int, n_student: int) -> LayerMaps:
-    """TinyBERT's uniform map for a student *not* copied from the teacher: student layer ``j`` learns teacher
-    layer ``(j + 1) * n_teacher // n_student - 1`` (the last layer of its block, ``xtc.reduce.even_layers``);
-    the embedding output learns the teacher's embedding output (the input of the first block), ``rep_map[0] = 0``.
-    """
-    att_map = even_layers(n_teacher, n_student)
-    return LayerMaps(att_map, (0,) + tuple(t + 1 for t in att_map))
 
 
 # ---------------------------------------------------------------------------------------------- losses

@@ -8,8 +8,9 @@ position/token-type embeddings, pooler, classifier, static activation ranges) is
 
 **Format** (``FORMAT_VERSION`` 1): one safetensors file, whose ``__metadata__["xtc"]`` is a JSON header with
 ``format``, ``format_version``, ``xtc_version``, ``model_config`` (the HF config, ``to_dict``),
-``attn_implementation``, ``dtype``, ``quant_config`` (a ``QuantConfig`` dict, or null when the modules are not
-expressible as one), ``recipe`` (or null), ``modules`` (per quantized module: ``kind``, ``group``, ``shape``,
+``attn_implementation``, ``dtype``, ``quant_config`` (the ``QuantConfig`` that ``mark_quantized`` recorded in the
+model's config, else the recipe's, checked against the modules' bits; null when neither is given; ``load_packed``
+records it on the loaded model again), ``recipe`` (or null), ``modules`` (per quantized module: ``kind``, ``group``, ``shape``,
 ``bits``, ``granularity``, ``symmetric``, ``encoding``, ``stored_bits``, ``zeros``, ``scales``, and ``bias``/``act``
 for linears or ``padding_idx`` for embeddings) and ``tensors`` (the shape and dtype of every tensor in the file).
 A module ``m`` stores ``m.weight.codes`` (packed uint8), ``m.weight.scale`` (G, 1), ``m.weight.zero_point``
@@ -17,9 +18,11 @@ A module ``m`` stores ``m.weight.codes`` (packed uint8), ``m.weight.scale`` (G, 
 
 **Exactness.** Re-quantizing a dequantized weight is *not* bit-exact (BWN's ``alpha' = mean|alpha * sign|`` and the
 k-bit ``max|q|`` are recomputed with float rounding, and the k-bit range shrinks), so ``load_packed`` does not go
-through the quantizers: it rebuilds the model with ``PackedLinear`` / ``PackedEmbedding``, which hold
-``dequantize(codes, scale)`` -- the very tensor the fake-quant forward computes, from the same codes and scales by
-the same ``dequantize`` -- and reuse ``ActQuantizer`` for the inputs. The logits equal the fake-quant model's with
+through the quantizers: it rebuilds the model with ``PackedLinear`` / ``PackedEmbedding`` (``xtc.quant.packed``:
+the fake-quant modules with an identity weight rule), which hold ``dequantize(codes, scale)`` -- the very tensor the
+fake-quant forward computes, from the same codes and scales by the same ``dequantize`` -- and run
+``QuantLinear``'s own forward, activation quantizer included. Integrity checks (framing, shapes, finite scales) run
+before any tensor is used. The logits equal the fake-quant model's with
 ``torch.equal``. ``trainable=True`` instead rebuilds ``QuantLinear`` / ``QuantEmbedding`` with the dequantized
 weights as latent weights, for fine-tuning (close to, but not bit-identical with, the exported model).
 """
@@ -31,82 +34,32 @@ import json
 import math
 import os
 import struct
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, PretrainedConfig
 from transformers.initialization import no_init_weights
 
 from xtc import __version__
 from xtc.atomic import atomic_path
-from xtc.config import MODULE_GROUPS, QuantConfig, Recipe, parse_granularity
+from xtc.checkpoint import mark_quantized, quant_config_of
+from xtc.config import QuantConfig, Recipe
 from xtc.packing import ENCODINGS, PackedCodes, default_encoding, pack_codes, packed_numel, unpack_codes
 from xtc.quant.apply import module_group, quantized_modules
 from xtc.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
-from xtc.quant.primitives import dequantize, group_rows
+from xtc.quant.packed import PackedEmbedding, PackedLinear, num_scales, weight_spec
+from xtc.quant.primitives import dequantize
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FP32_BYTES", "PackedEmbedding", "PackedLinear", "export_packed",
+           "load_packed", "num_scales", "predict_packed_bytes", "read_packed", "weight_spec"]
 
 FORMAT_NAME = "xtc.packed"
 FORMAT_VERSION = 1
 METADATA_KEY = "xtc"
 FP32_BYTES = 4
-
-
-# ---------------------------------------------------------------------------------------------- inference modules
-class PackedLinear(nn.Module):
-    """``y = A(x) W_q^T + b`` with ``W_q`` the stored quantized weight (no latent weight, nothing to train)."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool, act_quantizer: ActQuantizer | None,
-                 bits: int, granularity: str, symmetric: bool, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.bits, self.granularity, self.symmetric = bits, parse_granularity(granularity), symmetric
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype), requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
-        self.act_quantizer = act_quantizer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_quantizer is not None:
-            x = self.act_quantizer(x)
-        return F.linear(x, self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}"
-
-
-class PackedEmbedding(nn.Module):
-    """An embedding table holding the stored quantized rows (equal to ``QuantEmbedding``'s looked-up rows)."""
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None, bits: int,
-                 granularity: str, symmetric: bool, dtype: torch.dtype | None = None) -> None:
-        super().__init__()
-        self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
-        self.bits, self.granularity, self.symmetric = bits, parse_granularity(granularity), symmetric
-        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, dtype=dtype), requires_grad=False)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(input_ids, self.weight, self.padding_idx)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}"
-
-
-def weight_spec(module: nn.Module) -> tuple[int, str, bool] | None:
-    """``(bits, granularity, symmetric)`` of a quantized (fake-quant or packed) module, else None."""
-    if isinstance(module, (QuantLinear, QuantEmbedding)):
-        q = module.weight_quantizer
-        return q.bits, str(q.granularity), q.symmetric
-    if isinstance(module, (PackedLinear, PackedEmbedding)):
-        return module.bits, str(module.granularity), module.symmetric
-    return None
-
-
-def num_scales(shape: list[int] | torch.Size, granularity: str) -> int:
-    return group_rows(torch.empty(tuple(shape), device="meta"), granularity).shape[0]
 
 
 # ---------------------------------------------------------------------------------------------- header
@@ -129,65 +82,41 @@ def _module_entry(name: str, module: QuantLinear | QuantEmbedding, encoding: str
     return entry
 
 
-def _quant_config(modules: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The ``QuantConfig`` that ``quantize_`` would need to build these modules, or None if none can."""
-    by_group: dict[str, set[int]] = {g: set() for g in MODULE_GROUPS}
-    for entry in modules.values():
-        by_group.setdefault(entry["group"], set()).add(entry["bits"])
-    linears = [e for e in modules.values() if e["kind"] == "linear"]
-    embeddings = [e for e in modules.values() if e["kind"] == "embedding"]
-    by_group = {g: b for g, b in by_group.items() if b}
-    if not modules or any(len(b) != 1 for b in by_group.values()):
-        return None
-    if len({e["granularity"] for e in linears}) > 1 or len({json.dumps(e["act"]) for e in linears}) > 1:
-        return None
-    if len({e["symmetric"] for e in modules.values()}) > 1 or len({e["granularity"] for e in embeddings}) > 1:
-        return None
-    bits = {group: next(iter(b)) for group, b in by_group.items()}
-    weight_bits = Counter(bits.values()).most_common(1)[0][0]
-    act = linears[0]["act"] if linears else None
-    kwargs: dict[str, Any] = {f"{g}_bits": b for g, b in bits.items() if b != weight_bits}
-    symmetric = next(iter(modules.values()))["symmetric"]
-    kwargs.update(weight_bits=weight_bits, groups=tuple(bits), weight_symmetric=symmetric)
-    if linears:
-        kwargs["weight_granularity"] = linears[0]["granularity"]
-    if embeddings:
-        kwargs["embedding_granularity"] = embeddings[0]["granularity"]
-    if act is None:
-        kwargs["act_bits"] = None
-    else:
-        kwargs.update(act_bits=act["bits"], act_range=act["range"], act_granularity=act["granularity"],
-                      act_momentum=act["momentum"])
-    try:
-        return dataclasses.asdict(QuantConfig(**kwargs))
-    except ValueError:
-        return None
-
-
-def _resolve_recipe(recipe: Recipe | dict | None, modules: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """The recipe as a dict, checked against the modules: a header must never contradict the weights it holds."""
-    if recipe is None:
-        return None
-    recipe = Recipe.from_dict(recipe) if isinstance(recipe, dict) else recipe
+def _check_bits(cfg: QuantConfig, modules: dict[str, dict[str, Any]], what: str,
+                fix: str = "pass the recipe the model was quantized with") -> None:
+    """A header must never contradict the weights it holds."""
     for name, entry in modules.items():
-        expected = recipe.quant.bits_for(entry["group"])
+        expected = cfg.bits_for(entry["group"])
         if expected != entry["bits"]:
             raise ValueError(
-                f"the recipe quantizes group {entry['group']!r} at {expected} bits, but module {name!r} holds "
-                f"{entry['bits']}-bit weights; pass the recipe the model was quantized with"
+                f"{what} quantizes group {entry['group']!r} at {expected} bits, but module {name!r} holds "
+                f"{entry['bits']}-bit weights; {fix}"
             )
-    return recipe.to_dict()
+
+
+def _quant_and_recipe(model: nn.Module, recipe: Recipe | dict | None, modules: dict[str, dict[str, Any]]):
+    """The header's ``quant_config`` -- the one ``mark_quantized`` recorded, else the recipe's -- and ``recipe``."""
+    recipe = Recipe.from_dict(recipe) if isinstance(recipe, dict) else recipe
+    recorded = quant_config_of(model)
+    if recorded is not None:
+        _check_bits(recorded, modules, "the model's recorded quantization (config.xtc_quant)",
+                    "record the config it was quantized with: xtc.checkpoint.mark_quantized(model, cfg)")
+    if recipe is not None:
+        _check_bits(recipe.quant, modules, "the recipe")
+    quant = recorded or (recipe.quant if recipe is not None and recipe.quant.enabled else None)
+    return (None if quant is None else dataclasses.asdict(quant)), (None if recipe is None else recipe.to_dict())
 
 
 def _header(model: nn.Module, modules: dict[str, dict[str, Any]], specs: dict[str, tuple[list[int], torch.dtype]],
-            recipe: dict[str, Any] | None) -> dict[str, Any]:
+            recipe: Recipe | dict | None) -> dict[str, Any]:
     first = next(model.parameters())
+    quant_config, recipe = _quant_and_recipe(model, recipe, modules)
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "xtc_version": __version__,
         "model_config": json.loads(model.config.to_json_string(use_diff=False)),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "dtype": str(first.dtype).removeprefix("torch."),
-        "quant_config": recipe["quant"] if recipe else _quant_config(modules), "recipe": recipe, "modules": modules,
+        "quant_config": quant_config, "recipe": recipe, "modules": modules,
         "tensors": {k: {"shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
                     for k, (shape, dtype) in sorted(specs.items())},
     }
@@ -223,6 +152,9 @@ def export_packed(model: nn.Module, path: str | os.PathLike, recipe: Recipe | di
     modules: dict[str, dict[str, Any]] = {}
     for name, module in quantized:
         codes, scale, *zero_point = module.weight_quantizer.quantize(module.weight)
+        if not torch.isfinite(scale).all():
+            raise ValueError(f"module {name!r} has non-finite weights (its scales are NaN or inf): the training "
+                             "diverged; export a checkpoint from before it (e.g. the run's model/, the best on dev)")
         packed = pack_codes(codes, module.weight_quantizer.bits, module.weight_quantizer.symmetric)
         tensors[f"{name}.weight.codes"] = packed.data
         tensors[f"{name}.weight.scale"] = scale
@@ -235,8 +167,7 @@ def export_packed(model: nn.Module, path: str | os.PathLike, recipe: Recipe | di
     # The remainder is cloned: safetensors refuses tensors that share storage (tied or viewed parameters).
     tensors.update({k: v.detach().clone() for k, v in _remainder(model, list(modules)).items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = _header(model, modules, {k: (list(v.shape), v.dtype) for k, v in tensors.items()},
-                     _resolve_recipe(recipe, modules))
+    header = _header(model, modules, {k: (list(v.shape), v.dtype) for k, v in tensors.items()}, recipe)
     path = Path(path)
     with atomic_path(path) as tmp:
         safetensors.torch.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
@@ -261,7 +192,7 @@ def predict_packed_bytes(model: nn.Module, recipe: Recipe | dict | None = None) 
             specs[f"{name}.weight.zero_point"] = (scale_shape, module.weight.dtype)
         modules[name] = _module_entry(name, module, encoding, stored_bits, 0)
     specs.update({k: (list(v.shape), v.dtype) for k, v in _remainder(model, list(modules)).items()})
-    header = _header(model, modules, specs, _resolve_recipe(recipe, modules))
+    header = _header(model, modules, specs, recipe)
     # safetensors orders tensors and pads its header itself: ask it rather than re-implement its layout.
     zeros = {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in specs.items()}
     return len(safetensors.torch.save(zeros, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)}))
@@ -336,6 +267,12 @@ def _check_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.
                 raise ValueError(
                     f"packed checkpoint {path}: module {name!r} of shape {entry['shape']} at {bits} stored bits "
                     f"needs {part} of shape {shape}, but the file holds {got}; the checkpoint was edited or corrupted")
+        for part in ("scale", "zero_point"):
+            bad = (~torch.isfinite(tensors.get(f"{name}.weight.{part}", torch.zeros(0)))).sum().item()
+            if bad:
+                raise ValueError(
+                    f"packed checkpoint {path}: module {name!r} has {bad} NaN or infinite {part} value(s), so its "
+                    "weights are not numbers; export it again from a model whose weights are finite")
 
 
 def read_packed(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -408,8 +345,7 @@ def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", tra
         codes = unpack_codes(stored, math.prod(entry["shape"]), scale.dtype).reshape(entry["shape"])
         zero_point = tensors.get(f"{name}.weight.zero_point")
         state[f"{name}.weight"] = dequantize(codes, scale, entry["granularity"], zero_point)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, _build_module(entry, trainable, dtype))
+        model.set_submodule(name, _build_module(entry, trainable, dtype))
     expected = model.state_dict()
     for key in sorted(set(expected) ^ set(state)):
         where = "missing from the file" if key in expected else "not part of the model"
@@ -419,4 +355,17 @@ def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", tra
             raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {list(value.shape)} in the file but the "
                              f"model its config describes needs {list(expected[key].shape)}")
     model.load_state_dict(state, strict=True)
+    if header["quant_config"] is not None:  # the recorded QuantConfig: a trainable load saves as a fake-quant dir
+        mark_quantized(model, _header_quant_config(path, header))
     return model.to(device).eval()
+
+
+def _header_quant_config(path: Path, header: dict[str, Any]) -> QuantConfig:
+    raw = header["quant_config"]
+    try:
+        cfg = QuantConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    except (TypeError, ValueError, AttributeError) as err:
+        raise _corrupt(path, f"its quant_config is not a valid QuantConfig ({err})") from None
+    _check_bits(cfg, header["modules"], f"packed checkpoint {path}: the header's quant_config",
+                "the checkpoint was edited or corrupted; export it again")
+    return cfg

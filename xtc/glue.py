@@ -1,8 +1,7 @@
-"""GLUE as one table (``TASKS``), loading from the hub or a local ``glue_data/`` folder, and tokenization.
+"""GLUE loading from the hub or a local ``glue_data/`` folder, and tokenization.
 
-Every other module looks task facts up here (style habit 9): which columns hold the text, the label ids,
-whether the task is a regression, its metrics, its eval splits and which metric selects the best checkpoint.
-Both sources yield the same plain ``Example`` dicts (``text_a``, ``text_b`` or None, ``label``) with the label
+The task table (``TASKS``, ``TaskSpec``, ``get_task``) lives in ``xtc.tasks`` and is re-exported here; every
+other module looks task facts up there. Both sources yield the same plain ``Example`` dicts (``text_a``, ``text_b`` or None, ``label``) with the label
 ids of the hub copy ``nyu-mll/glue``, so a run gives the same numbers whichever source it read.
 
 Importing this module is cheap and torch-free (``metrics.py`` and the aggregation scripts use the table);
@@ -16,15 +15,17 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from xtc.config import GLUE_TASK_NAMES, suggest
 from xtc.sources import HUB_DATASET, check_data
+from xtc.tasks import TASKS, TRAIN, EvalSplit, Example, TaskSpec, TsvLayout, get_task
+
+__all__ = ["TASKS", "TRAIN", "EvalSplit", "Example", "TaskSpec", "TsvLayout", "get_task", "load_split", "subsample",
+           "load_local", "read_tsv", "load_hub", "tokenize", "PaddingCollator", "make_collator"]
 
 if TYPE_CHECKING:
     import torch
@@ -33,190 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GLUE_DIR_ENV = "GLUE_DIR"
-TRAIN = "train"
 _GET_GLUE = (
     f"download GLUE with the official download_glue_data.py script and pass data_dir=/path/to/glue_data "
     f"(or set {GLUE_DIR_ENV}), or leave data_dir unset to read the hub copy {HUB_DATASET}"
 )
 
 T = TypeVar("T")
-
-
-class Example(TypedDict):
-    """One labelled GLUE example; ``text_b`` is None for single-sentence tasks (CoLA, SST-2)."""
-
-    text_a: str
-    text_b: str | None
-    label: int | float
-
-
-@dataclass(frozen=True)
-class EvalSplit:
-    """A dev split and the prefix of its metric keys (``''``: plain keys such as ``accuracy``)."""
-
-    name: str
-    key_prefix: str = ""
-
-
-@dataclass(frozen=True)
-class TsvLayout:
-    """Where and how the official ``glue_data/`` TSV files store a task.
-
-    ``text_fields``/``label_field`` are header names, or 0-based column indices for the header-less CoLA.
-    The number of fields per row is ``len(header)``, or ``num_fields`` without a header; MNLI's train file
-    (12 columns) and dev files (16: five annotator labels) differ, so it must come from the header.
-    ``file_labels`` lists the label strings of the file in label-id order; None means a float score.
-    """
-
-    directory: str
-    files: Mapping[str, str] = field(hash=False)
-    text_fields: tuple[str | int, ...]
-    label_field: str | int
-    file_labels: tuple[str, ...] | None
-    header: bool = True
-    num_fields: int | None = None
-    encoding: str = "utf-8"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Everything ``xtc`` needs to know about one GLUE task (reference sections 5 and 6).
-
-    ``text_columns`` are the hub column names (``task_to_keys`` of ``run_glue``); ``label_names`` follow the
-    hub's ``ClassLabel`` order, so label id ``i`` means ``label_names[i]``; regression tasks have none.
-    ``metrics`` are names from ``xtc.metrics.METRICS``; each eval split reports all of them under
-    ``metric_key(metric, split)``, and ``selection_metric`` is the key that picks the best dev checkpoint.
-    """
-
-    name: str
-    text_columns: tuple[str, ...]
-    label_names: tuple[str, ...]
-    metrics: tuple[str, ...]
-    selection_metric: str
-    tsv: TsvLayout
-    hub_config: str
-    is_regression: bool = False
-    eval_splits: tuple[EvalSplit, ...] = (EvalSplit("validation"),)
-
-    def __post_init__(self) -> None:
-        assert len(self.text_columns) in (1, 2), self.name
-        assert self.is_regression == (not self.label_names), self.name
-        assert len(self.tsv.text_fields) == len(self.text_columns), self.name
-        assert set(self.tsv.files) == set(self.splits), self.name
-        assert self.selection_metric in self.metric_keys, self.name
-
-    @property
-    def num_labels(self) -> int:
-        """Width of the classifier head: 1 output for regression (STS-B)."""
-        return 1 if self.is_regression else len(self.label_names)
-
-    @property
-    def is_pair(self) -> bool:
-        return len(self.text_columns) == 2
-
-    @property
-    def title(self) -> str:
-        """The usual spelling (``SST-2``, ``MNLI``): the official folder names are exactly that."""
-        return self.tsv.directory
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return (TRAIN, *(s.name for s in self.eval_splits))
-
-    @property
-    def metric_keys(self) -> tuple[str, ...]:
-        """Every key ``compute_metrics`` reports over all eval splits of this task."""
-        return tuple(self.metric_key(m, s.name) for s in self.eval_splits for m in self.metrics)
-
-    def eval_split(self, split: str | None = None) -> EvalSplit:
-        """The named eval split; None is allowed only when the task has a single one."""
-        if split is None:
-            if len(self.eval_splits) > 1:
-                names = [s.name for s in self.eval_splits]
-                raise ValueError(f"task {self.name!r} has {len(names)} eval splits {names}; pass split=one of them")
-            return self.eval_splits[0]
-        for candidate in self.eval_splits:
-            if candidate.name == split:
-                return candidate
-        self.check_split(split)
-        raise ValueError(f"split {split!r} of task {self.name!r} is not an eval split; use one of {self.splits[1:]}")
-
-    def metric_key(self, metric: str, split: str | None = None) -> str:
-        prefix = self.eval_split(split).key_prefix
-        return f"{prefix}/{metric}" if prefix else metric
-
-    def check_split(self, split: str) -> str:
-        if split not in self.splits:
-            raise ValueError(
-                f"task {self.name!r} has no split {split!r}{suggest(split, self.splits) or ';'} its splits: "
-                f"{list(self.splits)} (GLUE test labels are not public, so there is no test split)"
-            )
-        return split
-
-
-_TRAIN_DEV = MappingProxyType({TRAIN: "train.tsv", "validation": "dev.tsv"})
-_BINARY = ("0", "1")  # files that store the hub's label ids directly
-_NLI2 = ("entailment", "not_entailment")
-_MNLI_LABELS = ("entailment", "neutral", "contradiction")
-_PAIR = ("sentence1", "sentence2")
-
-TASKS: Mapping[str, TaskSpec] = MappingProxyType({spec.name: spec for spec in (
-    TaskSpec(
-        "cola", ("sentence",), ("unacceptable", "acceptable"), ("mcc",), "mcc", hub_config="cola",
-        # no header: source, label, original label ('*' or empty), sentence
-        tsv=TsvLayout("CoLA", _TRAIN_DEV, (3,), 1, _BINARY, header=False, num_fields=4),
-    ),
-    TaskSpec(
-        "sst2", ("sentence",), ("negative", "positive"), ("accuracy",), "accuracy", hub_config="sst2",
-        tsv=TsvLayout("SST-2", _TRAIN_DEV, ("sentence",), "label", _BINARY),
-    ),
-    TaskSpec(
-        "mrpc", _PAIR, ("not_equivalent", "equivalent"), ("accuracy", "f1"), "accuracy", hub_config="mrpc",
-        tsv=TsvLayout("MRPC", _TRAIN_DEV, ("#1 String", "#2 String"), "Quality", _BINARY, encoding="utf-8-sig"),
-    ),
-    TaskSpec(
-        "stsb", _PAIR, (), ("pearson", "spearman"), "pearson", hub_config="stsb", is_regression=True,
-        tsv=TsvLayout("STS-B", _TRAIN_DEV, _PAIR, "score", None),
-    ),
-    TaskSpec(
-        "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("accuracy", "f1"), "accuracy",
-        hub_config="qqp", tsv=TsvLayout("QQP", _TRAIN_DEV, ("question1", "question2"), "is_duplicate", _BINARY),
-    ),
-    TaskSpec(
-        "mnli", ("premise", "hypothesis"), _MNLI_LABELS, ("accuracy",), "mnli_m/accuracy", hub_config="mnli",
-        eval_splits=(EvalSplit("validation_matched", "mnli_m"), EvalSplit("validation_mismatched", "mnli_mm")),
-        tsv=TsvLayout(
-            "MNLI",
-            MappingProxyType(
-                {TRAIN: "train.tsv", "validation_matched": "dev_matched.tsv",
-                 "validation_mismatched": "dev_mismatched.tsv"}
-            ),
-            _PAIR, "gold_label", _MNLI_LABELS,
-        ),
-    ),
-    TaskSpec(
-        "qnli", ("question", "sentence"), _NLI2, ("accuracy",), "accuracy", hub_config="qnli",
-        tsv=TsvLayout("QNLI", _TRAIN_DEV, ("question", "sentence"), "label", _NLI2),
-    ),
-    TaskSpec(
-        "rte", _PAIR, _NLI2, ("accuracy",), "accuracy", hub_config="rte",
-        tsv=TsvLayout("RTE", _TRAIN_DEV, _PAIR, "label", _NLI2),
-    ),
-    TaskSpec(
-        "wnli", _PAIR, ("not_entailment", "entailment"), ("accuracy",), "accuracy", hub_config="wnli",
-        tsv=TsvLayout("WNLI", _TRAIN_DEV, _PAIR, "label", _BINARY),
-    ),
-)})
-assert tuple(TASKS) == GLUE_TASK_NAMES
-
-
-def get_task(task: str | TaskSpec) -> TaskSpec:
-    """The table row of a task name (a ``TaskSpec`` passes through)."""
-    if isinstance(task, TaskSpec):
-        return task
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}{suggest(task, TASKS) or ';'} known tasks: {', '.join(TASKS)}")
-    return TASKS[task]
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -105,7 +105,7 @@ def _regression_scores(predictions: ArrayLike) -> np.ndarray:
 
 
 def selection_score(task: str | TaskSpec, metrics: Mapping[str, float]) -> float:
-    """The number that picks the best dev checkpoint (reference section 5): ``TaskSpec.selection_metric``."""
+    """The number that picks the best dev checkpoint (docs/method.md, "Budgets"): ``TaskSpec.selection_metric``."""
     spec = get_task(task)
     if spec.selection_metric not in metrics:
         raise ValueError(

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-# The standard BERT-base shape (reference section 8); offline, no download needed.
+# The standard BERT-base shape (docs/method.md, "Model size"); offline, no download needed.
 BERT_BASE = dict(
     vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
     max_position_embeddings=512, type_vocab_size=2,

@@ -1,4 +1,4 @@
-"""Lightweight layer reduction (XTC step 1, reference section 3).
+"""Lightweight layer reduction (XTC step 1; docs/method.md, "Layer reduction").
 
 The student is the fine-tuned teacher with some encoder layers removed: student layer ``i`` keeps every parameter
 of teacher layer ``teacher_layer[i]``; embeddings, pooler and classifier are the teacher's. No pre-training
@@ -17,7 +17,7 @@ from torch import nn
 
 from xtc.config import ReduceConfig, suggest
 
-# Teacher layers kept by XTC for a 12-layer BERT-base teacher (reference section 3, DeepSpeedExamples configs).
+# Teacher layers kept by XTC for a 12-layer BERT-base teacher (docs/method.md, "Layer reduction"; DeepSpeedExamples configs).
 # For 4 layers the paper also used (2, 5, 8, 11), which is what the "even" rule gives; pass it explicitly.
 XTC_LAYERS: dict[int, tuple[int, ...]] = {
     6: (1, 3, 5, 7, 9, 11),

@@ -1,4 +1,4 @@
-"""Model size accounting (reference section 8): FP32 teacher bytes, the theoretical minimum of a recipe, the
+"""Model size accounting (docs/method.md, "Model size"): FP32 teacher bytes, the theoretical minimum of a recipe, the
 packed file's real bytes, and the compression ratio under both conventions (quantized part only; whole model).
 
 ``size_from_config`` works offline from a config alone (a ``meta``-device model: no weights are allocated).
@@ -48,7 +48,7 @@ def _teacher_counts(config: PretrainedConfig) -> dict[str, Any]:
 
 def size_report(model: nn.Module, path: str | os.PathLike | None = None,
                 teacher_config: PretrainedConfig | None = None) -> dict[str, Any]:
-    """Sizes and compression ratios of ``model`` (real or ``meta``), under both conventions of reference section 8.
+    """Sizes and compression ratios of ``model`` (real or ``meta``), under both conventions of docs/method.md, "Model size".
 
     The theoretical minimum stores each weight of the XTC module set at exactly its bit-width (FP ones at their
     dtype), each scale/zero point at its dtype, and the remainder as is; ``path`` adds the packed file's real size.

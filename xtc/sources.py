@@ -48,8 +48,13 @@ def resolve_model(name: str | os.PathLike[str]) -> str:
     return str(local) if local is not None else name
 
 
-def is_hub_id(name: str) -> bool:
-    """``name`` or ``owner/name`` as the hub spells it: not absolute, not relative (``./``), at most one slash."""
+def is_hub_id(name: str, qualified: bool = False) -> bool:
+    """``name`` or ``owner/name`` as the hub spells it: not absolute, not relative (``./``), at most one slash.
+
+    ``qualified=True`` asks for ``owner/name`` (fine-tuned models: a bare name is taken for a missing local dir).
+    """
+    if qualified and "/" not in name:
+        return False
     return not name.startswith(("/", ".", "~")) and name.count("/") <= 1 and all(name.split("/"))
 
 

@@ -1,4 +1,4 @@
-"""The XTC training loop (reference section 5): one loop for teacher fine-tuning, step 1 and step 2.
+"""The XTC training loop (docs/method.md, "Budgets"): one loop for teacher fine-tuning, step 1 and step 2.
 
 * AdamW, weight decay 0.01 except on biases and LayerNorm weights; linear warmup (epochs or a ratio) then linear
   decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
@@ -22,7 +22,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,6 +190,9 @@ class Trainer:
         self.lengths = (torch.tensor([len(f["input_ids"]) for f in train_features])
                         if train_cfg.group_by_length else None)
         self.state = TrainState()
+        # Set by the first ``fit`` of a fresh run, or restored by ``load_state_dict`` (then ``fit`` continues).
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         if self.device.type == "cuda" and train_cfg.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -222,50 +225,73 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         _set_rng_state(saved["rng"])
-        self._resumed = True
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def fit(self) -> TrainState:
-        st = self.state
-        if not getattr(self, "_resumed", False):
-            torch.manual_seed(self.cfg.seed)
-            random.seed(self.cfg.seed)
-            self.optimizer, self.scheduler = self._optimizer(self.stages[0])
+        """Run every remaining stage; a fresh run is seeded first, a restored one (``load_state_dict``) is not."""
+        if self.optimizer is None:
+            self._start()
         self.model.train()
-        while st.stage < len(self.stages):
-            stage = self.stages[st.stage]
-            total = self.stage_steps(stage)
-            bar = tqdm(total=total, initial=st.step, desc=stage.name, disable=not self.progress, dynamic_ncols=True)
-            while st.step < total:
-                order = batch_order(len(self.train_features), self.cfg.seed + 7919 * st.stage, st.epoch,
-                                    self.lengths, self.cfg.batch_size)
-                start = st.batch_in_epoch * self.cfg.batch_size
-                for offset in range(start, len(order), self.cfg.batch_size):
-                    if st.step >= total:
-                        break
-                    index = order[offset:offset + self.cfg.batch_size].tolist()
-                    record = self._train_step(stage, [self.train_features[i] for i in index])
-                    st.step += 1
-                    st.global_step += 1
-                    st.batch_in_epoch += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-                    self.hooks.on_log(record)
-                    if not self.progress and st.global_step % 50 == 0:
-                        log.info("%s step %d/%d loss %.4f", stage.name, st.step, total, record["loss"])
-                    epoch_end = st.batch_in_epoch == self.steps_per_epoch
-                    if st.step % self.cfg.eval_every_steps == 0 or st.step == total or epoch_end:
-                        if epoch_end:
-                            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
-                        self._evaluate_and_checkpoint(stage)
-                if st.batch_in_epoch == self.steps_per_epoch:
-                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
-            bar.close()
-            st.stage, st.step, st.epoch, st.batch_in_epoch = st.stage + 1, 0, 0, 0
-            if st.stage < len(self.stages):
-                self.optimizer, self.scheduler = self._optimizer(self.stages[st.stage])
-                self.hooks.on_checkpoint(self.state_dict())
-        return st
+        while self.state.stage < len(self.stages):
+            self._run_stage(self.stages[self.state.stage])
+            self._next_stage()
+        self._check_selected()
+        return self.state
+
+    def _start(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        random.seed(self.cfg.seed)
+        self.optimizer, self.scheduler = self._optimizer(self.stages[0])
+
+    def _run_stage(self, stage: Stage) -> None:
+        total = self.stage_steps(stage)
+        bar = tqdm(total=total, initial=self.state.step, desc=stage.name, disable=not self.progress, dynamic_ncols=True)
+        while self.state.step < total:
+            for features in self._epoch_batches():
+                self._step(stage, features, total, bar)
+                if self.state.step >= total:
+                    break
+        bar.close()
+
+    def _epoch_batches(self) -> Iterator[list[Mapping[str, Any]]]:
+        """The batches of the current epoch from the current position on (the order is a function of the seed)."""
+        st, size = self.state, self.cfg.batch_size
+        order = batch_order(len(self.train_features), self.cfg.seed + 7919 * st.stage, st.epoch, self.lengths, size)
+        for offset in range(st.batch_in_epoch * size, len(order), size):
+            yield [self.train_features[i] for i in order[offset:offset + size].tolist()]
+
+    def _step(self, stage: Stage, features: Sequence[Mapping[str, Any]], total: int, bar) -> None:
+        """One optimizer step, its log record, and the epoch-end / every-N-steps evaluation."""
+        st = self.state
+        record = self._train_step(stage, features)
+        st.step, st.global_step, st.batch_in_epoch = st.step + 1, st.global_step + 1, st.batch_in_epoch + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        self.hooks.on_log(record)
+        if not self.progress and st.global_step % 50 == 0:
+            log.info("%s step %d/%d loss %.4f", stage.name, st.step, total, record["loss"])
+        epoch_end = st.batch_in_epoch == self.steps_per_epoch
+        if epoch_end:
+            st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+        if epoch_end or st.step % self.cfg.eval_every_steps == 0 or st.step == total:
+            self._evaluate_and_checkpoint(stage)
+
+    def _next_stage(self) -> None:
+        st = self.state
+        st.stage, st.step, st.epoch, st.batch_in_epoch = st.stage + 1, 0, 0, 0
+        if st.stage < len(self.stages):
+            self.optimizer, self.scheduler = self._optimizer(self.stages[st.stage])
+            self.hooks.on_checkpoint(self.state_dict())
+
+    def _check_selected(self) -> None:
+        """Every evaluation of the final stage was NaN (e.g. constant STS-B predictions): nothing to select."""
+        if self.state.best_step < 0:
+            scores = [r["score"] for r in self.state.history if r["stage"] == self.stages[-1].name]
+            raise ValueError(
+                f"no best checkpoint: all {len(scores)} evaluations of stage {self.stages[-1].name!r} gave "
+                f"{self.spec.selection_metric} = nan (constant predictions?); lower the learning rate (--lr) or check "
+                "the train data, then rerun with --overwrite"
+            )
 
     def _forward_loss(self, stage: Stage, batch: Batch) -> dict[str, torch.Tensor]:
         labels = batch.get("labels")

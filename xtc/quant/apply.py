@@ -1,6 +1,6 @@
 """``quantize_(model, cfg)``: swap XTC's module set for fake-quant modules, by full module name.
 
-The XTC set (reference section 2), in Hugging Face BERT names, for every encoder layer ``N``:
+The XTC set (docs/method.md, "Quantization"), in Hugging Face BERT names, for every encoder layer ``N``:
 ``encoder.layer.N.attention.self.{query,key,value}`` (group ``qkv``), ``encoder.layer.N.attention.output.dense``
 (``attn_out``), ``encoder.layer.N.intermediate.dense`` (``ffn_in``), ``encoder.layer.N.output.dense``
 (``ffn_out``), and ``embeddings.word_embeddings`` (``word_embeddings``). Everything else (LayerNorms, biases,
@@ -37,11 +37,6 @@ def module_group(name: str) -> str | None:
     return None
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def quantize_(
     model: nn.Module, cfg: QuantConfig, filter_fn: Callable[[str, nn.Module], bool] | None = None
 ) -> dict[str, str]:
@@ -72,7 +67,7 @@ def quantize_(
                 module, bits, cfg.weight_granularity, cfg.act_bits, cfg.act_range, cfg.act_granularity,
                 cfg.act_momentum, cfg.weight_symmetric,
             )
-        _set_submodule(model, name, new)
+        model.set_submodule(name, new)
         swapped[name] = group
     if not swapped:
         raise ValueError(
@@ -93,13 +88,13 @@ def dequantize_(model: nn.Module, quantized: bool = False) -> list[str]:
     """Swap every fake-quant module back to ``nn.Linear``/``nn.Embedding`` (latent weights, or quantized ones)."""
     names = []
     for name, module in list(quantized_modules(model)):
-        _set_submodule(model, name, module.to_float(quantized=quantized))
+        model.set_submodule(name, module.to_float(quantized=quantized))
         names.append(name)
     return names
 
 
 def quantized_modules(model: nn.Module) -> Iterator[tuple[str, QuantLinear | QuantEmbedding]]:
-    """``(name, module)`` for every fake-quant module, in model order."""
+    """``(name, module)`` for every quantized module (fake-quant, or packed by ``load_packed``), in model order."""
     for name, module in model.named_modules():
         if isinstance(module, (QuantLinear, QuantEmbedding)):
             yield name, module

@@ -1,4 +1,4 @@
-"""Fake-quant modules: ``QuantLinear`` and ``QuantEmbedding`` (reference section 2).
+"""Fake-quant modules: ``QuantLinear`` and ``QuantEmbedding`` (docs/method.md, "Quantization").
 
 The trainable parameter is the latent full-precision weight; its quantized value is recomputed from it on every
 forward pass (quantization is on from step 0, as in XTC). ``QuantLinear`` also quantizes its *input* activation:

@@ -1,4 +1,4 @@
-"""Pure tensor functions for the XTC quantizers (reference section 2).
+"""Pure tensor functions for the XTC quantizers (docs/method.md, "Quantization").
 
 Every scheme is split into ``quantize_*`` -> ``(codes, scale[, zero_point])`` and one ``dequantize``. Codes are
 integer-valued tensors (kept in the input's float dtype so training never converts); fake quantization is

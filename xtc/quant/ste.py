@@ -1,4 +1,4 @@
-"""Straight-through estimators (reference section 2): the forward pass quantizes, the backward pass is identity.
+"""Straight-through estimators (docs/method.md, "Quantization"): the forward pass quantizes, the backward pass is identity.
 
 XTC (like DeepSpeed's ``BinaryQuantizer``/``TernaryQuantizer``/``SymQuantizer``) uses the plain STE: the gradient
 with respect to the latent full-precision tensor is the gradient with respect to its quantized value, with no

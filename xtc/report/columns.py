@@ -19,7 +19,7 @@ CHECKPOINTS = ("best", "last")
 TASK_ORDER = (*XTC_GLUE_TASKS, "wnli")  # the paper's column order; WNLI last (never in the average)
 FP = "fp"
 GIVEN = 0  # epochs, lr and seed of a given teacher (fine-tuned elsewhere): not trained here
-MIB = 2**20  # "MB" in the BinaryBERT/BiT tables (418 MB for BERT-base) is MiB: reference section 8
+MIB = 2**20  # "MB" in the BinaryBERT/BiT tables (418 MB for BERT-base) is MiB: docs/method.md, "Model size"
 # Display order of the KD variants (xtc.config.KDVariant), unknown ones after them alphabetically.
 KD_ORDER = ("none", "logits", "logits_hidden", "one_stage", "two_stage")
 

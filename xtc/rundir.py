@@ -1,0 +1,145 @@
+"""The run directory: its layout, the one "run dir -> model dir" rule, its manifest and what training writes there.
+
+A run directory (``--out``) holds: ``model/`` (best on dev), ``last/``, ``metrics.json`` (best and last, the
+selection rule, the eval history), ``config.json`` (the resolved recipe and the run's inputs), ``manifest.json``
+(versions, git commit, device, wall time), ``train_log.jsonl`` and ``state/train_state.pt`` (to resume a killed
+run). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from xtc.atomic import atomic_write_json, atomic_write_text
+
+MODEL, LAST, STATE_DIR = "model", "last", "state"
+
+
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def manifest(device: str, started: float, argv: Sequence[str]) -> dict[str, Any]:
+    versions = {}
+    for package in ("xtc", "torch", "transformers", "datasets", "safetensors", "numpy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "command": ["xtc", *argv], "versions": versions, "python": platform.python_version(),
+        "platform": platform.platform(), "git_commit": _git_commit(), "device": device,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.time() - started, 2),
+    }
+
+
+def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> str:
+    """``'new'``, ``'resume'`` or ``'done'``; refuses a directory made by a different recipe (never mixes runs)."""
+
+    config_path = out / "config.json"
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    if config_path.is_file():
+        previous = json.loads(config_path.read_text())
+        if previous != run_config:
+            diffs = _diff(previous, run_config)
+            raise ValueError(
+                f"{out} was made by a different recipe ({'; '.join(diffs[:5])}); use another --out, "
+                "or --overwrite to discard it"
+            )
+        if (out / "metrics.json").is_file():
+            return "done"
+        return "resume" if (out / STATE_DIR / "train_state.pt").is_file() else "new"
+    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise ValueError(f"{out} exists and is not an xtc run directory; choose an empty or new --out")
+    atomic_write_json(config_path, run_config)
+    return "new"
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+class RunWriter:
+    """The training loop's hooks: best/last model dirs, the JSONL log, and the resumable state."""
+
+    def __init__(self, out: Path, tokenizer, resumed_step: int | None) -> None:
+        self.out, self.tokenizer = out, tokenizer
+        self.log_path = out / "train_log.jsonl"
+        if resumed_step is None:  # a fresh start (e.g. after a damaged state was deleted): no records of before
+            self.log_path.unlink(missing_ok=True)
+        elif self.log_path.is_file():  # drop records the killed run made after its state
+            keep = [ln for ln in self.log_path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["global_step"] <= resumed_step]
+
+            atomic_write_text(self.log_path, "".join(f"{ln}\n" for ln in keep))
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def on_best(self, model, record: dict[str, Any]) -> None:
+        from xtc.checkpoint import save_model_dir
+
+        save_model_dir(model, self.out / MODEL, self.tokenizer)
+
+    def on_checkpoint(self, state: dict[str, Any]) -> None:
+        from xtc.checkpoint import save_train_state
+
+        save_train_state(state, self.out / STATE_DIR / "train_state.pt")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a training command writes and how: the run directory, whether to discard it, the device, the argv."""
+
+    out: Path
+    overwrite: bool = False
+    device: str | None = None
+    argv: tuple[str, ...] = ()
+
+
+def model_dir(path: str | Path) -> Path:
+    """The one "run dir -> model dir" rule: a run directory resolves to its best ``model/``; anything else as is."""
+    path = Path(path)
+    return path / MODEL if (path / MODEL / "config.json").is_file() else path
+
+
+def run_config_of(path: str | Path) -> dict[str, Any] | None:
+    """The ``config.json`` (recipe + inputs) of the run a model dir (``model/`` or ``last/``) belongs to, if any."""
+    path = model_dir(path)
+    config = path.parent / "config.json"
+    return json.loads(config.read_text()) if path.name in (MODEL, LAST) and config.is_file() else None
+
+
+def model_config(path: Path, key: str) -> dict[str, Any]:
+    """A model dir's ``config.json`` as a dict (cheap: no weights), or a one-line error naming ``key``."""
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{key} {path} is not a model directory (no config.json); pass the output dir of "
+                         "xtc finetune/distill (or its model/ dir)")
+    return json.loads(config.read_text())
+
+

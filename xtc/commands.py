@@ -167,7 +167,8 @@ def run_training(
     resumed_step = saved["state"]["global_step"] if saved else None
     writer = RunWriter(out, tokenizer, resumed_step)
     trainer = Trainer(
-        model, recipe.data.task, train_features, eval_sets, make_collator(tokenizer), recipe.train, recipe.distill,
+        model, recipe.data.task, train_features, eval_sets,
+        make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length), recipe.train, recipe.distill,
         teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
         device=select_device(device), progress=progress,
     )
@@ -200,6 +201,7 @@ def finetune(args, argv: Sequence[str]) -> dict[str, Any]:
 
     from xtc.checkpoint import load_tokenizer
     from xtc.glue import get_task
+    from xtc.labels import set_task_labels
     from xtc.models import load_classifier
 
     recipe = resolve_recipe([*args.flags, "distill.kd=none", "quant.weight_bits=null"], args.set)
@@ -208,6 +210,7 @@ def finetune(args, argv: Sequence[str]) -> dict[str, Any]:
     tokenizer = load_tokenizer(source)
     torch.manual_seed(recipe.train.seed)  # the fresh classification head
     model = load_classifier(source, num_labels=spec.num_labels)
+    set_task_labels(model, spec)  # the teacher's label2id/id2label name the task's labels (xtc.labels)
     inputs = {"model": str(args.model), **({"model_dir": source} if source != str(args.model) else {})}
     return run_training(Path(args.out), recipe, model, tokenizer, inputs=inputs, argv=argv,
                         overwrite=args.overwrite, device=args.device)
@@ -270,7 +273,9 @@ def _load_teacher(source: str | Path, recipe: Recipe) -> tuple[Any, str | Path]:
     if teacher.config.num_labels != want:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
                          f"{want}; fine-tune a teacher on this task first (xtc finetune)")
-    return teacher, path
+    from xtc.labels import align_labels
+
+    return align_labels(teacher, recipe.data.task, f"teacher {source}"), path
 
 
 def _is_hub_id(text: str) -> bool:
@@ -320,7 +325,11 @@ def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
     tokenizer = load_tokenizer(args.tokenizer or tokenizer_dir)
     eval_sets = load_eval_features(recipe, tokenizer)
     device = select_device(args.device)
-    metrics = evaluate_model(model.to(device), recipe.data.task, eval_sets, make_collator(tokenizer), device=device)
+    from xtc.labels import align_labels
+
+    model = align_labels(model, recipe.data.task, f"model {args.model}")
+    collate = make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length)
+    metrics = evaluate_model(model.to(device), recipe.data.task, eval_sets, collate, device=device)
     result = {"model": str(args.model), "task": recipe.data.task, "metrics": metrics}
     if args.out:
         atomic_write_json(Path(args.out) / "metrics.json", result)

@@ -101,3 +101,18 @@ def test_warmup_steps_count_as_the_original():
     assert warmup_steps(10, 10, 0.0, None) == 0
     assert warmup_steps(50, 50, 0.0, 0.1) == 5 and warmup_steps(51, 51, 0.0, 0.1) == 6  # ceil, as HF Trainer
     assert warmup_steps(5, 10, 1.0, None) == 5  # never more than the job's steps
+
+
+def test_parameters_without_a_gradient_keep_their_own_step_count():
+    g = torch.Generator().manual_seed(1)
+    a0, b0 = torch.randn(3, generator=g), torch.randn(2, 2, generator=g)
+    grads_a = [torch.randn(3, generator=g) for _ in range(3)]
+    grads_b = [torch.randn(2, 2, generator=g) for _ in range(2)]
+    a, b = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+    opt = OriginalAdamW([a, b], lr=1e-2, weight_decay=0.1)
+    for t in range(3):
+        a.grad = grads_a[t].clone()
+        b.grad = None if t == 0 else grads_b[t - 1].clone()  # b joins at the second step
+        opt.step()
+    assert torch.equal(a.detach(), _formula([a0], [[x] for x in grads_a], 1e-2, 0.1, 3)[0])
+    assert torch.equal(b.detach(), _formula([b0], [[x] for x in grads_b], 1e-2, 0.1, 2)[0])

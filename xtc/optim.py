@@ -42,12 +42,15 @@ class OriginalAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update of every parameter with a gradient; parameters that share a step count are updated together
+        with ``torch._foreach_*`` ops (the same elementwise operations, in one call per tensor list)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            by_step: dict[int, list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -58,17 +61,24 @@ class OriginalAdamW(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
-                exp_avg.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-                denom = exp_avg_sq.sqrt().add_(group["eps"])
+                by_step.setdefault(state["step"], []).append(p)
+            for step, params in by_step.items():
+                grads = [p.grad for p in params]
+                exp_avg = [self.state[p]["exp_avg"] for p in params]
+                exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
+                torch._foreach_mul_(exp_avg, beta1)
+                torch._foreach_add_(exp_avg, grads, alpha=1.0 - beta1)
+                torch._foreach_mul_(exp_avg_sq, beta2)
+                torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
+                denom = torch._foreach_sqrt(exp_avg_sq)
+                torch._foreach_add_(denom, group["eps"])
                 step_size = group["lr"]
                 if group["correct_bias"]:
-                    step_size = step_size * math.sqrt(1.0 - beta2 ** state["step"]) / (1.0 - beta1 ** state["step"])
-                p.addcdiv_(exp_avg, denom, value=-step_size)
+                    step_size = step_size * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+                torch._foreach_addcdiv_(params, exp_avg, denom, value=-step_size)
                 if group["weight_decay"] > 0.0:
-                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+                    torch._foreach_add_(params, params, alpha=-group["lr"] * group["weight_decay"])
         return loss
 
 

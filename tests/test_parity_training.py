@@ -35,7 +35,8 @@ from deepspeed.compression.scheduler import compression_scheduler  # noqa: E402
 from deepspeed.compression.utils import AsymQuantizer  # noqa: E402
 
 from bench.deepspeed_step import xtc_ds_config  # noqa: E402
-from xtc.config import DistillConfig, QuantConfig, Recipe, apply_overrides  # noqa: E402
+from xtc.checkpoint import mark_quantized  # noqa: E402
+from xtc.config import QuantConfig, Recipe, apply_overrides  # noqa: E402
 from xtc.distill import forward_with_internals, kd_loss, layer_maps, stages  # noqa: E402
 from xtc.glue import make_collator  # noqa: E402
 from xtc.models import random_model  # noqa: E402
@@ -241,6 +242,7 @@ def _xtc_student(teacher, recipe):
     teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
     student = build_student(teacher, teacher_layer)
     quantize_(student, recipe.quant)
+    mark_quantized(student, recipe.quant)
     return student.train(), layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
 
 

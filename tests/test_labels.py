@@ -63,3 +63,48 @@ def test_finetuned_teacher_gets_the_task_label_names_and_regression_is_left_alon
     stsb = _classifier(num_labels=1)
     before = dict(stsb.config.id2label)
     assert align_labels(stsb, "stsb") is stsb and stsb.config.id2label == before
+
+
+def test_commands_name_a_finetuned_teachers_labels_and_align_a_given_one(tmp_path, capsys):
+    """Through the CLI: `xtc finetune` writes the task's names; `xtc evaluate` of the same teacher with its label
+    order permuted (rows and names) gives the same metrics; unmatched names stop with a one-line error."""
+    import json
+
+    from textdata import tiny_tokenizer, write_glue_tsv
+
+    from xtc.checkpoint import load_model_dir, load_tokenizer, save_model_dir
+    from xtc.cli import main
+
+    for split, n in (("train", 16), ("validation", 24)):
+        write_glue_tsv(tmp_path / "glue", "rte", split, n, seed=4)
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    random_model(tiny_bert_config(vocab_size=len(tokenizer), num_hidden_layers=2), seed=0).save_pretrained(
+        tmp_path / "pretrained")
+    tokenizer.save_pretrained(tmp_path / "pretrained")
+    data = ["--task", "rte", "--data-dir", str(tmp_path / "glue"), "--max-seq-length", "32"]
+    assert main(["finetune", "--model", str(tmp_path / "pretrained"), *data, "--epochs", "1", "--batch-size", "8",
+                 "--out", str(tmp_path / "teacher")]) == 0
+    config = json.loads((tmp_path / "teacher" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
+
+    def evaluate(model_dir) -> int:
+        capsys.readouterr()
+        return main(["evaluate", "--model", str(model_dir), *data])
+
+    assert evaluate(tmp_path / "teacher") == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert metrics["accuracy"] != 0.5  # else the flipped head below would score the same without any remapping
+    swapped = load_model_dir(tmp_path / "teacher" / "model")
+    with torch.no_grad():
+        swapped.classifier.weight.copy_(swapped.classifier.weight.flip(0))
+        swapped.classifier.bias.copy_(swapped.classifier.bias.flip(0))
+    swapped.config.id2label = {0: "NOT_ENTAILMENT", 1: "ENTAILMENT"}
+    swapped.config.label2id = {"NOT_ENTAILMENT": 0, "ENTAILMENT": 1}
+    save_model_dir(swapped, tmp_path / "swapped", load_tokenizer(tmp_path / "teacher" / "model"))
+    assert evaluate(tmp_path / "swapped") == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == metrics
+    swapped.config.id2label = {0: "yes", 1: "no"}
+    swapped.config.label2id = {"yes": 0, "no": 1}
+    save_model_dir(swapped, tmp_path / "unknown", load_tokenizer(tmp_path / "teacher" / "model"))
+    assert evaluate(tmp_path / "unknown") == 2
+    assert "names its labels ['yes', 'no'], which do not match task 'rte'" in capsys.readouterr().err

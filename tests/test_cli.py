@@ -29,9 +29,9 @@ def test_python_dash_m_and_help_do_not_import_torch():
 def test_layers_prints_the_xtc_choice_and_maps(capsys):
     assert main(["layers", "--layers", "6", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "teacher_layer": [1, 3, 5, 7, 9, 11], "att_map": [1, 3, 5, 7, 9, 11], "rep_map": [1, 2, 4, 6, 8, 10, 12],
+        "teacher_layer": [1, 3, 5, 7, 9, 11], "att_map": [1, 3, 5, 7, 9, 11], "rep_map": [0, 2, 4, 6, 8, 10, 12],
     }
-    assert main(["layers", "--layers", "3", "--teacher-layer", "0,5,11", "--json"]) == 0
+    assert main(["layers", "--layers", "3", "--teacher-layer", "0,5,11", "--rep-first", "input", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["teacher_layer"] == [0, 5, 11]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,23 +27,39 @@ def _eager_copy(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------- maps
-def test_maps_for_xtc_6_and_5_layers():
-    assert layer_maps(XTC_LAYERS[6], 12) == LayerMaps((1, 3, 5, 7, 9, 11), (1, 2, 4, 6, 8, 10, 12))
-    assert layer_maps(XTC_LAYERS[5], 12) == LayerMaps((2, 4, 6, 8, 10), (2, 3, 5, 7, 9, 11))
+def test_maps_for_xtc_6_and_5_layers_are_the_originals():
+    # DeepSpeedExamples compression/bert/util.py, _kd_function: rep_list = [teacher_layers[0]-1] + [x+1 ...]
+    assert layer_maps(XTC_LAYERS[6], 12) == LayerMaps((1, 3, 5, 7, 9, 11), (0, 2, 4, 6, 8, 10, 12))
+    assert layer_maps(XTC_LAYERS[5], 12) == LayerMaps((2, 4, 6, 8, 10), (1, 3, 5, 7, 9, 11))
     att_map, rep_map = layer_maps((2, 5, 8, 11), 12)
-    assert att_map == (2, 5, 8, 11) and rep_map == (2, 3, 6, 9, 12)
+    assert att_map == (2, 5, 8, 11) and rep_map == (1, 3, 6, 9, 12)
+
+
+def test_default_distill_config_and_cli_give_the_original_map(capsys):
+    from xtc.cli import main
+
+    cfg = DistillConfig()
+    assert (cfg.rep_first, cfg.att_mask) == ("original", "original")
+    assert layer_maps(XTC_LAYERS[6], 12, cfg.rep_first).rep_map == (0, 2, 4, 6, 8, 10, 12)
+    assert main(["layers", "--layers", "6", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rep_map"] == [0, 2, 4, 6, 8, 10, 12]
 
 
 def test_maps_without_reduction_are_the_identity():
-    assert layer_maps(range(12), 12) == LayerMaps(tuple(range(12)), tuple(range(13)))
+    for rule in ("original", "input"):
+        assert layer_maps(range(12), 12, rule) == LayerMaps(tuple(range(12)), tuple(range(13)))
 
 
-def test_deepspeed_rep_first_convention_is_available_and_guarded():
-    assert layer_maps(XTC_LAYERS[6], 12, "deepspeed").rep_map == (0, 2, 4, 6, 8, 10, 12)
-    assert layer_maps(XTC_LAYERS[5], 12, "deepspeed").rep_map == (1, 3, 5, 7, 9, 11)
-    assert layer_maps(range(12), 12, "deepspeed").rep_map == tuple(range(13))  # no reduction: identity
+def test_input_rep_first_is_a_named_option_and_original_is_guarded():
+    assert layer_maps(XTC_LAYERS[6], 12, "input").rep_map == (1, 2, 4, 6, 8, 10, 12)
+    assert layer_maps(XTC_LAYERS[5], 12, "input").rep_map == (2, 3, 5, 7, 9, 11)
     with pytest.raises(ValueError, match="hidden_states\\[-1\\].*use distill.rep_first=input"):
-        layer_maps((0, 4, 8), 12, "deepspeed")
+        layer_maps((0, 4, 8), 12)
+    assert layer_maps((0, 4, 8), 12, "input").rep_map == (0, 1, 5, 9)
+    with pytest.raises(ValueError, match="rep_first='deepspeed' is not supported"):
+        layer_maps(XTC_LAYERS[6], 12, "deepspeed")
+    with pytest.raises(ValueError, match="distill.rep_first='deepspeed'.*now called 'original'"):
+        DistillConfig(rep_first="deepspeed")
 
 
 def test_maps_validate_teacher_layer():
@@ -52,7 +70,7 @@ def test_maps_validate_teacher_layer():
 def test_rep_map_matches_the_role_of_each_state(tiny_bert, tiny_batch):
     """For a student made of the teacher's first layers, every mapped state and score is the teacher's own."""
     student = build_student(tiny_bert, (0, 1, 2)).eval()
-    maps = layer_maps((0, 1, 2), 4)
+    maps = layer_maps((0, 1, 2), 4, "input")
     with torch.no_grad():
         s, t = forward_with_internals(student, tiny_batch), forward_with_internals(tiny_bert, tiny_batch)
     for j, k in enumerate(maps.rep_map):
@@ -115,26 +133,41 @@ def _scores(seed: int, mask_value: float) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("mask_value", [-1e4, torch.finfo(torch.float32).min, float("-inf")])
-def test_attention_scores_ignore_masked_entries(mask_value):
+def test_zero_rule_ignores_masked_entries(mask_value):
     teacher = _scores(0, torch.finfo(torch.float32).min)
     remasked = [a.clone() for a in teacher]
     for a in remasked:  # the same scores under another mask constant (old HF BERT: -1e4; -inf)
         a[1, ..., 3:] = mask_value
-    assert attention_mse(remasked, teacher, (0, 1)) == 0
-    assert attention_mse(teacher, teacher, (0, 1)) == 0
+    assert attention_mse(remasked, teacher, (0, 1), att_mask="zero") == 0
+    assert attention_mse(teacher, teacher, (0, 1), att_mask="zero") == 0
     assert attention_mse(teacher, teacher, (0, 1), target="probs") == 0
     student = _scores(1, mask_value)
-    loss = attention_mse(student, teacher, (0, 1))
+    loss = attention_mse(student, teacher, (0, 1), att_mask="zero")
     assert torch.isfinite(loss) and 0 < loss < 10
 
 
 @pytest.mark.parametrize("mask_value", [torch.finfo(torch.float32).min, float("-inf")])
-def test_attention_scores_gradient_is_finite_with_masked_entries(mask_value):
+def test_zero_rule_gradient_is_finite_with_masked_entries(mask_value):
     student = [a.requires_grad_() for a in _scores(1, mask_value)]
-    attention_mse(student, _scores(0, torch.finfo(torch.float32).min), (0, 1)).backward()
+    attention_mse(student, _scores(0, torch.finfo(torch.float32).min), (0, 1), att_mask="zero").backward()
     for a in student:
         assert torch.isfinite(a.grad).all()
         assert (a.grad[1, ..., 3:] == 0).all()
+
+
+def test_original_rule_keeps_masked_entries_in_the_mean():
+    """The original's MSELoss over the whole padded tensor: at masked keys, the raw score difference counts."""
+    student, teacher = _scores(1, -1e4), _scores(0, -1e4)
+    expected = sum(F.mse_loss(s, t) for s, t in zip(student, teacher))
+    assert torch.equal(attention_mse(student, teacher, (0, 1)), expected)
+    assert attention_mse(student, teacher, (0, 1)) > attention_mse(student, teacher, (0, 1), att_mask="zero")
+    student = [a.requires_grad_() for a in student]
+    attention_mse(student, teacher, (0, 1)).backward()
+    assert all((a.grad[1, ..., 3:] != 0).all() for a in student)
+    with pytest.raises(ValueError, match="att_mask='tinybert' is not supported"):
+        attention_mse(student, teacher, (0, 1), att_mask="tinybert")
+    with pytest.raises(ValueError, match="distill.att_mask='tinybert' is not supported"):
+        DistillConfig(att_mask="tinybert")
 
 
 @pytest.mark.parametrize(
@@ -235,14 +268,14 @@ def test_capture_in_train_mode_matches_eager_with_dropout(tiny_bert, tiny_batch)
     assert not torch.equal(forward_with_internals(model, tiny_batch).logits, captured.logits)  # dropout is on
 
 
-def test_captured_scores_are_qk_over_sqrt_d_plus_mask(tiny_bert, tiny_batch):
+def test_captured_scores_are_qk_over_sqrt_d_plus_the_original_mask(tiny_bert, tiny_batch):
     with torch.no_grad():
         out = forward_with_internals(tiny_bert, tiny_batch)
     B, T = tiny_batch["input_ids"].shape
     H = tiny_bert.config.num_attention_heads
     d = tiny_bert.config.hidden_size // H
     keep = tiny_batch["attention_mask"].bool()[:, None, None, :].expand(B, H, T, T)  # (B, H, T, T)
-    additive = (~keep).float() * torch.finfo(torch.float32).min
+    additive = (1.0 - keep.float()) * -10000.0  # transformers 4.15's extended attention mask
     assert len(out.scores) == len(out.probs) == 4
     for i, layer in enumerate(encoder_layers(tiny_bert)):
         attention, h = layer.attention.self, out.hidden_states[i]
@@ -251,9 +284,9 @@ def test_captured_scores_are_qk_over_sqrt_d_plus_mask(tiny_bert, tiny_batch):
             k = attention.key(h).view(B, T, H, d).transpose(1, 2)  # (B, H, T, d)
         by_hand = q @ k.transpose(-1, -2) / d**0.5 + additive  # (B, H, T, T)
         assert out.scores[i].shape == (B, H, T, T)
-        torch.testing.assert_close(out.scores[i][keep], by_hand[keep], atol=1e-6, rtol=0)
-        assert (out.scores[i][~keep] < -1e30).all()
-        assert torch.equal(out.probs[i], F.softmax(out.scores[i], dim=-1))
+        torch.testing.assert_close(out.scores[i], by_hand, atol=1e-6, rtol=0)
+        assert ((out.scores[i][~keep] < -9000) & (out.scores[i][~keep] > -11000)).all()
+        assert torch.equal(out.probs[i], F.softmax(out.scores[i], dim=-1))  # -10000 and finfo.min: same softmax
         assert (out.probs[i][~keep] == 0).all()
 
 
@@ -351,7 +384,7 @@ def test_kd_loss_weights_and_probs_target(tiny_bert, tiny_batch):
     student = build_student(random_model(tiny_bert.config, seed=5), (0, 2)).eval()
     with torch.no_grad():
         s, t = forward_with_internals(student, tiny_batch), forward_with_internals(tiny_bert, tiny_batch)
-    maps = layer_maps((0, 2), 4)
+    maps = layer_maps((0, 2), 4, "input")
     cfg = DistillConfig(attention_target="probs")
     values = kd_loss(s, t, None, {"att": 2.0, "rep": 0.0}, maps, cfg)
     assert torch.equal(values["att"], attention_mse(s.probs, t.probs, maps.att_map, "probs"))

@@ -67,7 +67,7 @@ def _int_list(text: str) -> list[int]:
 # Convenience flags and the recipe keys they set; `--set section.key=value` reaches every other key.
 DATA_FLAGS = {"task": "data.task", "data_dir": "data.data_dir", "train_file": "data.train_file",
               "max_train_examples": "data.max_train_examples", "max_eval_examples": "data.max_eval_examples",
-              "max_seq_length": "data.max_seq_length"}
+              "max_seq_length": "data.max_seq_length", "padding": "data.padding"}
 TRAIN_FLAGS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.batch_size", "seed": "train.seed",
                "eval_every": "train.eval_every_steps", "warmup_epochs": "train.warmup_epochs",
                "warmup_ratio": "train.warmup_ratio", "group_by_length": "train.group_by_length", "bf16": "train.bf16",
@@ -101,6 +101,8 @@ def _add_data_args(p: argparse.ArgumentParser, eval_only: bool = False) -> None:
         g.add_argument("--max-train-examples", type=int, help="seeded subset of the train split")
     g.add_argument("--max-eval-examples", type=int, help="seeded subset of each dev split")
     g.add_argument("--max-seq-length", type=int, help="truncate to this many tokens (XTC: 128)")
+    g.add_argument("--padding", choices=["max_length", "dynamic"],
+                   help="pad batches to --max-seq-length (the original's, default) or to their longest example")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -122,7 +124,7 @@ def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None
     g = p.add_argument_group("run")
     g.add_argument("--out", required=out_required, help="run directory (created; resumed if it holds a killed run)")
     g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any recipe key, e.g. --set distill.rep_first=deepspeed (repeatable)")
+                   help="override any recipe key, e.g. --set distill.rep_first=input (repeatable)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
     if out_required:
         g.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
@@ -222,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--teacher-layers", type=int, default=12, help="teacher layers (default 12)")
     layers.add_argument("--strategy", choices=["xtc", "even"], default="xtc", help="selection rule (default xtc)")
     layers.add_argument("--teacher-layer", type=_int_list, help="explicit 0-based indices, e.g. 1,3,5,7,9,11")
-    layers.add_argument("--rep-first", choices=["input", "deepspeed"], default="input",
-                        help="teacher state for the student's embedding output (distill.rep_first; default input)")
+    layers.add_argument("--rep-first", choices=["original", "input"], default="original",
+                        help="teacher state for the student's embedding output (distill.rep_first; default original)")
     layers.add_argument("--json", action="store_true", help="print JSON")
     layers.set_defaults(handler=_cmd_layers)
 

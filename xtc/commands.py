@@ -85,7 +85,8 @@ def run_training(
     resumed_step = saved["state"]["global_step"] if saved else None
     writer = RunWriter(out, tokenizer, resumed_step)
     trainer = Trainer(
-        model, recipe.data.task, train_features, eval_sets, make_collator(tokenizer), recipe.train, recipe.distill,
+        model, recipe.data.task, train_features, eval_sets,
+        make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length), recipe.train, recipe.distill,
         teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
         device=select_device(paths.device), progress=progress,
     )
@@ -125,13 +126,16 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
 
     from xtc.checkpoint import load_tokenizer
     from xtc.glue import get_task
+    from xtc.labels import set_task_labels
     from xtc.models import load_classifier
 
     check_inputs(recipe)
     source = check_model(model, key="--model")  # an installed model package, a local dir or the hub
     tokenizer = load_tokenizer(source)
     torch.manual_seed(recipe.train.seed)  # the fresh classification head
-    classifier = load_classifier(source, num_labels=get_task(recipe.data.task).num_labels)
+    spec = get_task(recipe.data.task)
+    classifier = load_classifier(source, num_labels=spec.num_labels)
+    set_task_labels(classifier, spec)  # the teacher's label2id/id2label name the task's labels (xtc.labels)
     inputs = {"model": str(model), **({"model_dir": source} if source != str(model) else {})}
     return run_training(recipe, classifier, tokenizer, paths, inputs=inputs)
 
@@ -215,7 +219,9 @@ def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
     if teacher.config.num_labels != want:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
                          f"{want}; fine-tune a teacher on this task first (xtc finetune)")
-    return teacher, path
+    from xtc.labels import align_labels
+
+    return align_labels(teacher, recipe.data.task, f"teacher {source}"), path
 
 
 def _load_hub_teacher(repo_id: str):
@@ -251,7 +257,11 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     tok = load_tokenizer(tokenizer or tokenizer_dir)
     eval_sets = load_eval_features(recipe, tok)
     target = select_device(device)
-    metrics = evaluate_model(loaded.to(target), recipe.data.task, eval_sets, make_collator(tok), device=target)
+    from xtc.labels import align_labels
+
+    loaded = align_labels(loaded, recipe.data.task, f"model {model}")
+    collate = make_collator(tok, recipe.data.padding, recipe.data.max_seq_length)
+    metrics = evaluate_model(loaded.to(target), recipe.data.task, eval_sets, collate, device=target)
     result = {"model": str(model), "task": recipe.data.task, "metrics": metrics}
     if out is not None:
         atomic_write_json(out / "metrics.json", result)

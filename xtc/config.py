@@ -33,7 +33,11 @@ KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
 KD_VARIANTS: tuple[str, ...] = get_args(KDVariant)
 AttentionTarget = Literal["scores", "probs"]
 LayerStrategy = Literal["xtc", "even"]
-RepFirst = Literal["input", "deepspeed"]
+# The original XTC recipe is every default below (docs/fidelity.md); the other values are named deviations.
+RepFirst = Literal["original", "input"]
+AttMask = Literal["original", "zero"]
+Padding = Literal["max_length", "dynamic"]
+OptimizerRule = Literal["original", "torch"]
 
 
 def suggest(value: object, choices: typing.Iterable[object]) -> str:
@@ -163,10 +167,8 @@ class DistillConfig:
 
     ``two_stage``: stage I trains the intermediate losses (attention + hidden) for ``stage1_epochs`` at
     ``lr * stage1_lr_scale``; stage II trains the prediction loss for the remaining epochs.
-    ``rep_first`` picks the teacher hidden state that the student's embedding output is matched to (an open point
-    of the reference, see ``xtc.distill.layer_maps``): ``input`` = the state entering the first kept teacher
-    layer, ``hidden_states[t_0]`` (the reference's wording); ``deepspeed`` = DeepSpeedExamples' literal index
-    ``hidden_states[t_0 - 1]`` (the reference's formula).
+    ``rep_first`` (``xtc.distill.layer_maps``) and ``att_mask`` (``xtc.distill.attention_mse``): ``original`` is
+    the original XTC code's rule, the other value a named deviation (docs/fidelity.md).
     """
 
     kd: KDVariant = "one_stage"
@@ -177,11 +179,14 @@ class DistillConfig:
     rep_weight: float = 1.0
     stage1_epochs: float | None = None
     stage1_lr_scale: float = 2.5
-    rep_first: RepFirst = "input"
+    rep_first: RepFirst = "original"
+    att_mask: AttMask = "original"
 
     def __post_init__(self) -> None:
         _check_choice("distill.kd", self.kd, KD_VARIANTS)
-        _check_choice("distill.rep_first", self.rep_first, get_args(RepFirst))
+        _check_choice("distill.rep_first", self.rep_first, get_args(RepFirst),
+                      "'deepspeed' is now called 'original' (the default)")
+        _check_choice("distill.att_mask", self.att_mask, get_args(AttMask))
         _check_choice("distill.attention_target", self.attention_target, get_args(AttentionTarget))
         _check_positive("distill.temperature", self.temperature)
         for name in ("pred_weight", "att_weight", "rep_weight"):
@@ -193,7 +198,8 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where GLUE comes from. ``data_dir=None`` reads the hub; otherwise a local ``glue_data/`` folder."""
+    """Where GLUE comes from: the hub (``data_dir=None``) or a local ``glue_data/`` folder. ``padding``: every batch
+    to ``max_seq_length`` (``max_length``, the original's) or to its longest example (``dynamic``)."""
 
     task: str = "rte"
     data_dir: str | None = None
@@ -202,9 +208,11 @@ class DataConfig:
     max_seq_length: int = 128
     subsample_seed: int = 0
     train_file: str | None = None
+    padding: Padding = "max_length"
 
     def __post_init__(self) -> None:
         _check_choice("data.task", self.task, GLUE_TASK_NAMES)
+        _check_choice("data.padding", self.padding, get_args(Padding))
         for name in ("max_seq_length", "max_train_examples", "max_eval_examples", "subsample_seed"):
             if getattr(self, name) is not None:
                 _check_integer(f"data.{name}", getattr(self, name))
@@ -213,7 +221,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (docs/method.md, "Budgets"). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set."""
+    """Optimisation (docs/method.md, "Budgets"). Warmup is in epochs (XTC: 1) unless ``warmup_ratio`` is set.
+    ``optimizer``: ``original`` (transformers 4.x AdamW, ``xtc.optim``) or ``torch`` (``torch.optim.AdamW``)."""
 
     lr: float = 5e-5
     epochs: float = 3.0
@@ -229,10 +238,12 @@ class TrainConfig:
     group_by_length: bool = False
     bf16: bool = False
     tf32: bool = False
+    optimizer: OptimizerRule = "original"
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_every_steps", "seed"):
             _check_integer(f"train.{name}", getattr(self, name))
+        _check_choice("train.optimizer", self.optimizer, get_args(OptimizerRule))
         for name in ("lr", "epochs", "batch_size", "eval_every_steps"):
             _check_positive(f"train.{name}", getattr(self, name))
         for name in ("weight_decay", "warmup_epochs", "grad_clip"):

@@ -27,6 +27,9 @@ from xtc.reduce import encoder_layers, select_layers
 
 # TinyBERT's threshold: score entries at or below it are masked positions and carry no signal.
 MASKED_SCORE = -1e2
+# transformers 4.15 (pinned by the original) adds (1 - mask) * -10000 to the scores; transformers 5 adds finfo.min.
+ORIGINAL_MASK_VALUE = -10000.0
+ATT_MASK_RULES = ("original", "zero")
 CAPTURE_IMPLEMENTATION = "xtc_capture"
 TERMS = ("labels", "pred", "att", "rep")
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
@@ -40,31 +43,36 @@ class LayerMaps(NamedTuple):
     rep_map: tuple[int, ...]
 
 
-def layer_maps(teacher_layer: Sequence[int], n_teacher: int, rep_first: str = "input") -> LayerMaps:
+def layer_maps(teacher_layer: Sequence[int], n_teacher: int, rep_first: str = "original") -> LayerMaps:
     """KD maps for a student built by copying ``teacher_layer`` (``xtc.reduce.build_student``).
 
     Convention (HF): ``hidden_states[0]`` is the embedding output and ``hidden_states[k + 1]`` the output of layer
     ``k``, for teacher and student alike. Student layer ``i`` is a copy of teacher layer ``t_i = teacher_layer[i]``,
-    so its attention maps to ``t_i`` and its output (student index ``i + 1``) to the teacher's ``t_i + 1``. The
-    student's embedding output feeds its layer 0, so it maps to the teacher state entering ``t_0``:
-    ``hidden_states[t_0]``. Hence ``att_map = teacher_layer`` and ``rep_map = [t_0] + [t + 1 for t in teacher_layer]``;
-    with every layer kept both are the identity. The reference/DeepSpeed formula's first entry, ``t_0 - 1``, is one
-    lower in this convention (it matches the embedding output to the teacher *embedding* for XTC's 6-layer choice,
-    and turns into ``-1``, the teacher's last state, when layer 0 is kept); we use ``t_0`` by default and
-    ``t_0 - 1`` with ``rep_first="deepspeed"`` (``distill.rep_first``), refusing it when layer 0 is kept.
+    so ``att_map = teacher_layer`` and the output of student layer ``i`` maps to the teacher's ``t_i + 1``.
+    The student's embedding output maps to (``rep_first``):
+
+    * ``original`` (default): ``hidden_states[t_0 - 1]``, the original's ``rep_list = [teacher_layers[0] - 1] +
+      [x + 1 for x in teacher_layers]`` (DeepSpeedExamples ``compression/bert/util.py``, ``_kd_function``):
+      6 layers -> ``[0, 2, 4, 6, 8, 10, 12]``, 5 layers -> ``[1, 3, 5, 7, 9, 11]``. Refused when layer 0 is kept
+      (the original would read ``hidden_states[-1]``, the teacher's last state);
+    * ``input``: ``hidden_states[t_0]``, the state entering the first kept teacher layer.
+
+    With every layer kept both are the identity (the original's skip map with one layer per block).
     """
     teacher_layer = select_layers(n_teacher, None, teacher_layer)
-    if rep_first == "input":
+    if len(teacher_layer) == n_teacher:
+        first = 0
+    elif rep_first == "input":
         first = teacher_layer[0]
-    elif rep_first == "deepspeed":
-        if teacher_layer[0] == 0 and len(teacher_layer) < n_teacher:
+    elif rep_first == "original":
+        if teacher_layer[0] == 0:
             raise ValueError(
-                "distill.rep_first='deepspeed' maps the embedding output to hidden_states[teacher_layer[0] - 1] = "
+                "distill.rep_first='original' maps the embedding output to hidden_states[teacher_layer[0] - 1] = "
                 "hidden_states[-1] (the teacher's last layer) when layer 0 is kept; use distill.rep_first=input"
             )
-        first = max(teacher_layer[0] - 1, 0) if len(teacher_layer) < n_teacher else 0
+        first = teacher_layer[0] - 1
     else:
-        raise ValueError(f"rep_first={rep_first!r} is not supported: use 'input' or 'deepspeed'")
+        raise ValueError(f"rep_first={rep_first!r} is not supported: use 'original' (the default) or 'input'")
     return LayerMaps(teacher_layer, (first,) + tuple(t + 1 for t in teacher_layer))
 
 
@@ -126,17 +134,22 @@ def _unmask(scores: torch.Tensor) -> torch.Tensor:
 
 def attention_mse(
     student_att: Sequence[torch.Tensor], teacher_att: Sequence[torch.Tensor], att_map: Sequence[int],
-    target: str = "scores",
+    target: str = "scores", att_mask: str = "original",
 ) -> torch.Tensor:
     """``L_att = sum_i MSE(A_s[i], A_t[att_map[i]])``, each ``A`` of shape (B, H, T, T).
 
-    ``target="scores"`` (XTC): pre-softmax scores, masked entries zeroed in both first, so the mask constant
-    carries no signal; ``"probs"``: softmax probabilities, plain MSE.
+    ``target="scores"`` (XTC): pre-softmax scores as captured (``Internals.scores``: the -10000 additive mask of
+    transformers 4.15); ``att_mask`` says what happens at masked positions: ``original`` keeps them, so there the
+    MSE sees the student's and teacher's raw score difference (the original's ``MSELoss`` over the whole padded
+    tensor); ``zero`` zeroes every entry <= -100 in both first (TinyBERT's rule), so padding carries no signal.
+    ``"probs"``: softmax probabilities, plain MSE (masked entries are 0 in both).
     """
     if target not in ("scores", "probs"):
         raise ValueError(f"attention target {target!r} is not supported: use 'scores' (XTC) or 'probs'")
+    if att_mask not in ATT_MASK_RULES:
+        raise ValueError(f"att_mask={att_mask!r} is not supported: use 'original' (the default) or 'zero'")
     _check_map("att_map", len(student_att), len(teacher_att), att_map)
-    prepare = _unmask if target == "scores" else (lambda a: a)
+    prepare = _unmask if target == "scores" and att_mask == "zero" else (lambda a: a)
     return sum(
         F.mse_loss(prepare(a), prepare(teacher_att[t])) for a, t in zip(student_att, att_map, strict=True)
     )
@@ -207,7 +220,7 @@ class Internals:
 
     logits: torch.Tensor  # (B, C)
     hidden_states: tuple[torch.Tensor, ...]  # L + 1 of (B, T, D); [0] is the embedding output
-    scores: tuple[torch.Tensor, ...] | None = None  # L of (B, H, T, T), pre-softmax, scaled, plus additive mask
+    scores: tuple[torch.Tensor, ...] | None = None  # L of (B, H, T, T), pre-softmax, scaled, + 4.15's -10000 mask
     probs: tuple[torch.Tensor, ...] | None = None  # L of (B, H, T, T), softmax(scores) before attention dropout
 
 
@@ -228,12 +241,17 @@ def capture_attention_forward(
     attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager attention, op for op as transformers' ``eager_attention_forward`` (so outputs are bitwise equal),
-    that also records scores and probabilities into the active ``capture_attention`` recorder, if any."""
+    that also records scores and probabilities into the active ``capture_attention`` recorder, if any.
+
+    The recorded scores carry transformers 4.15's additive mask, ``-10000`` at masked keys (the original pins
+    4.15 and its patched BERT returns these scores), not transformers 5's ``finfo.min``: the softmax, and so the
+    model's output, is the same with either (``exp`` underflows to 0 at both), but the scores at masked positions
+    enter the original's attention MSE.
+    """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
-    if attention_mask is not None:
-        scores = scores + attention_mask  # (B, 1, T, S) additive: 0 or finfo(dtype).min
+    raw = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, T, S)
+    scores = raw if attention_mask is None else raw + attention_mask  # (B, 1, T, S) additive: 0 or finfo.min
     probs = F.softmax(scores, dim=-1)
     recorder = _RECORDER.get()
     layer = None if recorder is None else recorder.index.get(id(module))
@@ -241,10 +259,18 @@ def capture_attention_forward(
         if recorder.scores[layer] is not None:
             raise ValueError(f"encoder layer {layer} ran attention twice in one forward (cross-attention?); "
                              "attention capture supports encoder self-attention only")
-        recorder.scores[layer], recorder.probs[layer] = scores, probs
+        recorder.scores[layer], recorder.probs[layer] = _original_scores(raw, attention_mask), probs
     attn_weights = F.dropout(probs, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, T, H, d)
     return attn_output, attn_weights
+
+
+def _original_scores(raw: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """``raw + (1 - mask) * -10000``, transformers 4.15's extended attention mask, from transformers 5's mask."""
+    if attention_mask is None:
+        return raw
+    masked = ~attention_mask if attention_mask.dtype == torch.bool else attention_mask < 0
+    return raw + torch.where(masked, ORIGINAL_MASK_VALUE, 0.0).to(raw.dtype)  # (B, H, T, S)
 
 
 AttentionInterface.register(CAPTURE_IMPLEMENTATION, capture_attention_forward)
@@ -330,6 +356,7 @@ def kd_loss(
         if student_att is None or teacher_att is None:
             raise ValueError("the 'att' term needs captured attention from both models; "
                              "call forward_with_internals(model, batch, need_attention=True)")
-        values["att"] = attention_mse(student_att, [a.detach() for a in teacher_att], maps.att_map, target)
+        values["att"] = attention_mse(student_att, [a.detach() for a in teacher_att], maps.att_map, target,
+                                      cfg.att_mask)
     values["loss"] = sum(terms[name] * value for name, value in values.items())
     return values

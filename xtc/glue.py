@@ -192,7 +192,7 @@ def tokenize(
 ) -> list[dict[str, Any]]:
     """Token ids (truncated to ``max_length``, unpadded) plus ``labels``: float for regression, else int.
 
-    Padding is left to ``PaddingCollator`` so each batch is only as long as its longest example.
+    Padding is left to ``PaddingCollator`` (``data.padding``: to ``max_length`` or to each batch's longest).
     """
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"max_length={max_length!r} must be an integer >= 2 ([CLS] and [SEP]); XTC uses 128")
@@ -212,36 +212,5 @@ def tokenize(
     return features
 
 
-@dataclass(frozen=True)
-class PaddingCollator:
-    """Dynamic padding: right-pads a batch to its longest example and returns tensors.
-
-    ``labels`` become float32 when any is a float (STS-B regression, MSE loss), else int64 (cross-entropy).
-    Frozen and picklable, so it works in ``DataLoader`` worker processes.
-    """
-
-    pad_token_id: int = 0
-
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        import torch
-
-        if not features:
-            raise ValueError("cannot collate an empty batch")
-        longest = max(len(f["input_ids"]) for f in features)
-        batch: dict[str, torch.Tensor] = {}
-        for key, pad in (("input_ids", self.pad_token_id), ("token_type_ids", 0), ("attention_mask", 0)):
-            if key in features[0]:
-                rows = [list(f[key]) + [pad] * (longest - len(f[key])) for f in features]
-                batch[key] = torch.tensor(rows, dtype=torch.long)  # (B, T)
-        if "labels" in features[0]:
-            labels = [f["labels"] for f in features]
-            regression = any(isinstance(label, (float, np.floating)) for label in labels)
-            batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)  # (B,)
-        return batch
-
-
-def make_collator(tokenizer: PreTrainedTokenizerBase) -> PaddingCollator:
-    """The collator for a tokenizer's padding id."""
-    if tokenizer.pad_token_id is None:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token; set tokenizer.pad_token first")
-    return PaddingCollator(pad_token_id=int(tokenizer.pad_token_id))
+# The collator lives in xtc.collate; re-exported here, where callers have always found it.
+from xtc.collate import PADDINGS, PaddingCollator, make_collator  # noqa: E402,F401

@@ -1,7 +1,8 @@
 """The XTC training loop (docs/method.md, "Budgets"): one loop for teacher fine-tuning, step 1 and step 2.
 
-* AdamW, weight decay 0.01 except on biases and LayerNorm weights; linear warmup (epochs or a ratio) then linear
-  decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
+* AdamW (``train.optimizer``: the original's transformers 4.x rule or torch's, ``xtc.optim``), weight decay 0.01
+  except on biases and LayerNorm weights; transformers' linear schedule (warmup in epochs or a ratio, from lr 0)
+  then linear decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
 * KD: the teacher is in eval mode under ``no_grad``, its outputs computed once per batch; the loss terms of each
   stage come from ``xtc.distill.stages`` (two-stage KD restarts the optimizer and schedule for stage II).
 * Evaluation every ``eval_every_steps`` and at each epoch end on every dev split; the caller's ``on_best`` hook
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from xtc.config import DistillConfig, TrainConfig
 from xtc.distill import LayerMaps, Stage, forward_with_internals, kd_loss, stages
 from xtc.glue import get_task
+from xtc.optim import build_optimizer, linear_schedule, warmup_steps
 
 log = logging.getLogger(__name__)
 
@@ -72,28 +74,6 @@ def select_device(prefer: str | None = None) -> torch.device:
     if prefer:
         return torch.device(prefer)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay every weight except biases and LayerNorm parameters (BERT's recipe)."""
-    no_decay = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters(recurse=False)}
-    decay, rest = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (rest if name.endswith("bias") or id(p) in no_decay else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    """Linear warmup to the peak lr, then linear decay to 0 at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 GROUP_WINDOW = 50  # batches per length-sorting window (HF's LengthGroupedSampler uses the same 50)
@@ -202,13 +182,11 @@ class Trainer:
         return max(1, math.ceil(stage.epochs * self.steps_per_epoch))
 
     def _optimizer(self, stage: Stage):
-        optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, self.cfg.weight_decay), lr=self.cfg.lr * stage.lr_scale
-        )
+        """``train.optimizer`` (``xtc.optim``) and transformers' linear schedule, warmup as the original counts it."""
+        optimizer = build_optimizer(self.model, self.cfg.optimizer, self.cfg.lr * stage.lr_scale, self.cfg.weight_decay)
         total = self.stage_steps(stage)
-        warmup = (round(self.cfg.warmup_ratio * total) if self.cfg.warmup_ratio is not None
-                  else round(self.cfg.warmup_epochs * self.steps_per_epoch))
-        return optimizer, linear_schedule(optimizer, min(warmup, total), total)
+        warmup = warmup_steps(total, self.steps_per_epoch, self.cfg.warmup_epochs, self.cfg.warmup_ratio)
+        return optimizer, linear_schedule(optimizer, warmup, total)
 
     # -- resumable state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

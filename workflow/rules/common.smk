@@ -582,6 +582,7 @@ def data_args():
     for flag, key in (
         ("--max-eval-examples", "max_eval_examples"),
         ("--max-seq-length", "max_seq_length"),
+        ("--padding", "padding"),
     ):
         if data[key] is not None:
             args += [flag, str(data[key])]

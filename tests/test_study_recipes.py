@@ -1,0 +1,89 @@
+"""Every study resolves to the recipe its file promises: the `xtc` commands of a Snakemake dry run, parsed by xtc's
+own CLI into recipes. The paper studies (config/studies/*.yaml) train as the original does (docs/fidelity.md);
+the demo uses its efficient padding and switches to the original's with one `--config` override."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xtc.cli import DATA_FLAGS, STUDENT_FLAGS, TRAIN_FLAGS, build_parser, build_recipe
+from xtc.config import Recipe, apply_overrides
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FAITHFUL_DEMO = "train={set: [data.padding=max_length, data.max_seq_length=128, train.group_by_length=false]}"
+
+
+def xtc_commands(*args: str) -> list[list[str]]:
+    """``argv`` (after ``xtc``) of every training command a dry run of the workflow would run."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "PYTHONPATH": str(REPO), "HOME": str(Path.home())}
+    done = subprocess.run([str(BIN / "snakemake"), "-n", "-p", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    commands = []
+    for line in done.stdout.splitlines():
+        if line.startswith("Shell command:") and " xtc " in line:
+            words = shlex.split(line.removeprefix("Shell command:"))
+            argv = words[words.index("xtc") + 1:]
+            argv = argv[:argv.index("2>&1")] if "2>&1" in argv else argv
+            if argv[0] in ("finetune", "distill"):
+                commands.append(argv)
+    return commands
+
+
+def recipe_of(argv: list[str]) -> Recipe:
+    """The recipe `xtc finetune|distill` builds from these arguments (as xtc.cli does)."""
+    args = build_parser().parse_args(argv)
+    tables = (DATA_FLAGS, TRAIN_FLAGS) if argv[0] == "finetune" else (DATA_FLAGS, TRAIN_FLAGS, STUDENT_FLAGS)
+    return build_recipe(args, *tables)
+
+
+def _original(recipe: Recipe) -> tuple:
+    d, t = recipe.data, recipe.train
+    return (d.padding, d.max_seq_length, recipe.distill.rep_first, recipe.distill.att_mask, t.optimizer,
+            t.group_by_length, t.batch_size, t.warmup_epochs, t.warmup_ratio, t.grad_clip, t.weight_decay,
+            t.eval_every_steps)
+
+
+ORIGINAL = ("max_length", 128, "original", "original", "original", False, 32, 1.0, None, 1.0, 0.01, 1000)
+
+
+def test_every_paper_study_trains_with_the_original_recipe():
+    listed = yaml.safe_load((REPO / "config/studies/all.yaml").read_text())["studies"]
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "config/studies").glob("*.yaml") if p.name != "all.yaml")
+    assert sorted(listed) == files  # all.yaml builds every paper study, so the dry run below covers each file
+    commands = xtc_commands("--configfile", "config/studies/all.yaml")
+    assert len(commands) > 200 and all(argv[0] == "distill" for argv in commands)  # the paper's teachers are given
+    for argv in commands:
+        assert _original(recipe_of(argv)) == ORIGINAL, argv
+
+
+def test_demo_is_efficient_and_one_override_makes_its_students_pad_as_the_original():
+    demo, faithful = xtc_commands(), xtc_commands("--config", FAITHFUL_DEMO)
+    (teacher,) = [argv for argv in demo if argv[0] == "finetune"]
+    assert [argv for argv in faithful if argv[0] == "finetune"] == [teacher]  # the same teacher: trained once
+    students = [recipe_of(argv) for argv in demo if argv[0] == "distill"]
+    originals = [recipe_of(argv) for argv in faithful if argv[0] == "distill"]
+    assert len(students) == len(originals) == 5  # the FP 3-layer step-1 student and W1/W2 x 6/3 layers
+    for recipe in students:
+        assert (recipe.data.padding, recipe.data.max_seq_length, recipe.train.group_by_length) == ("dynamic", 64, True)
+    for recipe in originals:
+        assert (recipe.data.padding, recipe.data.max_seq_length, recipe.train.group_by_length) == (
+            "max_length", 128, False)
+    for recipe in students + originals:  # free of cost, so the demo keeps the original's rules
+        assert (recipe.distill.rep_first, recipe.distill.att_mask, recipe.train.optimizer) == ("original",) * 3
+        assert recipe.train.warmup_ratio == 0.1  # 1-epoch jobs: the demo keeps its warmup ratio
+
+
+@pytest.mark.parametrize("key, value", [("data.padding", "full"), ("distill.att_mask", "tiny"),
+                                        ("train.optimizer", "adam"), ("distill.rep_first", "deepspeed")])
+def test_bad_fidelity_values_are_refused_before_training(key, value):
+    with pytest.raises(ValueError, match=f"{key}='{value}' is not supported: expected one of"):
+        apply_overrides(Recipe(), [f"{key}={value}"])

@@ -97,6 +97,9 @@ class TaskSpec:
     hub_config: str
     is_regression: bool = False
     eval_splits: tuple[EvalSplit, ...] = (EvalSplit("validation"),)
+    # examples in the official train split, and TinyBERT's augmented copies per example (XTC's DA recipe)
+    train_size: int = field(default=0, kw_only=True)
+    aug_copies: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         assert len(self.text_columns) in (1, 2), self.name
@@ -163,27 +166,33 @@ _PAIR = ("sentence1", "sentence2")
 TASKS: Mapping[str, TaskSpec] = MappingProxyType({spec.name: spec for spec in (
     TaskSpec(
         "cola", ("sentence",), ("unacceptable", "acceptable"), ("mcc",), "mcc", hub_config="cola",
+        train_size=8551, aug_copies=30,
         # no header: source, label, original label ('*' or empty), sentence
         tsv=TsvLayout("CoLA", _TRAIN_DEV, (3,), 1, _BINARY, header=False, num_fields=4),
     ),
     TaskSpec(
         "sst2", ("sentence",), ("negative", "positive"), ("accuracy",), "accuracy", hub_config="sst2",
+        train_size=67349, aug_copies=20,
         tsv=TsvLayout("SST-2", _TRAIN_DEV, ("sentence",), "label", _BINARY),
     ),
     TaskSpec(
         "mrpc", _PAIR, ("not_equivalent", "equivalent"), ("accuracy", "f1"), "accuracy", hub_config="mrpc",
+        train_size=3668, aug_copies=30,
         tsv=TsvLayout("MRPC", _TRAIN_DEV, ("#1 String", "#2 String"), "Quality", _BINARY, encoding="utf-8-sig"),
     ),
     TaskSpec(
         "stsb", _PAIR, (), ("pearson", "spearman"), "pearson", hub_config="stsb", is_regression=True,
+        train_size=5749, aug_copies=30,
         tsv=TsvLayout("STS-B", _TRAIN_DEV, _PAIR, "score", None),
     ),
     TaskSpec(
         "qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("accuracy", "f1"), "accuracy",
+        train_size=363846, aug_copies=10,
         hub_config="qqp", tsv=TsvLayout("QQP", _TRAIN_DEV, ("question1", "question2"), "is_duplicate", _BINARY),
     ),
     TaskSpec(
         "mnli", ("premise", "hypothesis"), _MNLI_LABELS, ("accuracy",), "mnli_m/accuracy", hub_config="mnli",
+        train_size=392702, aug_copies=10,
         eval_splits=(EvalSplit("validation_matched", "mnli_m"), EvalSplit("validation_mismatched", "mnli_mm")),
         tsv=TsvLayout(
             "MNLI",
@@ -196,14 +205,17 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType({spec.name: spec for spec in (
     ),
     TaskSpec(
         "qnli", ("question", "sentence"), _NLI2, ("accuracy",), "accuracy", hub_config="qnli",
+        train_size=104743, aug_copies=20,
         tsv=TsvLayout("QNLI", _TRAIN_DEV, ("question", "sentence"), "label", _NLI2),
     ),
     TaskSpec(
         "rte", _PAIR, _NLI2, ("accuracy",), "accuracy", hub_config="rte",
+        train_size=2490, aug_copies=30,
         tsv=TsvLayout("RTE", _TRAIN_DEV, _PAIR, "label", _NLI2),
     ),
     TaskSpec(
         "wnli", _PAIR, ("not_entailment", "entailment"), ("accuracy",), "accuracy", hub_config="wnli",
+        train_size=635, aug_copies=30,
         tsv=TsvLayout("WNLI", _TRAIN_DEV, _PAIR, "label", _BINARY),
     ),
 )})

@@ -18,12 +18,14 @@ AUGMENTED = study.AUGMENTED
 
 def configured():
     """This invocation's config and its source. `--configfile` replaces config/config.yaml (Snakemake would
-    deep-merge the two, leaking the default study's axes and exclusions into another study)."""
+    deep-merge the two, leaking the default study's axes and exclusions into another study).
+    """
     files = workflow.config_settings.configfiles
-    if files:
-        source = ", ".join(os.path.relpath(p) for p in files)
-        return workflow.config_settings.overwrite_config, source
-    return dict(config), "config/config.yaml"
+    if not files:
+        return dict(config), "config/config.yaml"
+    return workflow.config_settings.overwrite_config, ", ".join(
+        map(os.path.relpath, files)
+    )
 
 
 # The schemas' messages and checks of xtc.study first, then Snakemake's validate() fills the defaults.

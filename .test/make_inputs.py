@@ -18,17 +18,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "slurm", ".test", "dvc.yaml")
-STUB_AGGREGATE = '''"""Test stand-in for the reporting adapter: writes each declared output."""
-from pathlib import Path
-
-for path in snakemake.output:  # noqa: F821
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("stub\\n")
-'''
 
 
 def copy_workflow(dest: Path, extra: tuple[str, ...] = ()) -> Path:
-    """Copy what Snakemake needs into ``dest`` (plus ``extra`` paths); stub the reporting adapter if absent."""
+    """Copy what Snakemake needs into ``dest`` (plus ``extra`` paths)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", ".snakemake", "results", "glue", "pretrained", "mlm", "tok")
@@ -38,9 +31,6 @@ def copy_workflow(dest: Path, extra: tuple[str, ...] = ()) -> Path:
             shutil.copytree(source, dest / name, ignore=ignore, dirs_exist_ok=True)
         elif source.exists():
             shutil.copy2(source, dest / name)
-    adapter = dest / "workflow" / "scripts" / "aggregate.py"
-    if not adapter.exists():
-        adapter.write_text(STUB_AGGREGATE)
     return dest
 
 

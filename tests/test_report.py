@@ -125,7 +125,7 @@ def test_paper_join_and_delta(study):
     assert "paper_mrpc_acc" not in summary.columns  # the paper CSVs report no MRPC cell
     assert "paper_glue_avg" not in summary.columns  # a 2-task average is never compared with the paper's
     assert len(results.comparison) == 4 and set(results.comparison["metric"]) == {"MNLI-m", "MNLI-mm"}
-    assert all(results.comparison["source"].str.contains("section 7"))
+    assert all(results.comparison["source"].str.contains("arXiv 2206.01859"))
 
 
 def test_tables_written_with_conventions(study):

@@ -18,8 +18,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "slurm", ".test", "dvc.yaml")
-
-
 def copy_workflow(dest: Path, extra: tuple[str, ...] = ()) -> Path:
     """Copy what Snakemake needs into ``dest`` (plus ``extra`` paths)."""
     dest = Path(dest)

@@ -20,8 +20,7 @@ AXES = ("layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da")
 CHECKPOINTS = ("best", "last")
 TASK_ORDER = (*XTC_GLUE_TASKS, "wnli")  # the paper's column order; WNLI last (never in the average)
 GIVEN = 0  # epochs, lr and seed of a given teacher (fine-tuned elsewhere): not trained here
-# "MB" in the BinaryBERT/BiT tables is MiB: BERT-base's 109,482,240 FP32 parameters are 417.6 MiB, their "418 MB"
-MIB = 2**20
+MIB = 2**20  # "MB" in the BinaryBERT/BiT tables (418 MB for BERT-base) is MiB: docs/method.md, "Model size"
 # Display order of the KD variants (xtc.config.KD_VARIANTS), unknown ones (the grid's `_probs` forms) after them.
 KD_ORDER = KD_VARIANTS
 

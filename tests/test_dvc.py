@@ -58,7 +58,7 @@ def test_dvc_repro_trains_once_then_only_new_runs(tmp_path):
     assert (repo / RUN.format(da=1) / "metrics.json").is_file()
     assert (repo / "results/data/task~rte/train_aug.tsv").is_file()
     assert {p: p.stat().st_mtime_ns for p in (first, teacher)} == stamps  # nothing retrained
-    assert "finetune_teacher" not in grown and grown.count("rule quantize:") == 1 and "rule augment:" in grown
+    assert "finetune_teacher" not in grown and grown.count("rule distill:") == 1 and "rule augment:" in grown
 
     metrics = _run([str(BIN / "dvc"), "metrics", "show"], repo, env)
     assert "results/scores/tiny.json" in metrics

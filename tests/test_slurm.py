@@ -49,9 +49,9 @@ def test_profile_runs_the_tiny_study_on_fake_slurm(tmp_path):
     calls = [json.loads(line) for line in (tmp_path / "slurm_state" / "sbatch.log").read_text().splitlines()]
     by_rule = {_option(c["argv"], "--comment").split("_wildcards_")[0].removeprefix("rule_"): c["argv"] for c in calls}
     # local rules (runs table, tables and figures) never reach sbatch
-    assert sorted(by_rule) == ["evaluate_packed", "export", "finetune_teacher", "quantize"]
+    assert sorted(by_rule) == ["distill", "evaluate_packed", "export", "finetune_teacher"]
     assert len(calls) == 4 and len({c["jobid"] for c in calls}) == 4
-    for rule in ("finetune_teacher", "quantize"):
+    for rule in ("finetune_teacher", "distill"):
         argv = by_rule[rule]
         assert "--gpus=1" in argv, argv  # what the plugin makes of resources: gpu=1
         assert _option(argv, "--mem") == "2000"  # resources.mem_mb of .test/config.yaml

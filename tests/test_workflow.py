@@ -43,24 +43,35 @@ def test_snakefmt_check_passes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-# The grid arithmetic behind each count (8 tasks unless said otherwise; teachers are given, so evaluated once):
+def test_common_smk_is_thin_and_no_other_rule_file_defines_functions():
+    """The grid lives in xtc/study.py and xtc/jobs.py (tests/test_study.py); common.smk only forwards to them."""
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    assert len(common.splitlines()) <= 200
+    bodies = re.split(r"^def ", common, flags=re.M)[1:]
+    assert len(bodies) >= 20 and all(len(body.split("\n\n\n")[0].splitlines()) <= 10 for body in bodies)
+    for path in (REPO / "workflow/rules").glob("*.smk"):
+        if path.name != "common.smk":
+            assert not re.search(r"^\s*def ", path.read_text(), re.M), path
+
+
+# The grid arithmetic behind each count (8 tasks unless said otherwise; teachers are given, so evaluated once).
+# `distill` trains step-1 students (FP, layer-reduced) and step-2 students (1/2-bit) alike.
 XTC_MAIN = {  # 3 layer counts x 2 bit widths; FP 6/5 layers are the 2 step-1 students; 5 tasks augmented
-    "evaluate_given_teacher": 8, "augment": 5, "reduce": 8 * 2, "quantize": 8 * 6, "export": 48,
-    "evaluate_packed": 48,
+    "evaluate_given_teacher": 8, "augment": 5, "distill": 8 * 2 + 8 * 6, "export": 48, "evaluate_packed": 48,
 }
-LAYER_REDUCTION = {"evaluate_given_teacher": 8, "reduce": 8 * 4}  # 6, 5, and 4 layers with two layer choices
+LAYER_REDUCTION = {"evaluate_given_teacher": 8, "distill": 8 * 4}  # 6, 5, and 4 layers with two layer choices
 BUDGET = {  # 3 budgets x 2 KD stages x 2 (augmentation off/on)
-    "evaluate_given_teacher": 8, "augment": 8, "quantize": 8 * 12, "export": 96, "evaluate_packed": 96,
+    "evaluate_given_teacher": 8, "augment": 8, "distill": 8 * 12, "export": 96, "evaluate_packed": 96,
 }
-KD_VARIANTS = {"evaluate_given_teacher": 8, "augment": 5, "quantize": 8 * 6, "export": 48, "evaluate_packed": 48}
+KD_VARIANTS = {"evaluate_given_teacher": 8, "augment": 5, "distill": 8 * 6, "export": 48, "evaluate_packed": 48}
 LR = {  # 2 layer counts x 3 learning rates; the 6-layer runs share one step-1 student per task
-    "evaluate_given_teacher": 8, "augment": 5, "reduce": 8, "quantize": 8 * 6, "export": 48, "evaluate_packed": 48,
+    "evaluate_given_teacher": 8, "augment": 5, "distill": 8 + 8 * 6, "export": 48, "evaluate_packed": 48,
 }
 # All together, each run once: 240 quantized runs listed, minus 8 of budget (xtc-main's 12L W1A8), 8 of
 # kd-variants (its one_stage = xtc-main's), 8 of kd-variants' two_stage (in budget) and 16 of lr (xtc-main's
 # 12L at 2e-5 and 6L at 5e-5) = 200; the 32 FP students of layer-reduction include xtc-main's 16 step-1 students.
-ALL = {"evaluate_given_teacher": 8, "augment": 8, "reduce": 32, "quantize": 200, "export": 200,
-       "evaluate_packed": 200, "runs_table": 5}
+ALL = {"evaluate_given_teacher": 8, "augment": 8, "distill": 32 + 200, "export": 200, "evaluate_packed": 200,
+       "runs_table": 5}
 
 
 @pytest.mark.parametrize(
@@ -72,7 +83,7 @@ ALL = {"evaluate_given_teacher": 8, "augment": 8, "reduce": 32, "quantize": 200,
         ("config/studies/kd-variants.yaml", KD_VARIANTS, ["kd_variants"]),
         ("config/studies/lr.yaml", LR, ["lr"]),
         ("config/studies/all.yaml", ALL, ["xtc_main", "layer_reduction", "budget", "kd_variants", "lr"]),
-        (None, {"finetune_teacher": 1, "reduce": 1, "quantize": 4, "export": 4, "evaluate_packed": 4}, ["demo"]),
+        (None, {"finetune_teacher": 1, "distill": 1 + 4, "export": 4, "evaluate_packed": 4}, ["demo"]),
     ],
 )
 def test_dry_run_lists_the_grid(configfile, expected, study_names):
@@ -81,7 +92,7 @@ def test_dry_run_lists_the_grid(configfile, expected, study_names):
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout + done.stderr)
     aggregates = {f"aggregate_{name}": 1 for name in study_names}
-    local = {"runs_table": len(study_names), "train": 1, "all": 1}
+    local = {"runs_table": len(study_names), "index_trained": 1, "all": 1}
     assert counts == {**local, **expected, **aggregates}
 
 
@@ -150,6 +161,19 @@ def test_bad_study_stops_before_any_job(tmp_path, edit, message):
     assert not (workdir / "results").exists()  # nothing ran
 
 
+
+def test_studies_built_together_must_agree(tmp_path):
+    workdir = _bad_study(tmp_path, lambda c: None)
+    tiny.make_inputs(workdir)
+    other = yaml.safe_load((workdir / "bad.yaml").read_text())
+    other.update(study="other", data={**other["data"], "batch_size": 8})
+    (workdir / "other.yaml").write_text(yaml.safe_dump(other, sort_keys=False))
+    (workdir / "both.yaml").write_text(yaml.safe_dump({"studies": ["bad.yaml", "other.yaml"]}))
+    done = snakemake("-n", "--configfile", "both.yaml", cwd=workdir)
+    assert done.returncode != 0
+    assert ("other.yaml: 'data' differs from bad.yaml; studies built together share their data settings"
+            in done.stdout + done.stderr), done.stdout[-2000:]
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -200,7 +224,7 @@ def test_tiny_study_end_to_end(tiny_run):
     assert list(rows[0]) == ["study", "task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr",
                              "da", "seed", "run_dir", "packed_dir"]
     assert [(r["layers"], r["wbits"], r["abits"], r["kd"]) for r in rows] == [
-        ("4", "fp", "none", "none"), ("4", "1", "8", "one_stage"), ("2", "fp", "none", "one_stage"),
+        ("4", "fp", "fp", "none"), ("4", "1", "8", "one_stage"), ("2", "fp", "fp", "one_stage"),
         ("2", "1", "8", "one_stage"),
     ]
     teacher, w1_4l, fp_2l, w1_2l = rows

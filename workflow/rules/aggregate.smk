@@ -1,10 +1,10 @@
 # Local rules: the runs table of each study (the interface with the reporting code), its tables and figures,
-# the scores DVC shows, and the index of everything trained.
+# the scores DVC shows, and the index of everything trained (index_trained, DVC's `train` stage target).
 
 
 localrules:
     all,
-    train,
+    index_trained,
     runs_table,
 
 
@@ -73,25 +73,23 @@ for _study in STUDIES:
             "../scripts/aggregate.py"
 
 
-rule train:
+rule index_trained:
     input:
-        all_teacher_metrics(),
-        all_run_metrics(),
-        all_packed(),
-        all_packed_evals(),
+        JOBS.teacher_metrics(),
+        JOBS.run_files("metrics.json"),
+        JOBS.run_files("packed/size.json", quantized_only=True),
+        JOBS.run_files("packed_eval/metrics.json", quantized_only=True),
     output:
         runs="results/runs/index.tsv",
         teachers="results/teachers/index.tsv",
         data="results/data/index.tsv",
     log:
-        "results/logs/train.log",
+        "results/logs/index_trained.log",
     conda:
         "../envs/xtc.yaml"
     params:
-        runs=sorted(RUNS),
-        teachers=all_teacher_metrics(),
-        data=sorted(
-            {AUGMENTED.format(task=r["task"]) for r in RUNS.values() if r["da"]}
-        ),
+        runs=sorted(JOBS.runs),
+        teachers=JOBS.teacher_metrics(),
+        data=JOBS.augmented(),
     script:
-        "../scripts/runs_table.py"
+        "../scripts/index_trained.py"

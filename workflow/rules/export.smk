@@ -45,7 +45,7 @@ rule evaluate_packed:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=small_runtime,
     params:
-        data=data_args(),
+        data=JOBS.data_args(),
         out=output_dir,
     shell:
         "OMP_NUM_THREADS={threads} xtc evaluate --model {input} --task {wildcards.task} {params.data} "

@@ -42,7 +42,7 @@ rule evaluate_given_teacher:
         runtime=small_runtime,
     params:
         model=given_teacher,
-        data=data_args(),
+        data=JOBS.data_args(),
         out=output_dir,
     shell:
         "OMP_NUM_THREADS={threads} xtc evaluate --model {params.model} --task {wildcards.task} {params.data} "

@@ -19,12 +19,12 @@ import pandas as pd
 
 from xtc.glue import get_task
 from xtc.report.columns import AXES, CHECKPOINTS, FP, GIVEN, MIB, RUNS_COLUMNS
-
-_FP_SPELLINGS = {"", "fp", "fp32", "32", "none", "null", "nan"}
+from xtc.study import precision
 
 
 def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """``runs.tsv`` with normalized axes: ints for layers/epochs/da/seed, float lr, ``'fp'`` for full precision,
+    """``runs.tsv`` with normalized axes: ints for layers/epochs/da/seed, float lr, ``'fp'`` for full precision
+    (``xtc.study.precision`` maps the other spellings a hand-written table may use),
     ``teacher_layer`` as ``'1,3,5,7,9,11'`` (or ``''``), ``kd`` ``'none'`` when empty. A given teacher (fine-tuned
     elsewhere, only evaluated here) has no epochs, lr or seed: they read as ``GIVEN`` (0)."""
     path = Path(path)
@@ -40,7 +40,7 @@ def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         _checked(path, row, "task", task, lambda v: get_task(v).name)
     for column, parse in (("layers", int), ("epochs", _given(_int)), ("seed", _given(int)), ("da", _flag),
                           ("lr", _given(float)),
-                          ("wbits", _bits), ("abits", _bits), ("teacher_layer", _layer_list), ("kd", _kd)):
+                          ("wbits", precision), ("abits", precision), ("teacher_layer", _layer_list), ("kd", _kd)):
         table[column] = [_checked(path, row, column, value, parse) for row, value in enumerate(table[column], 2)]
     duplicated = table.duplicated(subset=["study", "task", *AXES, "seed"], keep=False)
     if duplicated.any():
@@ -73,16 +73,6 @@ def _flag(text: str) -> int:
     if text.lower() not in flags:
         raise ValueError("expected 0 or 1")
     return flags[text.lower()]
-
-
-def _bits(text: str) -> str:
-    """``'1'``, ``'2'``, ``'8'``... or ``'fp'`` (empty, ``none``, ``32`` and ``fp32`` all mean full precision)."""
-    if text.lower() in _FP_SPELLINGS:
-        return FP
-    bits = int(text)
-    if not 1 <= bits < 32:
-        raise ValueError("expected 1..31 bits or 'fp'")
-    return str(bits)
 
 
 def _layer_list(text: str) -> str:

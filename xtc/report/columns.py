@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xtc.config import KD_VARIANTS
 from xtc.glue import TASKS, get_task
 from xtc.metrics import XTC_GLUE_TASKS
+from xtc.study import FP, RUNS_COLUMNS, model_label
 
-RUNS_COLUMNS = ("study", "task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "seed",
-                "run_dir", "packed_dir")
+__all__ = ["AXES", "CHECKPOINTS", "FP", "GIVEN", "KD_ORDER", "MIB", "RUNS_COLUMNS", "MetricColumn", "bits_sort_key",
+           "kd_sort_key", "metric_columns", "model_label", "study_columns"]
 # A configuration is every axis except seed; task becomes table columns (one row per configuration).
 AXES = ("layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da")
 CHECKPOINTS = ("best", "last")
 TASK_ORDER = (*XTC_GLUE_TASKS, "wnli")  # the paper's column order; WNLI last (never in the average)
-FP = "fp"
 GIVEN = 0  # epochs, lr and seed of a given teacher (fine-tuned elsewhere): not trained here
 MIB = 2**20  # "MB" in the BinaryBERT/BiT tables (418 MB for BERT-base) is MiB: docs/method.md, "Model size"
-# Display order of the KD variants (xtc.config.KDVariant), unknown ones after them alphabetically.
-KD_ORDER = ("none", "logits", "logits_hidden", "one_stage", "two_stage")
+# Display order of the KD variants (xtc.config.KD_VARIANTS), unknown ones (the grid's `_probs` forms) after them.
+KD_ORDER = KD_VARIANTS
 
 METRIC_SHORT = {"accuracy": "acc", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 _METRIC_ORDER = ("f1", "accuracy", "mcc", "pearson", "spearman")  # QQP/MRPC: F1 then acc, as the paper prints
@@ -61,13 +62,6 @@ def study_columns(tasks: set[str] | list[str]) -> list[MetricColumn]:
     if unknown:
         get_task(unknown[0])  # raises with a did-you-mean
     return [column for task in TASK_ORDER if task in tasks for column in metric_columns(task)]
-
-
-def model_label(layers: int, wbits: str, abits: str) -> str:
-    """Short name of a configuration's model, as in the figures' legends: ``FP 12L``, ``W1A8 6L``."""
-    if wbits == FP:
-        return f"FP {layers}L" if abits == FP else f"W32A{abits} {layers}L"
-    return f"W{wbits}A{'32' if abits == FP else abits} {layers}L"
 
 
 def kd_sort_key(kd: str) -> tuple[int, str]:

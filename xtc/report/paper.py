@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from xtc.glue import get_task
-from xtc.report.collect import _bits, _layer_list
+from xtc.report.collect import _layer_list
 from xtc.report.columns import study_columns
+from xtc.study import precision
 
 PAPER_COLUMNS = ("model", "method", "task", "metric", "value", "weight_bits", "embedding_bits", "act_bits", "layers",
                  "teacher_layer", "kd", "da", "size_mb", "size_source", "source", "note")
@@ -52,7 +53,7 @@ def load_paper(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     paper["layers"] = paper["layers"].astype(int)
     paper["size_mb"] = pd.to_numeric(paper["size_mb"].replace("", np.nan))
     for column in ("weight_bits", "embedding_bits", "act_bits"):
-        paper[column] = paper[column].map(_bits)
+        paper[column] = paper[column].map(precision)
     paper["teacher_layer"] = paper["teacher_layer"].map(_layer_list)
     keys = paper[paper["method"] == REFERENCE_METHOD]
     duplicated = keys.duplicated(subset=list(_JOIN_KEYS), keep=False)
@@ -73,7 +74,7 @@ def _check_row(path: Path, line: int, row: dict[str, str]) -> None:
         layers = int(row["layers"])
         size = float(row["size_mb"]) if row["size_mb"] else None
         for column in ("weight_bits", "embedding_bits", "act_bits"):
-            _bits(row[column])
+            precision(row[column])
         teacher_layer = _layer_list(row["teacher_layer"])
     except ValueError as error:
         fail(str(error))

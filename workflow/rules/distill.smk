@@ -1,7 +1,9 @@
-# Step 2: the 1/2-bit student with 8-bit activations, from the teacher or a step-1 student (reference section 1).
+# A student distilled from the teacher (docs/method.md, "Layer reduction", "Knowledge distillation",
+# "Quantization"): step 1, the layer-reduced full-precision student (wbits~fp), and step 2, the 1/2-bit student
+# with 8-bit activations, from the teacher or from a step-1 student (init).
 
 
-rule quantize:
+rule distill:
     input:
         teacher=teacher_inputs,
         init=init_inputs,
@@ -12,8 +14,7 @@ rule quantize:
         f"results/logs/{RUN.removeprefix('results/')}/distill.log",
     benchmark:
         f"results/benchmarks/{RUN.removeprefix('results/')}/distill.tsv"
-    wildcard_constraints:
-        wbits="1|2",
+    priority: step1_first  # step-1 students unblock the reduced quantized runs
     conda:
         "../envs/xtc.yaml"
     threads: SETTINGS["resources"]["threads"]

@@ -1,0 +1,207 @@
+"""The study grid (xtc/study.py) and the jobs built from it (xtc/jobs.py), tested directly, without Snakemake's
+scheduler: the run key, study loading and merging, exclusions, step-1 students, labels, runtimes, and the bad
+study files that stop the workflow before any job starts. Snakemake's `validate` fills the schema's defaults, as
+in workflow/rules/common.smk."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from xtc import study
+from xtc.config import KD_VARIANTS
+from xtc.glue import TASKS
+from xtc.jobs import Jobs
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def load(raw, source="s.yaml"):
+    return study.load_studies(raw, source, validate=validate)
+
+
+def tiny(**edits) -> dict:
+    """A small valid study: a 4-layer teacher fine-tuned here (its model dir does not exist: depth unchecked)."""
+    raw = {"study": "t", "teacher": {"model": "no/such-local-model", "layers": 4},
+           "grid": {"task": ["rte"], "layers": [4, 2], "wbits": [1, 2], "abits": [8], "kd": ["one_stage"],
+                    "epochs": [1], "lr": [1.0e-3], "seed": [42]},
+           "step1": {"epochs": 2}}
+    for key, value in edits.items():
+        section, _, name = key.partition("__")
+        (raw.setdefault(section, {}).__setitem__(name, value) if name else raw.__setitem__(section, value))
+    return raw
+
+
+@pytest.fixture(autouse=True)
+def _no_glue_dir(monkeypatch):
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+
+
+# ------------------------------------------------------------------------------------------------ the run key
+def test_the_package_modules_import_without_torch():
+    code = "import sys, xtc.study, xtc.jobs, xtc.report; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_key_round_trips_axes_path_label_and_table_row():
+    row = study.run_row("rte", 4, (2, 5, 8, 11), 1, 8, "one_stage", 3, 5e-5, 1, 42)
+    path = study.run_dir(row)
+    assert path == ("results/runs/task~rte/layers~4_2-5-8-11/wbits~1/abits~8/kd~one_stage/epochs~3/lr~5e-05/da~1/"
+                    "seed~42")
+    values = dict(part.split("~") for part in path.removeprefix("results/runs/").split("/"))
+    assert study.run_key(values) == path  # Snakemake's wildcards name the same run
+    assert study.parse_layers(values["layers"]) == (4, (2, 5, 8, 11))
+    line = study.table_row("s", row)
+    assert list(line) == list(study.RUNS_COLUMNS)
+    assert line["teacher_layer"] == "2,5,8,11" and line["packed_dir"] == path + "/packed"
+    assert study.run_label(line) == "rte/L4[2,5,8,11]/W1A8/one_stage/e3/lr5e-05/da1/s42"
+
+
+def test_full_precision_is_spelled_fp_in_paths_rows_and_labels():
+    row = study.run_row("sst2", 6, None, "fp", 8, "one_stage", 3, 5e-5, 0, 42)
+    assert row["abits"] == "fp" and "/wbits~fp/abits~fp/" in study.run_dir(row)
+    assert study.table_row("s", row)["packed_dir"] == ""
+    assert study.model_label(6, "fp", "fp") == "FP 6L" and study.model_label(6, "1", "8") == "W1A8 6L"
+    assert study.bits_label("fp", "8") == "W32A8" and study.bits_label("2", "fp") == "W2A32"
+    for spelling in ("fp", "FP", "none", "null", "32", "fp32", "", None):
+        assert study.precision(spelling) == "fp"
+    assert study.precision(8) == "8" and study.precision(" 1 ") == "1"
+    for bad in ("33", "0", "int8"):
+        with pytest.raises(ValueError):
+            study.precision(bad)
+
+
+def test_teacher_rows_are_labelled_teacher():
+    given = load(tiny(teacher__finetuned="someone/bert-{task}"))[0]
+    row = study.teacher_row(given, "rte")
+    assert row["run_dir"] == "results/teachers/task~rte/given" and (row["epochs"], row["lr"], row["seed"]) == ("",) * 3
+    assert study.run_label(row) == "rte/teacher"
+    trained = study.teacher_row(load(tiny())[0], "rte")
+    assert trained["run_dir"] == "results/teachers/task~rte/seed~42" and trained["lr"] == "2e-05"  # the default
+
+
+def test_the_schema_enums_are_the_package_s_definitions():
+    definitions, grid = SCHEMA["definitions"], SCHEMA["properties"]["grid"]["properties"]
+    assert tuple(definitions["kd"]["enum"]) == study.KD_GRID
+    assert study.KD_GRID[: len(KD_VARIANTS)] == KD_VARIANTS
+    assert set(study.KD_GRID) - set(KD_VARIANTS) == {"one_stage_probs", "two_stage_probs"}
+    assert tuple(grid["wbits"]["items"]["enum"]) == study.WBITS
+    assert tuple(grid["abits"]["items"]["enum"]) == study.ABITS
+    assert list(SCHEMA["properties"]["exclude"]["additionalProperties"]["properties"]) == list(study.AXES)
+
+
+# ------------------------------------------------------------------------------------------------ the grid
+def test_grid_adds_step1_students_drops_the_teacher_and_fills_defaults():
+    studies = load(tiny(grid__wbits=[1, "fp"]))
+    s = studies[0]
+    assert s["quantize_from"] == "step1" and s["resources"]["gpu"] == 1  # defaults filled by validate()
+    runs = study.study_runs(s)
+    keys = [(r["layers"], r["wbits"], r["abits"], r["epochs"]) for r in runs]
+    # 4 layers: W1A8 only (an FP 4-layer student is the teacher); 2 layers: its step-1 student (step1.epochs),
+    # then W1A8, then the grid's own FP 2-layer run (epochs 1, a different run from the step-1 student)
+    assert keys == [(4, "1", "8", 1), (2, "fp", "fp", 2), (2, "1", "8", 1), (2, "fp", "fp", 1)]
+    assert study.step1_row(s, runs[2]) == runs[1] and study.step1_row(s, runs[0]) is None
+    assert study.step1_row(load(tiny(quantize_from="teacher"))[0], runs[2]) is None
+
+
+def test_exclusions_match_values_lists_spellings_and_layer_choices():
+    raw = tiny(grid__layers=[4, 2], grid__teacher_layer={2: [[0, 3], [1, 2]]},
+               exclude={"no_w2_at_4": {"wbits": 2, "layers": 4}, "no_first_choice": {"teacher_layer": "0-3"}})
+    runs = study.grid_runs(load(raw)[0])
+    assert [(r["layers"], r["wbits"], r["teacher_layer"]) for r in runs] == [
+        (4, "1", None), (2, "1", (1, 2)), (2, "2", (1, 2))]
+    assert study.matches("abits", "fp", "none") and study.matches("wbits", "2", [1, 2])
+    assert study.matches("teacher_layer", (1, 2), [[0, 3], [1, 2]]) and not study.matches("lr", "0.001", 2e-5)
+
+
+def test_xtc_main_runs_and_all_yaml_trains_shared_runs_once():
+    os.chdir(REPO)
+    main = Jobs(load(yaml.safe_load(Path("config/studies/xtc-main.yaml").read_text())))
+    fp = [r for r in main.runs.values() if r["wbits"] == "fp"]
+    assert len(main.runs) == 64 and len(fp) == 16  # 48 quantized runs, 16 step-1 students
+    assert {(r["layers"], r["epochs"]) for r in fp if r["task"] == "mnli"} == {(6, 36), (5, 36)}
+    every = Jobs(load(yaml.safe_load(Path("config/studies/all.yaml").read_text()), "config/studies/all.yaml"))
+    assert [s["study"] for s in every.studies] == ["xtc-main", "layer-reduction", "budget", "kd-variants", "lr"]
+    assert len(every.runs) == 232 and set(main.runs) < set(every.runs)  # 200 quantized + 32 FP, each once
+    assert len(every.study_table("xtc-main")) == 8 + 64  # teachers, then runs
+
+
+def _studies_file(tmp_path, first, second):
+    for name, raw in (("a.yaml", first), ("b.yaml", second)):
+        (tmp_path / name).write_text(yaml.safe_dump(raw))
+    return {"studies": [str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")]}
+
+
+def test_studies_built_together_must_agree_on_shared_sections(tmp_path):
+    raw = _studies_file(tmp_path, tiny(), {**tiny(), "study": "u", "data": {"batch_size": 16}})
+    with pytest.raises(study.StudyError) as error:
+        load(raw, "all.yaml")
+    assert str(error.value) == (
+        f"{tmp_path}/b.yaml: 'data' differs from {tmp_path}/a.yaml; studies built together share their data "
+        "settings (runs are found by grid values only): make them equal")
+    with pytest.raises(study.StudyError, match="study name 't' is used twice; rename one"):
+        load(_studies_file(tmp_path, tiny(), tiny()), "all.yaml")
+    two = load(_studies_file(tmp_path, tiny(), {**tiny(), "study": "u", "grid": {**tiny()["grid"], "seed": [1]}}))
+    assert len(Jobs(two).runs) == 2 * len(study.study_runs(two[0]))
+    with pytest.raises(study.StudyError, match="all.yaml: studies lists nope.yaml, which does not exist"):
+        load({"studies": ["nope.yaml"]}, "all.yaml")
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("raw, message", [
+    (tiny(grid__wbit=[1]), "s.yaml: unknown key 'grid.wbit'; did you mean 'wbits'? allowed keys here: abits, da,"),
+    (tiny(grid__wbits=[1, 3]), "s.yaml: grid.wbits[1] = 3 is not allowed; use one of: 1, 2, fp"),
+    (tiny(grid__kd=["one_stag"]), "s.yaml: grid.kd[0] = 'one_stag' is not allowed; did you mean 'one_stage'? use"),
+    (tiny(exclude={"x": {"bits": 2}}), "s.yaml: exclusion 'x' names an unknown axis 'bits'; did you mean 'wbits'?"),
+    ({"grid": tiny()["grid"]}, "s.yaml: 'study' is a required property at (top level); add it"),
+    (tiny(grid__layers=[4, 6]), "s.yaml: grid.layers = 6 is more than the teacher's 4 layers (teacher.layers)"),
+    (tiny(grid__teacher_layer={2: [[3, 1]]}), "s.yaml: grid.teacher_layer.2 = [3, 1] must list 2 increasing"),
+    (tiny(data__glue_dir="nowhere"), "s.yaml: task 'rte' (grid.task) has no folder nowhere/RTE in the local GLUE dir"),
+])
+def test_bad_studies_get_one_line_naming_file_key_and_fix(raw, message):
+    with pytest.raises(study.StudyError) as error:
+        load(raw)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_local_teacher_of_another_depth_is_refused(tmp_path):
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "config.json").write_text('{"num_hidden_layers": 6}')
+    message = "teacher.layers = 4 but the teacher .* has 6 layers; set teacher.layers: 6"
+    with pytest.raises(study.StudyError, match=message):
+        load(tiny(teacher__model=str(tmp_path / "teacher")))
+
+
+# ------------------------------------------------------------------------------------------------ jobs
+def test_jobs_give_each_run_its_command_line_inputs_and_priority():
+    jobs = Jobs(load(tiny(grid__kd=["one_stage_probs"], grid__da=[1], data__max_train_examples=100)))
+    step2 = next(r for r in jobs.runs.values() if r["layers"] == 2 and r["wbits"] == "1")
+    wildcards = {**step2, "layers": "2"}
+    parent = study.step1_row(jobs.settings, step2)
+    assert jobs.student_args(wildcards) == (
+        f"--teacher results/teachers/task~rte/seed~42 --init {study.run_dir(parent)} --weight-bits 1 --act-bits 8 "
+        "--kd one_stage --attention-target probs --train-file results/data/task~rte/train_aug.tsv")
+    assert jobs.init_input(wildcards) == [f"{study.run_dir(parent)}/metrics.json"]
+    assert jobs.teacher_input(wildcards) == ["results/teachers/task~rte/seed~42/metrics.json"]
+    assert jobs.priority(wildcards) == 0 and jobs.priority({**parent, "layers": "2"}) == 1
+    assert jobs.job_label(wildcards) == "rte W1A8 2L" and jobs.job_label({"task": "rte"}) == "rte teacher"
+    # a da=1 run trains on the whole augmented file: no --max-train-examples
+    assert "--max-train-examples" not in jobs.train_args(wildcards)
+    assert "--max-train-examples 100" in jobs.train_args({"da": "0"})
+
+
+def test_runtime_estimates_use_the_task_table():
+    settings = load(tiny())[0]
+    assert (TASKS["sst2"].train_size, TASKS["sst2"].aug_copies) == (67349, 20)
+    # 67349 examples x 3 epochs x 6/4 depth / 200 per second = 1515.35 s; 15 + ceil(1.5 x 25.26 min) = 53
+    assert study.estimate_minutes(settings, "sst2", 3, 6, 0) == 53
+    # augmented: 67349 x 21 examples, 1 epoch, 4/4 depth = 7071.6 s; 15 + ceil(176.79) = 192
+    assert study.estimate_minutes(settings, "sst2", 1, 4, 1) == 192
+    assert study.estimate_minutes(settings, "mnli", 100, 4, 1) == 2880  # the cap, resources.max_runtime

@@ -1,0 +1,197 @@
+"""What the workflow's jobs need from one invocation's studies (torch-free): files, ``xtc`` command lines, runtimes.
+
+``Jobs(studies)`` takes the validated studies of ``xtc.study.load_studies`` (their shared settings agree, so the
+first one's are ``settings``) and holds their runs, each once (``runs``: run dir -> axes). Its methods are the
+named inputs, params and resources of ``workflow/rules/*.smk``; they take Snakemake's wildcards (any mapping of
+path values). ``workflow/rules/common.smk`` only forwards to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from xtc.glue import TASKS
+from xtc.sources import check_data, check_model
+from xtc.study import (AUGMENTED, PROBS, TEACHER, data_dir, estimate_minutes, fmt_lr, is_quantized, model_label,
+                       parse_layers, per_task, run_dir, run_key, step1_row, study_runs, study_table, teacher_given,
+                       teacher_record_dir)
+
+# The rules whose jobs read models or data that may have to come from the hub.
+DATA_RULES = frozenset({"finetune_teacher", "evaluate_given_teacher", "augment", "distill", "evaluate_packed"})
+
+
+class Jobs:
+    def __init__(self, studies: list[dict]):
+        self.studies, self.settings, self.runs = studies, studies[0], {}
+        for study in studies:
+            for row in study_runs(study):
+                self.runs.setdefault(run_dir(row), row)
+        self.tasks = sorted({row["task"] for row in self.runs.values()})
+
+    def study(self, name: str) -> dict:
+        return next(s for s in self.studies if s["study"] == name)
+
+    def run(self, wildcards: Mapping) -> dict:
+        return self.runs[run_key(wildcards)]
+
+    # ------------------------------------------------------------------------------------------------- files
+    def teacher_metrics(self) -> list[str]:
+        return sorted({f"{teacher_record_dir(self.settings, task)}/metrics.json" for task in self.tasks})
+
+    def run_files(self, name: str, quantized_only: bool = False) -> list[str]:
+        """``<run dir>/<name>`` of every run (of the quantized ones: exports)."""
+        return [f"{path}/{name}" for path, row in self.runs.items() if is_quantized(row) or not quantized_only]
+
+    def augmented(self) -> list[str]:
+        return sorted({AUGMENTED.format(task=row["task"]) for row in self.runs.values() if row["da"]})
+
+    def study_metrics(self, name: str) -> list[str]:
+        study = self.study(name)
+        teachers = [f"{teacher_record_dir(study, task)}/metrics.json" for task in study["grid"]["task"]]
+        return teachers + [f"{run_dir(row)}/metrics.json" for row in study_runs(study)]
+
+    def study_sizes(self, name: str) -> list[str]:
+        return [f"{run_dir(row)}/packed/size.json" for row in study_runs(self.study(name)) if is_quantized(row)]
+
+    def study_table(self, name: str) -> list[dict]:
+        return study_table(self.study(name))
+
+    def outputs(self) -> list[str]:
+        """Every study's runs table, scores, tables and figures."""
+        outputs = []
+        for study in self.studies:
+            name = study["study"]
+            outputs += [f"results/{name}/runs.tsv", f"results/scores/{name}.json"]
+            outputs += [f"results/tables/{name}.{ext}" for ext in ("md", "tex", "csv")]
+            outputs += [f"figures/{name}_{kind}.{ext}" for kind in study["report"]["figures"] for ext in ("png", "pdf")]
+        return outputs
+
+    # ------------------------------------------------------------------------------------ what a run starts from
+    def teacher_dir(self, task: str) -> str:
+        """The teacher a run distils from: its run dir (fine-tuned here) or the given model (hub id or path)."""
+        return teacher_given(self.settings, task) or TEACHER.format(task=task, seed=self.settings["teacher"]["seed"])
+
+    def teacher_input(self, wildcards: Mapping) -> list[str]:
+        """The teacher's metrics.json when it is built here (a DAG edge), nothing when it is given."""
+        task = wildcards["task"]
+        return [] if teacher_given(self.settings, task) else [f"{self.teacher_dir(task)}/metrics.json"]
+
+    def init_input(self, wildcards: Mapping) -> list[str]:
+        """The step-1 student's metrics.json a reduced quantized run starts from."""
+        parent = step1_row(self.settings, self.run(wildcards))
+        return [] if parent is None else [f"{run_dir(parent)}/metrics.json"]
+
+    def train_file_input(self, wildcards: Mapping) -> list[str]:
+        return [AUGMENTED.format(task=wildcards["task"])] if int(wildcards["da"]) else []
+
+    def priority(self, wildcards: Mapping) -> int:
+        """Step-1 students first: they unblock the reduced quantized runs."""
+        return 0 if is_quantized(self.run(wildcards)) else 1
+
+    # ------------------------------------------------------------------------------------------ command lines
+    def data_args(self) -> str:
+        data, args, glue_dir = self.settings["data"], [], data_dir(self.settings)
+        if glue_dir:
+            args += ["--data-dir", glue_dir]
+        for flag, key in (("--max-eval-examples", "max_eval_examples"), ("--max-seq-length", "max_seq_length"),
+                          ("--padding", "padding")):
+            if data[key] is not None:
+                args += [flag, str(data[key])]
+        return " ".join(args)
+
+    def train_args(self, wildcards: Mapping) -> str:
+        """Data and training flags shared by finetune and distill."""
+        data, train = self.settings["data"], self.settings["train"]
+        args = [self.data_args(), "--batch-size", str(data["batch_size"])]
+        # a da=1 run trains on the whole augmented file (made from the max_train_examples subset)
+        if data["max_train_examples"] and not int(wildcards.get("da", 0)):
+            args += ["--max-train-examples", str(data["max_train_examples"])]
+        if data["group_by_length"]:
+            args += ["--group-by-length"]
+        args += ["--eval-every", str(train["eval_every"])]
+        if train["warmup_ratio"] is not None:
+            args += ["--warmup-ratio", str(train["warmup_ratio"])]
+        return " ".join(args)
+
+    def student_args(self, wildcards: Mapping) -> str:
+        """The `xtc distill` flags a run's path spells out (plus the study's --set overrides)."""
+        row = self.run(wildcards)
+        args = ["--teacher", self.teacher_dir(row["task"])]
+        parent = step1_row(self.settings, row)
+        if parent is not None:
+            args += ["--init", run_dir(parent)]
+        else:
+            if row["layers"] != self.settings["teacher"]["layers"]:
+                args += ["--layers", str(row["layers"])]
+            if row["teacher_layer"]:
+                args += ["--teacher-layer", ",".join(map(str, row["teacher_layer"]))]
+        args += ["--weight-bits", row["wbits"], "--act-bits", row["abits"]]
+        if row["kd"].endswith(PROBS):
+            args += ["--kd", row["kd"].removesuffix(PROBS), "--attention-target", "probs"]
+        else:
+            args += ["--kd", row["kd"]]
+        if row["da"]:
+            args += ["--train-file", AUGMENTED.format(task=row["task"])]
+        for override in self.settings["train"]["set"]:
+            args += ["--set", override]
+        return " ".join(args)
+
+    def teacher_args(self, wildcards: Mapping) -> str:
+        teacher, task = self.settings["teacher"], wildcards["task"]
+        return f"--model {teacher['model']} --epochs {per_task(teacher['epochs'], task)} --lr {fmt_lr(teacher['lr'])}"
+
+    def given_teacher(self, wildcards: Mapping) -> str | None:
+        return teacher_given(self.settings, wildcards["task"])
+
+    def augment_args(self, wildcards: Mapping) -> str:
+        aug, data = self.settings["augment"], self.settings["data"]
+        args = ["--mlm", aug["mlm"], "--seed", str(aug["seed"])]
+        if aug["glove"]:
+            args += ["--glove", aug["glove"]]
+        if aug["copies"]:
+            args += ["--copies", str(aug["copies"])]
+        if data["max_train_examples"]:
+            args += ["--max-train-examples", str(data["max_train_examples"])]
+        glue_dir = data_dir(self.settings)
+        if glue_dir:
+            args += ["--data-dir", glue_dir]
+        return " ".join(args)
+
+    @staticmethod
+    def job_label(wildcards: Mapping) -> str:
+        """Prefix of a training job's log lines: ``sst2 teacher``, ``sst2 FP 3L``, ``sst2 W1A8 6L``."""
+        if "layers" not in wildcards.keys():
+            return f"{wildcards['task']} teacher"
+        return f"{wildcards['task']} {model_label(wildcards['layers'], wildcards['wbits'], wildcards['abits'])}"
+
+    # ---------------------------------------------------------------------------------------- runtimes (minutes)
+    def run_minutes(self, wildcards: Mapping) -> int:
+        layers, _ = parse_layers(wildcards["layers"])
+        return estimate_minutes(self.settings, wildcards["task"], wildcards["epochs"], layers, wildcards["da"])
+
+    def teacher_minutes(self, wildcards: Mapping) -> int:
+        teacher, task = self.settings["teacher"], wildcards["task"]
+        return estimate_minutes(self.settings, task, per_task(teacher["epochs"], task), teacher["layers"], 0)
+
+    def augment_minutes(self, wildcards: Mapping) -> int:
+        return estimate_minutes(self.settings, wildcards["task"], 1, self.settings["teacher"]["layers"], 1)
+
+    def small_minutes(self) -> int:
+        return self.settings["resources"]["overhead_minutes"] * 2
+
+    # ------------------------------------------------------------------------------------------------ sources
+    def check_sources(self, rules: Iterable[str]) -> None:
+        """Models and data the pending jobs (``rules``: their rule names) need can be had; else one clear error."""
+        rules, settings = set(rules), self.settings
+        if "finetune_teacher" in rules:
+            check_model(settings["teacher"]["model"], key="teacher.model")
+        if "evaluate_given_teacher" in rules:
+            for task in self.tasks:
+                given = teacher_given(settings, task)
+                if given:
+                    check_model(given, key="teacher.finetuned")
+        if "augment" in rules:
+            check_model(settings["augment"]["mlm"], key="augment.mlm")
+        if rules & DATA_RULES:
+            check_data(data_dir(settings), [TASKS[t].hub_config for t in self.tasks],
+                       key=f"data.glue_dir in {settings['source']}")

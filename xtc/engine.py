@@ -51,11 +51,24 @@ def logit_bound(logits: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- one module
+MAPPINGS = {"sign": (2, 1), "sign+zeros": (2, 1), "ternary": (1, 1)}  # unsigned u -> code u * mul - sub
+
+
 def _int8_codes(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
-    stored = PackedCodes(entry["encoding"], entry["stored_bits"], tensors[f"{name}.weight.codes"],
-                         tensors.get(f"{name}.weight.zeros"))
-    codes = unpack_codes(stored, math.prod(entry["shape"]), torch.int16)  # int16: 8-bit offsets must not wrap
-    return codes.to(torch.int8).reshape(entry["shape"])  # (out, in)
+    """The weight's int8 codes in ``_int_mm``'s ``(in, out)`` layout, unpacked straight from the packed bytes."""
+    encoding, stored_bits, (out_features, in_features) = entry["encoding"], entry["stored_bits"], entry["shape"]
+    zeros = tensors.get(f"{name}.weight.zeros")
+    if stored_bits in (1, 2, 4, 8) and encoding in (*MAPPINGS, "offset"):
+        mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
+        codes = kernels()["unpack_transposed"](tensors[f"{name}.weight.codes"], stored_bits, mul, sub, out_features,
+                                               in_features)  # (in, out)
+        if zeros is not None and zeros.numel():
+            zeros = zeros.long()
+            codes[zeros % in_features, zeros // in_features] = 0
+        return codes
+    stored = PackedCodes(encoding, stored_bits, tensors[f"{name}.weight.codes"], zeros)
+    codes = unpack_codes(stored, out_features * in_features, torch.int16)  # int16: 8-bit offsets must not wrap
+    return codes.to(torch.int8).reshape(out_features, in_features).t().contiguous()  # (in, out)
 
 
 def _row_scales(entry: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
@@ -101,7 +114,7 @@ def int8_linear(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tenso
         log.info("integer engine: %s keeps the float path: %s", name, why)
         return None
     codes = _int8_codes(entry, tensors, name)
-    return Int8Linear(codes.t().contiguous(), scales, bias, entry["act"]["bits"], max_abs)
+    return Int8Linear(codes, scales, bias, entry["act"]["bits"], max_abs)
 
 
 def row_embedding(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tensor]) -> PackedRowEmbedding | None:

@@ -61,9 +61,19 @@ def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: tor
     return F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
 
 
+def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, out_features: int,
+                      in_features: int) -> torch.Tensor:
+    """Packed ``(out, in)`` weight codes (``xtc.packing`` layout, ``stored_bits`` in 1, 2, 4, 8) -> int8 ``(in, out)``
+    codes ``u * mul - sub`` (sign: 2u - 1, ternary: u - 1, offset: u - 2^(k-1)), in one pass: the load-time unpack."""
+    shifts = torch.arange(0, 8, stored_bits, dtype=torch.uint8, device=data.device)  # (per_byte,)
+    unsigned = (data.unsqueeze(1) >> shifts) & (2**stored_bits - 1)  # (bytes, per_byte)
+    codes = (unsigned.to(torch.int16) * mul - sub).to(torch.int8)
+    return codes.reshape(-1)[: out_features * in_features].view(out_features, in_features).t().contiguous()
+
+
 EAGER: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
                               "rescale_gelu_quantize": rescale_gelu_quantize,
-                              "rescale_residual_norm": rescale_residual_norm}
+                              "rescale_residual_norm": rescale_residual_norm, "unpack_transposed": unpack_transposed}
 _kernels: dict[str, Callable] | None = None
 _status: dict[str, str] = {}
 
@@ -76,7 +86,8 @@ def _probe(compiled: dict[str, Callable]) -> None:
     xs, ws, b, res = torch.rand(3, 1, generator=g), torch.rand(8, generator=g), torch.randn(8, generator=g), \
         torch.randn(3, 8, generator=g)
     cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b), "rescale_gelu_quantize": (acc, xs, ws, b, 8),
-             "rescale_residual_norm": (acc, xs, ws, b, res, ws, b, 1e-12)}
+             "rescale_residual_norm": (acc, xs, ws, b, res, ws, b, 1e-12),
+             "unpack_transposed": (torch.randint(0, 255, (12,), generator=g, dtype=torch.uint8), 1, 2, 1, 6, 16)}
     for name, args in cases.items():
         got, want = compiled[name](*args), EAGER[name](*args)
         for g_, w_ in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),

@@ -96,7 +96,7 @@ def _numerics(engine, fake, inputs) -> dict:
 def _depth(depth: int, mode: dict, measure_memory: bool) -> dict:
     from xtc.quant.int8 import compile_status
 
-    setting = Setting(mode["batch"], mode["seq"], mode["rounds"], (("num_hidden_layers", depth),))
+    setting = Setting(mode["batch"], mode["seq"], mode["rounds"], (*mode.get("model", ()), ("num_hidden_layers", depth)))
     with tempfile.TemporaryDirectory(prefix="xtc-serve-") as tmp:
         paths = write_files(setting, Path(tmp))
         loads = summary(interleaved_samples({c: (lambda c=c: load(c, paths[c])) for c in CANDIDATES},
@@ -177,7 +177,8 @@ def child(candidate: str, path: str, batch: int, seq: int, steps: int) -> dict:
     started = time.perf_counter()
     model = load(candidate, path)
     load_s = time.perf_counter() - started
-    ids = torch.randint(1000, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
+    vocab = model.config.vocab_size
+    ids = torch.randint(1000 if vocab > 2000 else 5, vocab, (batch, seq), generator=torch.Generator().manual_seed(0))
     for _ in range(steps):
         with torch.inference_mode():
             model(input_ids=ids, attention_mask=torch.ones_like(ids))

@@ -309,7 +309,9 @@ def evaluate(args, argv: Sequence[str]) -> dict[str, Any]:
     if path.is_file():
         from xtc.export import load_packed
 
-        model, tokenizer_dir = load_packed(path), path.parent
+        engine = getattr(args, "engine", "float")
+        model, tokenizer_dir = load_packed(path, engine=engine), path.parent
+        args.device = "cpu" if engine == "int8" else args.device  # the integer engine serves on CPU
     elif not path.exists() and _is_hub_id(str(args.model)):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(str(args.model), key="--model")
         model = _load_hub_teacher(tokenizer_dir)

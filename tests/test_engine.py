@@ -13,7 +13,8 @@ from xtc.export import PackedEmbedding, PackedLinear, export_packed, load_packed
 from xtc.packing import pack_codes
 from xtc.quant import quantize_
 from xtc.quant import int8 as int8_module
-from xtc.quant.int8 import Int8Linear, PackedRowEmbedding, compile_status, kernels, quantize_tokens, reset_kernels
+from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, compile_status, enable_compiled, kernels, quantize_tokens,
+                            reset_kernels)
 from xtc.quant.primitives import dequantize, quantize_symmetric, quantize_weight
 
 
@@ -158,7 +159,8 @@ def test_packed_row_embedding_rejects_rows_that_do_not_start_on_a_byte():
 
 # ---------------------------------------------------------------------------------------------- kernels
 def test_eager_fallback_is_chosen_and_reported(monkeypatch):
-    kernels()
+    assert kernels()["quantize_tokens"] is quantize_tokens  # eager until enable_compiled() succeeds
+    enable_compiled()
     assert compile_status() == {"mode": "eager", "reason": f"{int8_module.COMPILE_ENV}=0"}
     reset_kernels()
     monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
@@ -167,6 +169,7 @@ def test_eager_fallback_is_chosen_and_reported(monkeypatch):
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", broken)
+    enable_compiled()
     assert kernels()["quantize_tokens"] is quantize_tokens
     assert compile_status()["mode"] == "eager" and "no C++ compiler" in compile_status()["reason"]
 
@@ -174,7 +177,7 @@ def test_eager_fallback_is_chosen_and_reported(monkeypatch):
 def test_compiled_kernels_match_the_eager_ones(monkeypatch, tiny_bert, tiny_batch, tmp_path):
     monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
     reset_kernels()
-    kernels()
+    enable_compiled()
     if compile_status()["mode"] != "compiled":
         pytest.skip(f"torch.compile is unavailable here: {compile_status()['reason']}")
     x = torch.randn(33, 64)

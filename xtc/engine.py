@@ -37,11 +37,12 @@ from transformers.initialization import no_init_weights
 
 from xtc.config import PerGroup, PerRow, PerTensor, parse_granularity
 from xtc.packing import PackedCodes, unpack_codes
-from xtc.quant.int8 import Int8Linear, PackedRowEmbedding, kernels
+from xtc.quant.int8 import Int8Linear, PackedRowEmbedding, enable_compiled, kernels
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("float", "int8")
+COMPILE_MIN_HIDDEN = 256  # compile the kernels for models at least this wide (MiniLM 384, BERT-base 768)
 LOGIT_BOUND = 1e-3  # relative to max |logit|; see the module docstring
 
 
@@ -269,14 +270,19 @@ def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
     return model.eval()
 
 
-def load_engine(path: str | os.PathLike, engine: str = "int8") -> nn.Module:
-    """``load_packed(path, engine=...)``: the packed checkpoint on the integer CPU engine."""
+def load_engine(path: str | os.PathLike, engine: str = "int8", compile: bool | None = None) -> nn.Module:
+    """``load_packed(path, engine=...)``: the packed checkpoint on the integer CPU engine.
+
+    ``compile`` (default: when ``hidden_size >= COMPILE_MIN_HIDDEN``) compiles the elementwise kernels once per
+    process (``xtc.quant.int8.enable_compiled``); on tiny models the compile time would outweigh the forward.
+    """
     from xtc.export import read_packed
 
     if engine != "int8":
         raise ValueError(f"unknown engine {engine!r}: use one of {list(ENGINES)}")
     path = Path(path)
     header, tensors = read_packed(path)
-    model = build_engine(header, tensors, source=f"packed checkpoint {path}")
-    kernels()  # decide compiled vs eager now, not inside the first timed forward
-    return model
+    hidden = header["model_config"].get("hidden_size", 0)
+    if compile if compile is not None else hidden >= COMPILE_MIN_HIDDEN:
+        enable_compiled()
+    return build_engine(header, tensors, source=f"packed checkpoint {path}")

@@ -13,8 +13,8 @@ instead of two; a code at a rounding boundary can then flip by one step in a lat
 The elementwise passes around the matmul cost more than the matmul itself in eager mode (quantizing a 4096 x 3072
 activation: ~40 ms eager vs ~2 ms compiled; the int32 -> float rescale with GELU: ~60 ms vs ~18 ms), so they are
 written as small pure functions (quantize; rescale fused with bias and the next elementwise op) that
-``torch.compile`` turns into single loops (``kernels()``); without a working compiler they run eagerly, with the
-reason logged once.
+``torch.compile`` turns into single loops (``enable_compiled()``); without a working compiler they run eagerly, with
+the reason logged once.
 """
 
 from __future__ import annotations
@@ -99,17 +99,22 @@ def _probe(compiled: dict[str, Callable]) -> None:
 
 
 def kernels() -> dict[str, Callable]:
-    """The engine's elementwise kernels: ``torch.compile``d (inductor, C++ on CPU) when that works here, else eager.
+    """The engine's elementwise kernels in use: the compiled ones once ``enable_compiled()`` succeeded, else eager."""
+    return _kernels if _kernels is not None else EAGER
 
-    Decided once per process; ``compile_status()`` says which and why. Set ``XTC_ENGINE_COMPILE=0`` for eager.
+
+def enable_compiled() -> dict[str, str]:
+    """Switch to ``torch.compile``d kernels (inductor, C++ on CPU) if that works here; returns ``compile_status()``.
+
+    Decided once per process (10-40 s the first time on a 2-core CPU, seconds with inductor's on-disk cache); when
+    compiling fails or ``XTC_ENGINE_COMPILE=0`` the eager kernels stay, with the reason logged and reported.
     """
     global _kernels
-    if _kernels is not None:
-        return _kernels
+    if _status:
+        return dict(_status)
     if os.environ.get(COMPILE_ENV, "1") == "0":
         _status.update(mode="eager", reason=f"{COMPILE_ENV}=0")
-        _kernels = dict(EAGER)
-        return _kernels
+        return dict(_status)
     try:
         compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
         _probe(compiled)
@@ -118,15 +123,14 @@ def kernels() -> dict[str, Callable]:
         log.warning("torch.compile is unavailable for the integer engine (%s); running the eager kernels, which are "
                     "slower", reason)
         _status.update(mode="eager", reason=reason)
-        _kernels = dict(EAGER)
-        return _kernels
+        return dict(_status)
     _status.update(mode="compiled", reason="torch.compile (inductor) probe passed")
     _kernels = compiled
-    return _kernels
+    return dict(_status)
 
 
 def compile_status() -> dict[str, str]:
-    """``{"mode": "compiled" | "eager", "reason": ...}`` once ``kernels()`` has decided; empty before."""
+    """``{"mode": "compiled" | "eager", "reason": ...}`` once ``enable_compiled()`` has decided; empty before."""
     return dict(_status)
 
 

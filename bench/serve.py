@@ -6,6 +6,8 @@ layers) three files are written to a temporary directory, as the workflow leaves
 ``load_model_dir`` as the fake-quant model) and its packed file (``export_packed``; reloaded by
 ``load_packed(path, engine="int8")``). Each candidate is loaded from its file.
 
+* Allocator: glibc keeps freed large blocks in every candidate's process (``xtc.quant.int8.reuse_freed_memory``,
+  which the engine's loader sets), so no candidate pays page faults the others do not.
 * Throughput: forward only, eval mode, ``inference_mode``, one fixed batch of ``batch x seq`` tokens (full: 32 x 128)
   and the latency batch 1 x 128; the three candidates alternate round by round; sentences/s = batch / median.
 * Numerics: the engine's logits against the fake-quant model's: max abs difference, ``xtc.engine.logit_bound`` and
@@ -141,7 +143,10 @@ def _memory(paths: dict[str, Path], setting: Setting, steps: int = 1) -> dict:
 
 
 def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = True) -> dict:
+    from xtc.quant.int8 import reuse_freed_memory
+
     mode = mode or (QUICK if quick else FULL)
+    reuse_freed_memory()  # what load_packed(engine="int8") does; set first, so FP32 and fake-quant gain it too
     depths = {f"{d}L": _depth(d, mode, measure_memory) for d in mode["depths"]}
     head = depths[f"{max(mode['depths'])}L"]
     result = {
@@ -167,8 +172,9 @@ def child(candidate: str, path: str, batch: int, seq: int, steps: int) -> dict:
     import xtc.checkpoint  # noqa: F401
     import xtc.engine  # noqa: F401
     import xtc.export  # noqa: F401
-    from xtc.quant.int8 import enable_compiled
+    from xtc.quant.int8 import enable_compiled, reuse_freed_memory
 
+    reuse_freed_memory()  # every candidate, as in the parent
     if candidate == "engine":
         enable_compiled()  # compile once per process: the process's cost, not the model's
     memory._release_free_memory()

@@ -8,7 +8,7 @@ bytes). Nothing is ever unpacked to float: at rest the weights are the file's pa
 Then every transformer layer shaped like BERT's (Q/K/V, attention output + LayerNorm, intermediate + GELU, output +
 LayerNorm; found by its structure, not its class name) whose six linears are integer becomes one
 ``EngineBertLayer``: Q, K and V share one quantized input and one ``(hidden, 3 hidden)`` matmul, and every rescale
-is fused with what follows it (bias + GELU + the next quantizer; bias + residual + LayerNorm).
+is fused with what follows it (bias + GELU; bias + residual + LayerNorm).
 
 **Numerics.** The engine computes the fake-quant model's arithmetic with exact integer dot products instead of
 float32 sums, so its logits differ from ``load_packed``'s by float rounding, amplified where a rounding difference
@@ -37,7 +37,7 @@ from transformers.initialization import no_init_weights
 
 from xtc.config import PerGroup, PerRow, PerTensor, parse_granularity
 from xtc.packing import PackedCodes, unpack_codes
-from xtc.quant.int8 import Int8Linear, PackedRowEmbedding, enable_compiled, kernels
+from xtc.quant.int8 import Int8Linear, PackedRowEmbedding, enable_compiled, kernels, reuse_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class EngineBertLayer(nn.Module):
         qkv = k["rescale"](self.qkv.matmul(codes), scale, self.qkv.w_scale, self.qkv.bias)  # (M, 3H)
         q, key, v = qkv.view(batch, seq, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        context, _ = attention(self, q.contiguous(), key.contiguous(), v.contiguous(), attention_mask, dropout=0.0,
+        context, _ = attention(self, q, key, v, attention_mask, dropout=0.0,
                                scaling=self.scaling, **{n: a for n, a in kwargs.items() if n == "position_ids"})
         context = context.reshape(batch * seq, hidden)  # (B, T, nh, hs) -> (M, H)
         codes, scale = k["quantize_tokens"](context, self.attn_out.act_bits)
@@ -188,12 +188,11 @@ class EngineBertLayer(nn.Module):
                                        x, self.norm1.weight, self.norm1.bias, self.norm1.eps)  # (M, H)
         codes, scale = k["quantize_tokens"](h, self.intermediate.act_bits)
         acc = self.intermediate.matmul(codes)  # (M, I)
-        if self.gelu_fused and self.out.act_bits == self.intermediate.act_bits:
-            codes, scale = k["rescale_gelu_quantize"](acc, scale, self.intermediate.w_scale, self.intermediate.bias,
-                                                      self.out.act_bits)
+        if self.gelu_fused:
+            inner = k["rescale_gelu"](acc, scale, self.intermediate.w_scale, self.intermediate.bias)
         else:
             inner = self.act(k["rescale"](acc, scale, self.intermediate.w_scale, self.intermediate.bias))
-            codes, scale = k["quantize_tokens"](inner, self.out.act_bits)
+        codes, scale = k["quantize_tokens"](inner, self.out.act_bits)
         out = k["rescale_residual_norm"](self.out.matmul(codes), scale, self.out.w_scale, self.out.bias, h,
                                          self.norm2.weight, self.norm2.bias, self.norm2.eps)  # (M, H)
         return out.reshape(batch, seq, hidden)
@@ -275,6 +274,7 @@ def load_engine(path: str | os.PathLike, engine: str = "int8", compile: bool | N
 
     ``compile`` (default: when ``hidden_size >= COMPILE_MIN_HIDDEN``) compiles the elementwise kernels once per
     process (``xtc.quant.int8.enable_compiled``); on tiny models the compile time would outweigh the forward.
+    Large freed blocks are kept for reuse (``reuse_freed_memory``): without it page faults double a layer's time.
     """
     from xtc.export import read_packed
 
@@ -285,4 +285,5 @@ def load_engine(path: str | os.PathLike, engine: str = "int8", compile: bool | N
     hidden = header["model_config"].get("hidden_size", 0)
     if compile if compile is not None else hidden >= COMPILE_MIN_HIDDEN:
         enable_compiled()
+    reuse_freed_memory()
     return build_engine(header, tensors, source=f"packed checkpoint {path}")

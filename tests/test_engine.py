@@ -83,7 +83,9 @@ def test_engine_differs_from_the_float_model_by_much_more_than_the_bound(tiny_be
 def test_weights_are_int8_at_most_in_memory(tiny_bert, tiny_batch, tmp_path):
     _, engine = _pair(tiny_bert, QuantConfig(weight_bits=1), tiny_batch, tmp_path)
     linears = [m for m in engine.modules() if isinstance(m, Int8Linear)]
-    assert linears and all(m.codes.dtype == torch.int8 for m in linears)
+    assert linears and all(m.codes is None for m in linears)  # still packed: unpacked on first use
+    _logits(engine, tiny_batch)
+    assert all(m.codes.dtype == torch.int8 for m in linears)
     table = engine.bert.embeddings.word_embeddings
     assert table.data.dtype == torch.uint8 and table.data.numel() == table.num_embeddings * table.embedding_dim // 8
     big_float = [n for n, t in engine.state_dict().items() if t.is_floating_point() and t.numel() >= 32 * 32]

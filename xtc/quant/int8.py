@@ -161,25 +161,48 @@ def reuse_freed_memory() -> bool:
         return False
 
 
+def release_free_memory() -> None:
+    """Return the allocator's free memory to the system (glibc ``malloc_trim``): loading leaves freed unpacking
+    temporaries behind, which would otherwise stay resident; no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 # ---------------------------------------------------------------------------------------------- modules
 class Int8Linear(nn.Module):
     """``y = (q_x @ q_w^T) s_x s_w + b`` with int8 weight codes stored ``(in, out)`` (``_int_mm``'s layout).
 
     ``w_scale`` is one float per output feature (per-tensor scales are repeated), so a fused Q/K/V weight can hold
     three scales. ``act_bits`` is the dynamic per-token activation width; ``act_max_abs`` a static range instead.
+    ``codes`` may be a function that unpacks them: it runs on first use (the packed bytes are what loading reads,
+    as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay.
     """
 
-    def __init__(self, codes: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None, act_bits: int,
-                 act_max_abs: torch.Tensor | None = None) -> None:
+    def __init__(self, codes: torch.Tensor | Callable[[], torch.Tensor], w_scale: torch.Tensor,
+                 bias: torch.Tensor | None, act_bits: int, act_max_abs: torch.Tensor | None = None,
+                 shape: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if codes.dtype != torch.int8 or codes.dim() != 2:
+        if callable(codes):
+            if shape is None:
+                raise ValueError("Int8Linear with codes to unpack later needs their (in, out) shape")
+            self._unpack, codes = codes, None
+        elif codes.dtype != torch.int8 or codes.dim() != 2:
             raise ValueError(f"Int8Linear needs (in, out) int8 codes, got {codes.dtype} {tuple(codes.shape)}")
-        self.in_features, self.out_features = codes.shape
+        self.in_features, self.out_features = shape or codes.shape
         self.act_bits = act_bits
-        self.register_buffer("codes", codes.contiguous())  # (in, out)
+        self.register_buffer("codes", None if codes is None else codes.contiguous())  # (in, out)
         self.register_buffer("w_scale", w_scale.reshape(-1).to(torch.float32))  # (out,)
         self.register_buffer("bias", torch.zeros(self.out_features) if bias is None else bias.detach().reshape(-1))
         self.register_buffer("act_max_abs", None if act_max_abs is None else act_max_abs.reshape(()))
+
+    def weight_codes(self) -> torch.Tensor:
+        """The int8 ``(in, out)`` codes, unpacked now if they were not yet."""
+        if self.codes is None:
+            self.codes = self._unpack()
+            del self._unpack
+        return self.codes
 
     def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(codes (M, in), scale (M, 1) or (1, 1))`` of a ``(M, in)`` input."""
@@ -191,7 +214,7 @@ class Int8Linear(nn.Module):
         return codes.to(torch.int8), scale
 
     def matmul(self, codes: torch.Tensor) -> torch.Tensor:
-        return torch._int_mm(codes, self.codes)  # (M, out) int32
+        return torch._int_mm(codes, self.weight_codes())  # (M, out) int32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)  # (M, in)

@@ -6,8 +6,6 @@ layers) three files are written to a temporary directory, as the workflow leaves
 ``load_model_dir`` as the fake-quant model) and its packed file (``export_packed``; reloaded by
 ``load_packed(path, engine="int8")``). Each candidate is loaded from its file.
 
-* Allocator: glibc keeps freed large blocks in every candidate's process (``xtc.quant.int8.reuse_freed_memory``,
-  which the engine's loader sets), so no candidate pays page faults the others do not.
 * Throughput: forward only, eval mode, ``inference_mode``, one fixed batch of ``batch x seq`` tokens (full: 32 x 128)
   and the latency batch 1 x 128; the three candidates alternate round by round; sentences/s = batch / median.
 * Numerics: the engine's logits against the fake-quant model's: max abs difference, ``xtc.engine.logit_bound`` and
@@ -21,6 +19,7 @@ layers) three files are written to a temporary directory, as the workflow leaves
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import subprocess
@@ -143,10 +142,7 @@ def _memory(paths: dict[str, Path], setting: Setting, steps: int = 1) -> dict:
 
 
 def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = True) -> dict:
-    from xtc.quant.int8 import reuse_freed_memory
-
     mode = mode or (QUICK if quick else FULL)
-    reuse_freed_memory()  # what load_packed(engine="int8") does; set first, so FP32 and fake-quant gain it too
     depths = {f"{d}L": _depth(d, mode, measure_memory) for d in mode["depths"]}
     head = depths[f"{max(mode['depths'])}L"]
     result = {
@@ -166,15 +162,25 @@ def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = Tr
 
 
 # ---------------------------------------------------------------------------------------------- the child
+def _model_type(path: str | Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        return json.loads((path / "config.json").read_text())["model_type"]
+    from xtc.export import _read_header
+
+    return _read_header(path)["model_config"]["model_type"]
+
+
 def child(candidate: str, path: str, batch: int, seq: int, steps: int) -> dict:
     import transformers  # noqa: F401  (imports are part of the baseline, not of the model)
+    # the model's own modules (transformers imports them lazily, ~55 MiB for BERT) belong to the baseline too
+    importlib.import_module(f"transformers.models.{_model_type(path)}.modeling_{_model_type(path)}")
 
     import xtc.checkpoint  # noqa: F401
     import xtc.engine  # noqa: F401
     import xtc.export  # noqa: F401
-    from xtc.quant.int8 import enable_compiled, reuse_freed_memory
+    from xtc.quant.int8 import enable_compiled
 
-    reuse_freed_memory()  # every candidate, as in the parent
     if candidate == "engine":
         enable_compiled()  # compile once per process: the process's cost, not the model's
     memory._release_free_memory()

@@ -31,7 +31,6 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 COMPILE_ENV = "XTC_ENGINE_COMPILE"  # "0" turns torch.compile off (eager kernels)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 # ---------------------------------------------------------------------------------------------- pure kernels
@@ -121,7 +120,9 @@ def enable_compiled() -> dict[str, str]:
         return dict(_status)
     try:
         compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
-        _probe(compiled)
+        for mode in (torch.no_grad, torch.inference_mode):  # grad and inference mode are guarded: compile both now
+            with mode():
+                _probe(compiled)
     except Exception as err:  # no compiler, no headers, a backend bug: all mean "run eagerly"
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
         log.warning("torch.compile is unavailable for the integer engine (%s); running the eager kernels, which are "
@@ -143,22 +144,6 @@ def reset_kernels() -> None:
     global _kernels
     _kernels = None
     _status.clear()
-
-
-def reuse_freed_memory() -> bool:
-    """Make glibc keep freed large blocks for reuse instead of unmapping them (``mallopt``); True if applied.
-
-    glibc serves blocks above 32 MiB (the int32 products and GELU outputs of a 4096-token batch) with a fresh
-    ``mmap`` and unmaps them on free, so every such op first page-faults and zeroes its output again: at 4096 x 3072
-    the rescale + GELU pass took 60 ms instead of 15 ms, the Q/K/V rescale 33 ms instead of 2 ms (one thread).
-    Raising the mmap and trim thresholds lets the same pages serve every layer. Process-wide, and harmless for
-    other work (freed memory stays with the process, as the caching allocators of GPUs keep it); no-op off glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 2**30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def release_free_memory() -> None:

@@ -8,8 +8,9 @@ layers) three files are written to a temporary directory, as the workflow leaves
 
 * Throughput: forward only, eval mode, ``inference_mode``, one fixed batch of ``batch x seq`` tokens (full: 32 x 128)
   and the latency batch 1 x 128; the three candidates alternate round by round; sentences/s = batch / median.
-* Numerics: the engine's logits against the fake-quant model's: max abs difference, ``xtc.engine.logit_bound`` and
-  whether every prediction whose fake-quant margin exceeds twice the bound is equal.
+* Numerics: the engine's logits against the fake-quant model's: max abs difference, the fake-quant model's own
+  change under another thread count (its float-rounding noise), ``xtc.engine.logit_bound`` and whether every
+  prediction whose fake-quant margin exceeds twice the bound is equal.
 * Model memory: each candidate in a fresh process (``python -m bench.serve CANDIDATE PATH ...``): RSS after the
   imports (and, for the engine, after its kernels are compiled: a per-process cost, not the model's), then
   load + ``steps`` forwards of the throughput batch; model memory = peak RSS (``VmHWM`` reset after the baseline)
@@ -84,13 +85,20 @@ def _forward(model, inputs):
 def _numerics(engine, fake, inputs) -> dict:
     from xtc.engine import logit_bound
 
+    threads = torch.get_num_threads()
     with torch.inference_mode():
         got, want = engine(**inputs).logits, fake(**inputs).logits
-    bound = logit_bound(want)
+        torch.set_num_threads(1 if threads > 1 else 2)  # the same model, another summation order
+        try:
+            noise = float((fake(**inputs).logits - want).abs().max())
+        finally:
+            torch.set_num_threads(threads)
+    bound = logit_bound(want, noise)
     top2 = want.topk(2, dim=-1).values
     clear = (top2[:, 0] - top2[:, 1]) > 2 * bound
     same = bool((got.argmax(-1) == want.argmax(-1))[clear].all())
-    return {"max_abs_logit_diff": float((got - want).abs().max()), "bound": bound, "within_bound":
+    return {"max_abs_logit_diff": float((got - want).abs().max()), "max_abs_logit": float(want.abs().max()),
+            "fake_quant_float_noise": noise, "bound": bound, "within_bound":
             float((got - want).abs().max()) <= bound, "predictions_equal_beyond_margin": same}
 
 

@@ -88,8 +88,9 @@ def _probe(compiled: dict[str, Callable]) -> None:
     x, acc = torch.randn(3, 16, generator=g), torch.randint(-500, 500, (3, 8), generator=g, dtype=torch.int32)
     xs, ws, b, res = torch.rand(3, 1, generator=g), torch.rand(8, generator=g), torch.randn(8, generator=g), \
         torch.randn(3, 8, generator=g)
+    nw, nb = torch.rand(8, generator=g), torch.randn(8, generator=g)  # distinct tensors: aliasing is guarded too
     cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b), "rescale_gelu": (acc, xs, ws, b),
-             "rescale_residual_norm": (acc, xs, ws, b, res, ws, b, 1e-12),
+             "rescale_residual_norm": (acc, xs, ws, b, res, nw, nb, 1e-12),
              "unpack_transposed": (torch.randint(0, 255, (12,), generator=g, dtype=torch.uint8), 1, 2, 1, 6, 16)}
     for name, args in cases.items():
         got, want = compiled[name](*args), EAGER[name](*args)
@@ -120,9 +121,8 @@ def enable_compiled() -> dict[str, str]:
         return dict(_status)
     try:
         compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
-        for mode in (torch.no_grad, torch.inference_mode):  # grad and inference mode are guarded: compile both now
-            with mode():
-                _probe(compiled)
+        with torch.inference_mode():  # the engine runs its kernels on inference tensors only (as_inference)
+            _probe(compiled)
     except Exception as err:  # no compiler, no headers, a backend bug: all mean "run eagerly"
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
         log.warning("torch.compile is unavailable for the integer engine (%s); running the eager kernels, which are "
@@ -155,6 +155,16 @@ def release_free_memory() -> None:
         pass
 
 
+def as_inference(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as an inference tensor (a copy if it is not one). Compiled graphs are guarded on each argument's
+    dispatch keys, so the engine hands its kernels inference tensors only, and ``inference_mode`` throughout: one
+    graph per kernel instead of a recompile for every mix of normal and inference tensors."""
+    if t is None or t.is_inference():
+        return t
+    with torch.inference_mode():
+        return t.clone()
+
+
 # ---------------------------------------------------------------------------------------------- modules
 class Int8Linear(nn.Module):
     """``y = (q_x @ q_w^T) s_x s_w + b`` with int8 weight codes stored ``(in, out)`` (``_int_mm``'s layout).
@@ -185,7 +195,8 @@ class Int8Linear(nn.Module):
     def weight_codes(self) -> torch.Tensor:
         """The int8 ``(in, out)`` codes, unpacked now if they were not yet."""
         if self.codes is None:
-            self.codes = self._unpack()
+            with torch.inference_mode():
+                self.codes = as_inference(self._unpack())
             del self._unpack
         return self.codes
 
@@ -202,9 +213,10 @@ class Int8Linear(nn.Module):
         return torch._int_mm(codes, self.weight_codes())  # (M, out) int32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)  # (M, in)
-        codes, scale = self.quantize_input(flat)
-        out = kernels()["rescale"](self.matmul(codes), scale, self.w_scale, self.bias)  # (M, out)
+        with torch.inference_mode():
+            flat = as_inference(x).reshape(-1, self.in_features)  # (M, in)
+            codes, scale = self.quantize_input(flat)
+            out = kernels()["rescale"](self.matmul(codes), scale, self.w_scale, self.bias)  # (M, out)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

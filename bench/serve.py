@@ -105,7 +105,8 @@ def _numerics(engine, fake, inputs) -> dict:
 def _depth(depth: int, mode: dict, measure_memory: bool) -> dict:
     from xtc.quant.int8 import compile_status
 
-    setting = Setting(mode["batch"], mode["seq"], mode["rounds"], (*mode.get("model", ()), ("num_hidden_layers", depth)))
+    model = (*mode.get("model", ()), ("num_hidden_layers", depth))
+    setting = Setting(mode["batch"], mode["seq"], mode["rounds"], model)
     with tempfile.TemporaryDirectory(prefix="xtc-serve-") as tmp:
         paths = write_files(setting, Path(tmp))
         loads = summary(interleaved_samples({c: (lambda c=c: load(c, paths[c])) for c in CANDIDATES},
@@ -144,7 +145,8 @@ def _memory(paths: dict[str, Path], setting: Setting, steps: int = 1) -> dict:
                 str(setting.seq), str(steps)]
         proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
-            raise RuntimeError(f"serve memory child {candidate} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"serve memory child {candidate} failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}")
         results[candidate] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results
 

@@ -150,11 +150,13 @@ class EngineBertLayer(nn.Module):
         q, k, v = attn.query, attn.key, attn.value
         self.config, self.is_causal, self.scaling = attn.config, False, attn.scaling
         self.heads, self.head_size = attn.num_attention_heads, attn.attention_head_size
+
         def fused_codes() -> torch.Tensor:
             return torch.cat([q.weight_codes(), k.weight_codes(), v.weight_codes()], dim=1)  # (H, 3H)
 
         self.qkv = Int8Linear(fused_codes, torch.cat([q.w_scale, k.w_scale, v.w_scale]),
-                              torch.cat([q.bias, k.bias, v.bias]), q.act_bits, shape=(q.in_features, 3 * q.out_features))
+                              torch.cat([q.bias, k.bias, v.bias]), q.act_bits,
+                              shape=(q.in_features, 3 * q.out_features))
         self.attn_out, self.intermediate, self.out = (layer.attention.output.dense, layer.intermediate.dense,
                                                       layer.output.dense)
         norms = layer.attention.output.LayerNorm, layer.output.LayerNorm
@@ -196,7 +198,8 @@ class EngineBertLayer(nn.Module):
             if batch <= rows:
                 return self._forward(hidden_states, attention_mask, **kwargs)
             out = torch.empty_like(hidden_states)
-            per_row_mask = attention_mask is not None and attention_mask.dim() > 0 and attention_mask.shape[0] == batch
+            per_row_mask = (attention_mask is not None and attention_mask.dim() > 0
+                            and attention_mask.shape[0] == batch)
             for start in range(0, batch, rows):
                 mask = attention_mask[start:start + rows] if per_row_mask else attention_mask
                 out[start:start + rows] = self._forward(hidden_states[start:start + rows], mask, **kwargs)
@@ -211,7 +214,8 @@ class EngineBertLayer(nn.Module):
         x = hidden_states.reshape(batch * seq, hidden)  # (M, H)
         codes, scale = k["quantize_tokens"](x, self.qkv.act_bits)
         qkv = k["rescale"](self.qkv.matmul(codes), scale, self.qkv.w_scale, self.qkv.bias)  # (M, 3H)
-        q, key, v = qkv.view(batch, seq, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs)
+        # (M, 3H) -> (3, B, nh, T, hs) -> three (B, nh, T, hs) views
+        q, key, v = qkv.view(batch, seq, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         context, _ = attention(self, q, key, v, attention_mask, dropout=0.0,
                                scaling=self.scaling, **{n: a for n, a in kwargs.items() if n == "position_ids"})

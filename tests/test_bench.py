@@ -227,5 +227,5 @@ def test_only_runs_one_benchmark_and_the_summary_shows_its_target(monkeypatch, c
 
 def test_every_benchmark_has_a_cli_name():
     assert set(bench_main.SUITE) == {"quant_linear", "kd_step", "deepspeed_step", "packed_eval", "export_ratio",
-                                     "workflow"}
+                                     "workflow", "serve"}
     assert set(bench_main.HEADLINES) <= set(bench_main.SUITE)

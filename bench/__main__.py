@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import torch
 
-from bench import deepspeed_step, export_ratio, kd_step, packed_eval, quant_linear, workflow
+from bench import deepspeed_step, export_ratio, kd_step, packed_eval, quant_linear, serve, workflow
 
 SUITE = {
     "quant_linear": quant_linear.run,
@@ -22,6 +22,7 @@ SUITE = {
     "packed_eval": packed_eval.run,
     "export_ratio": export_ratio.run,
     "workflow": workflow.run,
+    "serve": serve.run,
 }
 # The figure each benchmark is judged by, for the readable summary: (key, target).
 HEADLINES = {
@@ -30,6 +31,8 @@ HEADLINES = {
                        ("peak_mib_xtc_over_deepspeed", None), ("step_peak_mib_xtc_over_deepspeed", None)],
     "packed_eval": [("packed_over_fake_quant_throughput", None), ("packed_over_fp32_dir_load", None)],
     "export_ratio": [("max_ratio", "<= 1.01")],
+    "serve": [("engine_speedup_vs_fp32", ">= 2.5"), ("engine_memory_ratio_vs_fp32", "<= 0.3"),
+              ("engine_load_ratio_vs_fp32", "<= 1.0"), ("numerics_within_bound", None)],
     "workflow": [("dry_run", None), ("xtc_help_s", "< 3"), ("xtc_distill_first_step_s", "< 3"),
                  ("xtc_distill_cpu_s_at_first_step", None)],
 }

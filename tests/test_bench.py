@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench import __main__ as bench_main
-from bench import export_ratio, kd_step, memory, packed_eval, timing, workflow
+from bench import export_ratio, kd_step, memory, packed_eval, serve, timing, workflow
 from bench.kd_step import Setting
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,6 +119,19 @@ def test_packed_eval_logits_equal_and_ratios():
     assert result["bytes"]["packed"] < result["bytes"]["fp32_dir"]
 
 
+# ---------------------------------------------------------------------------------------------- serving
+def test_serve_reports_engine_ratios_against_fp32(monkeypatch):
+    monkeypatch.setenv("XTC_ENGINE_COMPILE", "0")  # the memory children inherit it: no compile in a test
+    model = tuple((k, v) for k, v in TINY_MODEL if k != "num_hidden_layers")
+    mode = {"depths": (1,), "batch": 2, "seq": 8, "rounds": 1, "latency_rounds": 1, "model": model}
+    result = serve.run(mode=mode)
+    assert {"engine_speedup_vs_fp32", "engine_memory_ratio_vs_fp32", "engine_load_ratio_vs_fp32"} <= set(result)
+    assert all(_positive(result[k]) for k in ("engine_speedup_vs_fp32", "engine_memory_ratio_vs_fp32"))
+    depth = result["depths"]["1L"]
+    assert set(depth["memory"]) == set(serve.CANDIDATES) and depth["numerics"]["within_bound"] is True
+    assert all(_positive(v) for k, v in depth["throughput_2x8"].items() if k.endswith("_per_s"))
+
+
 # ---------------------------------------------------------------------------------------------- export ratio
 def _tiny_theoretical_bytes(layers: int, bits: int) -> float:
     """Theoretical minimum of a tiny W{bits} student, by hand: the XTC module set at ``bits`` bits plus one float32
@@ -214,5 +227,5 @@ def test_only_runs_one_benchmark_and_the_summary_shows_its_target(monkeypatch, c
 
 def test_every_benchmark_has_a_cli_name():
     assert set(bench_main.SUITE) == {"quant_linear", "kd_step", "deepspeed_step", "packed_eval", "export_ratio",
-                                     "workflow"}
+                                     "workflow", "serve"}
     assert set(bench_main.HEADLINES) <= set(bench_main.SUITE)

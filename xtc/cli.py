@@ -164,7 +164,7 @@ def _cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc import commands
 
     result = commands.evaluate(build_recipe(args, DATA_FLAGS), args.model, args.tokenizer,
-                               Path(args.out) if args.out else None, args.device, argv)
+                               Path(args.out) if args.out else None, args.device, argv, engine=args.engine)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -200,6 +200,14 @@ def _cmd_augment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     commands.augment(commands.AugmentRequest(
         task=args.task, mlm=args.mlm, out=Path(args.out), data_dir=args.data_dir, glove=args.glove,
         copies=args.copies, p=args.p, k=args.k, max_train_examples=args.max_train_examples, seed=args.seed))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from xtc.predict import run
+
+    run(args.model, args.input, args.columns, args.scores, args.batch_size, args.max_seq_length, args.engine,
+        args.tokenizer)
     return 0
 
 
@@ -263,7 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
     _add_data_args(ev, eval_only=True)
     _add_run_args(ev, out_required=False)
+    ev.add_argument("--engine", choices=["float", "int8"], default="float",
+                    help="a packed checkpoint's engine: float (exact fake-quant) or int8 (integer CPU engine)")
     ev.set_defaults(handler=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="labels or scores of sentences from a TSV file or stdin (one line each)")
+    pr.add_argument("--model", required=True, help="packed .safetensors file (integer engine), model dir or run dir")
+    pr.add_argument("--input", default="-", help="TSV of 1 or 2 texts per line, or '-' for stdin (default)")
+    pr.add_argument("--columns", type=lambda t: t.split(","), help="header names of the text columns, e.g. sentence")
+    pr.add_argument("--scores", action="store_true", help="write class probabilities instead of labels")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.add_argument("--max-seq-length", type=int, default=128)
+    pr.add_argument("--engine", choices=["float", "int8"], default="int8", help="a packed file's engine (int8)")
+    pr.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
+    pr.set_defaults(handler=_cmd_predict)
 
     ex = sub.add_parser("export", help="write the packed 1/2-bit checkpoint of a trained model, and size.json",
                         description="Pack a trained quantized model: 1-bit weights 8 per byte, ternary 4 per byte.")
@@ -300,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    if args.command in ("finetune", "distill", "evaluate", "export", "augment"):
+    if args.command in ("finetune", "distill", "evaluate", "export", "augment", "predict"):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # one progress display: ours

@@ -235,8 +235,9 @@ def _load_hub_teacher(repo_id: str):
 
 
 def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path | None = None,
-             device: str | None = None, argv: Sequence[str] = ()) -> dict[str, Any]:
-    """Dev-set metrics of a model directory, a run directory or a packed checkpoint."""
+             device: str | None = None, argv: Sequence[str] = (), engine: str = "float") -> dict[str, Any]:
+    """Dev-set metrics of a model directory, a run directory or a packed checkpoint (``engine``: ``float``, the
+    exact fake-quant model, or ``int8``, the integer CPU engine of ``xtc.engine``)."""
     from xtc.checkpoint import load_model_dir, load_tokenizer
     from xtc.glue import make_collator
     from xtc.train import evaluate as evaluate_model
@@ -247,7 +248,8 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     if path.is_file():
         from xtc.export import load_packed
 
-        loaded, tokenizer_dir = load_packed(path), path.parent
+        loaded, tokenizer_dir = load_packed(path, engine=engine), path.parent
+        device = "cpu" if engine == "int8" else device  # the integer engine serves on CPU
     elif not path.exists() and is_hub_id(model, qualified=True):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(model, key="--model")
         loaded = _load_hub_teacher(tokenizer_dir)

@@ -306,12 +306,21 @@ def _build_module(entry: dict[str, Any], trainable: bool, dtype: torch.dtype) ->
     return PackedLinear(in_features, out_features, entry["bias"], act, bits, granularity, symmetric, dtype)
 
 
-def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", trainable: bool = False) -> nn.Module:
+def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", trainable: bool = False,
+                engine: str = "float") -> nn.Module:
     """Rebuild the model of a packed checkpoint, in eval mode; its logits equal the exported model's exactly.
 
     ``trainable=True`` returns fake-quant modules (latent weight = the dequantized weight) that can be fine-tuned;
     their forward re-quantizes, so logits match only up to float rounding of the recomputed scales.
+    ``engine="int8"`` runs it on the integer CPU engine instead (``xtc.engine``: int8 weights, integer matmuls).
     """
+    if engine != "float":
+        if trainable or torch.device(device).type != "cpu":
+            raise ValueError(f"engine={engine!r} serves on CPU and cannot be trained: drop trainable=True and pass "
+                             f"device='cpu' (got device={device!r}), or use engine='float'")
+        from xtc.engine import load_engine
+
+        return load_engine(path, engine)
     path = Path(path)
     header, tensors = read_packed(path)
     config_dict = dict(header["model_config"])

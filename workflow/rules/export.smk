@@ -41,12 +41,11 @@ rule evaluate_packed:
         "../envs/xtc.yaml"
     threads: SETTINGS["resources"]["threads"]
     resources:
-        gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=small_runtime,
     params:
         data=JOBS.data_args(),
         out=output_dir,
     shell:
-        "OMP_NUM_THREADS={threads} xtc evaluate --model {input} --task {wildcards.task} {params.data} "
+        "OMP_NUM_THREADS={threads} xtc evaluate --model {input} --engine int8 --task {wildcards.task} {params.data} "
         "--out {params.out} > {log} 2>&1"

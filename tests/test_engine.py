@@ -1,0 +1,268 @@
+"""The integer CPU engine (xtc.engine, xtc.quant.int8): exact integer parts, bounded logits, int8 at most in memory."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from xtc.config import QuantConfig
+from xtc.engine import EngineBertLayer, logit_bound
+from xtc.export import PackedEmbedding, PackedLinear, export_packed, load_packed
+from xtc.packing import pack_codes
+from xtc.quant import quantize_
+from xtc.quant import int8 as int8_module
+from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, compile_status, enable_compiled, kernels, quantize_tokens,
+                            reset_kernels)
+from xtc.quant.primitives import dequantize, quantize_symmetric, quantize_weight
+
+
+@pytest.fixture(autouse=True)
+def _eager_kernels(monkeypatch):
+    """Eager kernels by default (compiling costs ~a minute on a cold 2-core box); test_compiled_* compile."""
+    monkeypatch.setenv(int8_module.COMPILE_ENV, "0")
+    reset_kernels()
+    yield
+    reset_kernels()
+
+
+def _logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _pair(model, cfg, batch, tmp_path, calibrate=False):
+    quantize_(model, cfg)
+    if calibrate:
+        model.train()
+        model(**batch)
+        model.eval()
+    path = tmp_path / "model.safetensors"
+    export_packed(model, path)
+    return load_packed(path), load_packed(path, engine="int8")
+
+
+def _check_bounded(fake, engine, batch) -> None:
+    want, got = _logits(fake, batch), _logits(engine, batch)
+    bound = logit_bound(want)
+    assert (got - want).abs().max() <= bound
+    top2 = want.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 2 * bound
+    assert torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
+
+
+INTEGER = {
+    "W1A8": QuantConfig(weight_bits=1),
+    "W2A8-ternary": QuantConfig(weight_bits=2),
+    "W4A8": QuantConfig(weight_bits=4),
+    "W8A8": QuantConfig(weight_bits=8),
+    "mixed-1-2-2": QuantConfig(weight_bits=1, attn_out_bits=2, ffn_out_bits=2),
+    "row-scales": QuantConfig(weight_bits=2, weight_granularity="row", embedding_granularity="tensor"),
+    "whole-row-groups": QuantConfig(weight_bits=1, weight_granularity="groups:4"),
+}
+
+
+@pytest.mark.parametrize("cfg", INTEGER.values(), ids=INTEGER.keys())
+def test_engine_logits_are_within_the_bound_of_the_fake_quant_model(cfg, tiny_bert, tiny_batch, tmp_path):
+    fake, engine = _pair(tiny_bert, cfg, tiny_batch, tmp_path)
+    _check_bounded(fake, engine, tiny_batch)
+    layers = engine.bert.encoder.layer
+    assert all(isinstance(layer, EngineBertLayer) for layer in layers)  # the integer, fused path really ran
+    assert isinstance(engine.bert.embeddings.word_embeddings, PackedRowEmbedding)
+    assert not any(isinstance(m, (PackedLinear, PackedEmbedding, torch.nn.Linear)) for m in layers.modules())
+
+
+def test_engine_differs_from_the_float_model_by_much_more_than_the_bound(tiny_bert, tiny_batch, tmp_path):
+    """The bound is tight enough to tell the quantized model from its FP32 original."""
+    fp32 = _logits(tiny_bert, tiny_batch)
+    fake, engine = _pair(tiny_bert, QuantConfig(weight_bits=1), tiny_batch, tmp_path)
+    assert (_logits(engine, tiny_batch) - fp32).abs().max() > 10 * logit_bound(_logits(fake, tiny_batch))
+
+
+def test_weights_are_int8_at_most_in_memory(tiny_bert, tiny_batch, tmp_path):
+    _, engine = _pair(tiny_bert, QuantConfig(weight_bits=1), tiny_batch, tmp_path)
+    linears = [m for m in engine.modules() if isinstance(m, Int8Linear)]
+    assert linears and all(m.codes is None for m in linears)  # still packed: unpacked on first use
+    _logits(engine, tiny_batch)
+    assert all(m.codes.dtype == torch.int8 for m in linears)
+    table = engine.bert.embeddings.word_embeddings
+    assert table.data.dtype == torch.uint8 and table.data.numel() == table.num_embeddings * table.embedding_dim // 8
+    big_float = [n for n, t in engine.state_dict().items() if t.is_floating_point() and t.numel() >= 32 * 32]
+    assert all("position_embeddings" in n or "pooler" in n or "classifier" in n for n in big_float), big_float
+
+
+def test_static_activation_range_runs_on_integers(tiny_bert, tiny_batch, tmp_path):
+    cfg = QuantConfig(weight_bits=1, act_range="static", act_granularity="tensor")
+    fake, engine = _pair(tiny_bert, cfg, tiny_batch, tmp_path, calibrate=True)
+    query = engine.bert.encoder.layer[0].attention.self.query
+    assert isinstance(query, Int8Linear) and query.act_max_abs is not None
+    _check_bounded(fake, engine, tiny_batch)
+
+
+FLOAT_PATH = {
+    "asymmetric": QuantConfig(weight_bits=8, weight_symmetric=False),
+    "no-act": QuantConfig(weight_bits=3, weight_symmetric=False, act_bits=None),
+    "sub-row-groups": QuantConfig(weight_bits=2, weight_granularity="group:8"),
+}
+
+
+@pytest.mark.parametrize("cfg", FLOAT_PATH.values(), ids=FLOAT_PATH.keys())
+def test_modules_the_integer_path_cannot_run_keep_the_exact_float_path(cfg, tiny_bert, tiny_batch, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="xtc.engine"):
+        fake, engine = _pair(tiny_bert, cfg, tiny_batch, tmp_path)
+    assert "keeps the float path" in caplog.text
+    assert isinstance(engine.bert.encoder.layer[0].intermediate.dense, PackedLinear)
+    if cfg.act_bits is None or not cfg.weight_symmetric:
+        assert torch.equal(_logits(engine, tiny_batch), _logits(fake, tiny_batch))
+    else:
+        _check_bounded(fake, engine, tiny_batch)
+
+
+# ---------------------------------------------------------------------------------------------- exact parts
+def test_activation_codes_equal_the_training_quantizers():
+    x = torch.randn(64, 48) * torch.logspace(-3, 2, 64).unsqueeze(1)
+    x[3] = 0  # an all-zero token: scale 1, codes 0
+    codes, scale = quantize_tokens(x, 8)
+    want_codes, want_scale = quantize_symmetric(x, 8, "token")
+    assert codes.dtype == torch.int8 and torch.equal(codes.float(), want_codes) and torch.equal(scale, want_scale)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_int8_linear_integer_products_are_exact(bits):
+    g = torch.Generator().manual_seed(0)
+    w, x, b = torch.randn(24, 40, generator=g), torch.randn(5, 7, 40, generator=g), torch.randn(24, generator=g)
+    w_codes, w_scale = quantize_weight(w, bits, "row")
+    linear = Int8Linear(w_codes.t().to(torch.int8).contiguous(), w_scale, b, 8)
+    x_codes, x_scale = quantize_symmetric(x.reshape(-1, 40), 8, "token")
+    exact = (x_codes.double() @ w_codes.double().t()) * x_scale.double() * w_scale.double().t() + b.double()
+    got = linear(x)
+    assert got.shape == (5, 7, 24)
+    assert torch.allclose(got.reshape(-1, 24).double(), exact, rtol=1e-6, atol=1e-6)
+    assert torch.equal(linear.matmul(x_codes.to(torch.int8)), (x_codes @ w_codes.t()).to(torch.int32))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8])
+def test_embedding_rows_gathered_from_packed_bytes_equal_the_dequantized_table(bits):
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(50, 16, generator=g)
+    table[0] = 0  # a padding row: exact zeros (sign+zeros for binary)
+    codes, scale = quantize_weight(table, bits, "row")
+    packed = pack_codes(codes, bits)
+    embedding = PackedRowEmbedding(packed.data, scale, packed.encoding, packed.stored_bits, 50, 16, packed.zeros)
+    ids = torch.tensor([[0, 3, 49, 0], [7, 7, 1, 2]])
+    assert torch.equal(embedding(ids), dequantize(codes, scale, "row")[ids])
+
+
+def test_packed_row_embedding_rejects_rows_that_do_not_start_on_a_byte():
+    with pytest.raises(ValueError, match="do not start on a byte"):
+        PackedRowEmbedding(torch.zeros(5, dtype=torch.uint8), torch.ones(10, 1), "sign", 1, 10, 4)
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+def test_eager_fallback_is_chosen_and_reported(monkeypatch):
+    assert kernels()["quantize_tokens"] is quantize_tokens  # eager until enable_compiled() succeeds
+    enable_compiled()
+    assert compile_status() == {"mode": "eager", "reason": f"{int8_module.COMPILE_ENV}=0"}
+    reset_kernels()
+    monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    enable_compiled()
+    assert kernels()["quantize_tokens"] is quantize_tokens
+    assert compile_status()["mode"] == "eager" and "no C++ compiler" in compile_status()["reason"]
+
+
+def test_compiled_kernels_match_the_eager_ones(monkeypatch, tiny_bert, tiny_batch, tmp_path):
+    monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
+    reset_kernels()
+    enable_compiled()
+    if compile_status()["mode"] != "compiled":
+        pytest.skip(f"torch.compile is unavailable here: {compile_status()['reason']}")
+    x = torch.randn(33, 64)
+    codes, scale = kernels()["quantize_tokens"](x, 8)
+    want_codes, want_scale = quantize_tokens(x, 8)
+    assert torch.equal(scale, want_scale) and (codes.int() - want_codes.int()).abs().max() <= 1
+    fake, engine = _pair(tiny_bert, QuantConfig(weight_bits=1), tiny_batch, tmp_path)
+    _check_bounded(fake, engine, tiny_batch)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_engine_cannot_be_trained_or_put_on_another_device(tiny_bert, tmp_path):
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    export_packed(tiny_bert, tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match="cannot be trained: drop trainable=True"):
+        load_packed(tmp_path / "m.safetensors", trainable=True, engine="int8")
+    with pytest.raises(ValueError, match="unknown engine 'int4'"):
+        load_packed(tmp_path / "m.safetensors", engine="int4")
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+@pytest.fixture
+def packed_with_tokenizer(tmp_path):
+    """A tiny W1A8 packed checkpoint with its tokenizer beside it (as `xtc export` writes), and a GLUE SST-2 dir."""
+    from tests.textdata import tiny_tokenizer, write_glue_tsv
+    from xtc.models import random_model, tiny_bert_config
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    model = random_model(tiny_bert_config(vocab_size=len(tokenizer)), seed=0).eval()
+    quantize_(model, QuantConfig(weight_bits=1))
+    out = tmp_path / "packed"
+    export_packed(model, out / "model.xtc.safetensors")
+    tokenizer.save_pretrained(out)
+    dev = write_glue_tsv(tmp_path / "glue", "sst2", "validation", 12, seed=2)
+    return out / "model.xtc.safetensors", dev
+
+
+def test_predict_writes_one_label_per_line_like_the_float_model(packed_with_tokenizer, tmp_path, capsys):
+    from xtc.cli import main
+
+    packed, dev = packed_with_tokenizer
+    args = ["predict", "--model", str(packed), "--input", str(dev), "--columns", "sentence"]
+    assert main([*args, "--scores"]) == 0
+    int8 = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
+    assert main([*args, "--scores", "--engine", "float"]) == 0
+    exact = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
+    assert len(int8) == len(exact) == 12 and torch.allclose(torch.tensor(int8), torch.tensor(exact), atol=1e-5)
+    assert main(args) == 0
+    labels = capsys.readouterr().out.splitlines()
+    assert labels == [("LABEL_1" if b > a else "LABEL_0") for a, b in int8]
+
+
+def test_predict_reads_header_less_pairs_from_stdin(packed_with_tokenizer, monkeypatch, capsys):
+    import io
+
+    from xtc.cli import main
+
+    packed, _ = packed_with_tokenizer
+    monkeypatch.setattr("sys.stdin", io.StringIO("the cat\tsees a dog\n\nthe man\tis happy\n"))
+    assert main(["predict", "--model", str(packed)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_predict_rejects_lines_of_three_texts(packed_with_tokenizer, monkeypatch, capsys):
+    import io
+
+    from xtc.cli import main
+
+    packed, _ = packed_with_tokenizer
+    monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\tc\n"))
+    assert main(["predict", "--model", str(packed)]) == 2
+    assert "line 1: 3 tab-separated fields" in capsys.readouterr().err
+
+
+def test_evaluate_on_the_engine_matches_the_float_metrics(packed_with_tokenizer, capsys):
+    import json
+
+    from xtc.cli import main
+
+    packed, dev = packed_with_tokenizer
+    args = ["evaluate", "--model", str(packed), "--task", "sst2", "--data-dir", str(dev.parent.parent),
+            "--max-seq-length", "32"]  # the tiny model has 64 positions
+    assert main([*args, "--engine", "int8"]) == 0
+    int8 = json.loads(capsys.readouterr().out)["metrics"]
+    assert main(args) == 0
+    assert int8 == json.loads(capsys.readouterr().out)["metrics"]

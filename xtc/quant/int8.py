@@ -1,0 +1,284 @@
+"""Integer kernels of the CPU engine: W{1,2,k}A8 linears as ``torch._int_mm`` and embeddings gathered from packed rows.
+
+A quantized linear of the fake-quant model computes ``y = (q_x s_x) (q_w s_w)^T + b`` in float, where ``q_x, s_x``
+come from the 8-bit symmetric per-token activation quantizer and ``q_w, s_w`` from the weight quantizer. Both code
+tensors are small integers, so the same product is ``(q_x q_w^T) * s_x * s_w + b`` with ``q_x q_w^T`` computed
+**exactly** in int32 (``torch._int_mm``, int8 x int8 -> int32; |sum| <= 128 * 128 * K, far below 2^31 at BERT
+sizes). The activation codes come from ``quantize_tokens``, the training quantizer's arithmetic operation for
+operation (``xtc.quant.primitives.quantize_symmetric``: ``scale = 2 max|x| / 2^k``, division, round, clamp), so they
+equal the fake-quant codes for the same input. The only differences from the fake-quant logits are float rounding:
+the float model sums ``K`` products in float32 where the engine sums exactly, and the rescale is one multiply
+instead of two; a code at a rounding boundary can then flip by one step in a later layer (bound: ``xtc.engine``).
+
+The elementwise passes around the matmul cost more than the matmul itself in eager mode (quantizing a 4096 x 3072
+activation: ~40 ms eager vs ~2 ms compiled; the int32 -> float rescale with GELU: ~60 ms vs ~18 ms), so they are
+written as small pure functions (quantize; rescale fused with bias and the next elementwise op) that
+``torch.compile`` turns into single loops (``enable_compiled()``); without a working compiler they run eagerly, with
+the reason logged once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+COMPILE_ENV = "XTC_ENGINE_COMPILE"  # "0" turns torch.compile off (eager kernels)
+
+
+# ---------------------------------------------------------------------------------------------- pure kernels
+def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes int8 (M, K), scale (M, 1))``: XTC's dynamic symmetric per-token quantizer on a ``(M, K)`` matrix."""
+    max_abs = torch.maximum(x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True).neg())  # (M, 1)
+    scale = 2 * max_abs / 2**bits
+    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+    half = 2**bits // 2
+    return (x / scale).round().clamp(-half, half - 1).to(torch.int8), scale
+
+
+def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """int32 ``(M, N)`` products -> float ``acc * s_x * s_w + b`` (``s_x`` (M, 1), ``s_w`` and ``b`` (N,))."""
+    return acc.to(torch.float32) * x_scale * w_scale + bias
+
+
+def rescale_gelu(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """BERT's intermediate dense epilogue with its exact (erf) GELU in one pass.
+
+    (Fusing the next quantizer in as well computes the GELU twice, once for the row maximum and once for the codes:
+    1.6x slower than this pass plus ``quantize_tokens`` at 2048 x 3072 on one thread.)"""
+    return F.gelu(rescale(acc, x_scale, w_scale, bias))
+
+
+def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
+                          residual: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                          eps: float) -> torch.Tensor:
+    """BERT's output dense + residual + LayerNorm: ``LN(acc s_x s_w + b + residual)``."""
+    y = rescale(acc, x_scale, w_scale, bias) + residual  # (M, N)
+    return F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
+
+
+def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, out_features: int,
+                      in_features: int) -> torch.Tensor:
+    """Packed ``(out, in)`` weight codes (``xtc.packing`` layout, ``stored_bits`` in 1, 2, 4, 8) -> int8 ``(in, out)``
+    codes ``u * mul - sub`` (sign: 2u - 1, ternary: u - 1, offset: u - 2^(k-1)), in one pass: the load-time unpack."""
+    shifts = torch.arange(0, 8, stored_bits, dtype=torch.uint8, device=data.device)  # (per_byte,)
+    unsigned = (data.unsqueeze(1) >> shifts) & (2**stored_bits - 1)  # (bytes, per_byte)
+    codes = (unsigned.to(torch.int16) * mul - sub).to(torch.int8)
+    return codes.reshape(-1)[: out_features * in_features].view(out_features, in_features).t().contiguous()
+
+
+EAGER: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
+                              "rescale_gelu": rescale_gelu,
+                              "rescale_residual_norm": rescale_residual_norm, "unpack_transposed": unpack_transposed}
+_kernels: dict[str, Callable] | None = None
+_status: dict[str, str] = {}
+
+
+def _probe(compiled: dict[str, Callable]) -> None:
+    """Run every compiled kernel once on small inputs (dims > 1, so the dynamic graph serves every shape) and check
+    it against the eager kernel: a compiler that builds but computes differently must not be used."""
+    g = torch.Generator().manual_seed(0)
+    x, acc = torch.randn(3, 16, generator=g), torch.randint(-500, 500, (3, 8), generator=g, dtype=torch.int32)
+    xs, ws, b, res = torch.rand(3, 1, generator=g), torch.rand(8, generator=g), torch.randn(8, generator=g), \
+        torch.randn(3, 8, generator=g)
+    nw, nb = torch.rand(8, generator=g), torch.randn(8, generator=g)  # distinct tensors: aliasing is guarded too
+    cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b), "rescale_gelu": (acc, xs, ws, b),
+             "rescale_residual_norm": (acc, xs, ws, b, res, nw, nb, 1e-12),
+             "unpack_transposed": (torch.randint(0, 255, (12,), generator=g, dtype=torch.uint8), 1, 2, 1, 6, 16)}
+    for name, args in cases.items():
+        got, want = compiled[name](*args), EAGER[name](*args)
+        for g_, w_ in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
+                          strict=True):
+            close = torch.equal(g_, w_) if g_.dtype == torch.int8 else torch.allclose(g_, w_, rtol=1e-5, atol=1e-5)
+            # codes may differ by one step where x / scale sits on a rounding boundary; nowhere else
+            if not close and not (g_.dtype == torch.int8 and (g_.int() - w_.int()).abs().max() <= 1):
+                raise RuntimeError(f"compiled {name} disagrees with the eager kernel")
+
+
+def kernels() -> dict[str, Callable]:
+    """The engine's elementwise kernels in use: the compiled ones once ``enable_compiled()`` succeeded, else eager."""
+    return _kernels if _kernels is not None else EAGER
+
+
+def enable_compiled() -> dict[str, str]:
+    """Switch to ``torch.compile``d kernels (inductor, C++ on CPU) if that works here; returns ``compile_status()``.
+
+    Decided once per process (10-40 s the first time on a 2-core CPU, seconds with inductor's on-disk cache); when
+    compiling fails or ``XTC_ENGINE_COMPILE=0`` the eager kernels stay, with the reason logged and reported.
+    """
+    global _kernels
+    if _status:
+        return dict(_status)
+    if os.environ.get(COMPILE_ENV, "1") == "0":
+        _status.update(mode="eager", reason=f"{COMPILE_ENV}=0")
+        return dict(_status)
+    try:
+        compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
+        with torch.inference_mode():  # the engine runs its kernels on inference tensors only (as_inference)
+            _probe(compiled)
+    except Exception as err:  # no compiler, no headers, a backend bug: all mean "run eagerly"
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        log.warning("torch.compile is unavailable for the integer engine (%s); running the eager kernels, which are "
+                    "slower", reason)
+        _status.update(mode="eager", reason=reason)
+        return dict(_status)
+    _status.update(mode="compiled", reason="torch.compile (inductor) probe passed")
+    _kernels = compiled
+    return dict(_status)
+
+
+def compile_status() -> dict[str, str]:
+    """``{"mode": "compiled" | "eager", "reason": ...}`` once ``enable_compiled()`` has decided; empty before."""
+    return dict(_status)
+
+
+def reset_kernels() -> None:
+    """Forget the decision (tests switch ``XTC_ENGINE_COMPILE``)."""
+    global _kernels
+    _kernels = None
+    _status.clear()
+
+
+def release_free_memory() -> None:
+    """Return the allocator's free memory to the system (glibc ``malloc_trim``): loading leaves freed unpacking
+    temporaries behind, which would otherwise stay resident; no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def as_inference(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as an inference tensor (a copy if it is not one). Compiled graphs are guarded on each argument's
+    dispatch keys, so the engine hands its kernels inference tensors only, and ``inference_mode`` throughout: one
+    graph per kernel instead of a recompile for every mix of normal and inference tensors."""
+    if t is None or t.is_inference():
+        return t
+    with torch.inference_mode():
+        return t.clone()
+
+
+# ---------------------------------------------------------------------------------------------- modules
+class Int8Linear(nn.Module):
+    """``y = (q_x @ q_w^T) s_x s_w + b`` with int8 weight codes stored ``(in, out)`` (``_int_mm``'s layout).
+
+    ``w_scale`` is one float per output feature (per-tensor scales are repeated), so a fused Q/K/V weight can hold
+    three scales. ``act_bits`` is the dynamic per-token activation width; ``act_max_abs`` a static range instead.
+    ``codes`` may be a function that unpacks them: it runs on first use (the packed bytes are what loading reads,
+    as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay.
+    """
+
+    def __init__(self, codes: torch.Tensor | Callable[[], torch.Tensor], w_scale: torch.Tensor,
+                 bias: torch.Tensor | None, act_bits: int, act_max_abs: torch.Tensor | None = None,
+                 shape: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        if callable(codes):
+            if shape is None:
+                raise ValueError("Int8Linear with codes to unpack later needs their (in, out) shape")
+            self._unpack, codes = codes, None
+        elif codes.dtype != torch.int8 or codes.dim() != 2:
+            raise ValueError(f"Int8Linear needs (in, out) int8 codes, got {codes.dtype} {tuple(codes.shape)}")
+        self.in_features, self.out_features = shape or codes.shape
+        self.act_bits = act_bits
+        self.register_buffer("codes", None if codes is None else codes.contiguous())  # (in, out)
+        self.register_buffer("w_scale", w_scale.reshape(-1).to(torch.float32))  # (out,)
+        self.register_buffer("bias", torch.zeros(self.out_features) if bias is None else bias.detach().reshape(-1))
+        self.register_buffer("act_max_abs", None if act_max_abs is None else act_max_abs.reshape(()))
+
+    def weight_codes(self) -> torch.Tensor:
+        """The int8 ``(in, out)`` codes, unpacked now if they were not yet."""
+        if self.codes is None:
+            with torch.inference_mode():
+                self.codes = as_inference(self._unpack())
+            del self._unpack
+        return self.codes
+
+    def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codes (M, in), scale (M, 1) or (1, 1))`` of a ``(M, in)`` input."""
+        if self.act_max_abs is None:
+            return kernels()["quantize_tokens"](x, self.act_bits)
+        from xtc.quant.primitives import quantize_symmetric
+
+        codes, scale = quantize_symmetric(x, self.act_bits, "tensor", self.act_max_abs)
+        return codes.to(torch.int8), scale
+
+    def matmul(self, codes: torch.Tensor) -> torch.Tensor:
+        return torch._int_mm(codes, self.weight_codes())  # (M, out) int32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            flat = as_inference(x).reshape(-1, self.in_features)  # (M, in)
+            codes, scale = self.quantize_input(flat)
+            out = kernels()["rescale"](self.matmul(codes), scale, self.w_scale, self.bias)  # (M, out)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        act = f"static A{self.act_bits}" if self.act_max_abs is not None else f"A{self.act_bits} per token"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {act}"
+
+
+def unpack_rows(rows: torch.Tensor, stored_bits: int, dim: int) -> torch.Tensor:
+    """``(n, bytes_per_row)`` packed bytes -> ``(n, dim)`` unsigned codes (``xtc.packing``'s LSB-first layout, for
+    rows that start on a byte: ``dim * stored_bits`` a multiple of 8 and ``stored_bits`` in 1, 2, 4, 8)."""
+    if stored_bits == 8:
+        return rows
+    shifts = torch.arange(0, 8, stored_bits, dtype=torch.uint8)  # (per_byte,)
+    return ((rows.unsqueeze(-1) >> shifts) & (2**stored_bits - 1)).reshape(rows.shape[0], dim)  # (n, dim)
+
+
+class PackedRowEmbedding(nn.Module):
+    """Word embeddings gathered from the packed rows: only the looked-up rows are ever unpacked.
+
+    ``data`` is the packed file's codes viewed ``(num_embeddings, bytes_per_row)``; ``scale`` ``(V, 1)`` (per row) or
+    ``(1, 1)``. Rows holding exact zeros of a ``sign+zeros`` binary table (a random BERT's padding row) are kept
+    unpacked in ``exception_codes``. The result is ``codes * scale`` with the same float codes and the same multiply
+    as ``xtc.quant.primitives.dequantize``, so it equals the fake-quant embedding exactly.
+    """
+
+    def __init__(self, data: torch.Tensor, scale: torch.Tensor, encoding: str, stored_bits: int,
+                 num_embeddings: int, embedding_dim: int, zeros: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if stored_bits not in (1, 2, 4, 8) or embedding_dim * stored_bits % 8:
+            raise ValueError(f"rows of {embedding_dim} x {stored_bits}-bit codes do not start on a byte")
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.encoding, self.stored_bits = encoding, stored_bits
+        self.register_buffer("data", data.reshape(num_embeddings, embedding_dim * stored_bits // 8))  # (V, bytes)
+        self.register_buffer("scale", scale)  # (V, 1) or (1, 1)
+        rows = torch.empty(0, dtype=torch.long) if zeros is None else (zeros.long() // embedding_dim).unique()
+        codes = self._codes(self.data[rows])  # (R, D)
+        if zeros is not None and zeros.numel():
+            flat = codes.view(-1)
+            position = torch.searchsorted(rows, zeros.long() // embedding_dim) * embedding_dim + zeros % embedding_dim
+            flat[position] = 0
+        self.register_buffer("exception_rows", rows)  # (R,) sorted
+        self.register_buffer("exception_codes", codes)  # (R, D)
+
+    def _codes(self, rows: torch.Tensor) -> torch.Tensor:
+        unsigned = unpack_rows(rows, self.stored_bits, self.embedding_dim).to(torch.float32)  # (n, D)
+        if self.encoding in ("sign", "sign+zeros"):
+            return unsigned.mul_(2).sub_(1)
+        if self.encoding == "ternary":
+            return unsigned.sub_(1)
+        if self.encoding == "offset":
+            return unsigned.sub_(2 ** (self.stored_bits - 1))
+        raise ValueError(f"PackedRowEmbedding cannot decode encoding {self.encoding!r}")
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = input_ids.reshape(-1)  # (n,)
+        codes = self._codes(self.data[ids])  # (n, D)
+        if self.exception_rows.numel():
+            hit = torch.isin(ids, self.exception_rows)
+            if bool(hit.any()):
+                codes[hit] = self.exception_codes[torch.searchsorted(self.exception_rows, ids[hit])]
+        scale = self.scale[ids] if self.scale.shape[0] > 1 else self.scale  # (n, 1) or (1, 1)
+        return codes.mul_(scale).reshape(*input_ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {self.encoding} {self.stored_bits}-bit rows"

@@ -2,7 +2,17 @@
 # The grid is built once in workflow/rules/common.smk; every training rule calls the `xtc` CLI.
 from snakemake.utils import min_version
 
+from xtc.cluster import check_slurm_submission, clear_stale_lock
+
 min_version("9.0")
+
+# After a killed snakemake: its stale lock goes if no other snakemake works here; under --profile slurm,
+# SLURM must accept the account and partition before the first submission (xtc/cluster.py).
+clear_stale_lock(workflow)
+
+
+onstart:
+    check_slurm_submission(workflow)
 
 
 configfile: "config/config.yaml"

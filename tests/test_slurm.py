@@ -29,7 +29,6 @@ _spec.loader.exec_module(tiny)
 
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("XTC_REQUIRE_SLURM") == "1"
 TEACHER = "results/teachers/task~rte/seed~42"
-TRAINING = {"finetune_teacher", "reduce", "quantize"}
 FIELDS = ("JobIDRaw", "State", "Account", "Partition", "AllocTRES", "ReqMem", "Timelimit", "Comment", "WorkDir")
 # the first command, as typed; the status-check delay only shortens the wait for these tiny jobs
 FIRST_COMMAND = ["--cores", "8", "--profile", "slurm", "--slurm-init-seconds-before-status-checks", "1"]
@@ -82,95 +81,85 @@ def _minutes(limit: str) -> int:
 # ------------------------------------------------------------------------------------------------ the tiny study
 @pytest.fixture(scope="module")
 def slurm_study(cluster, tmp_path_factory):
-    """The tiny study through the repository's profile, account and partition set the documented way (env)."""
+    """The tiny study (teacher -> W1A8 4-layer student -> export -> packed evaluation) through the repository's
+    profile, the first command as typed: no account, no partition, so SLURM's defaults. The teacher trains long
+    enough (8 epochs of 40 steps, a checkpoint each) to be cancelled by `scancel` after its first checkpoint; an
+    uninterrupted local run of the same teacher is the reference."""
     workdir = tiny.copy_workflow(tmp_path_factory.mktemp("study"))
-    tiny.make_inputs(workdir)
+    tiny.make_inputs(workdir, train_rows=640)
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["grid"]["layers"] = [4]
+    config["teacher"]["epochs"], config["train"]["eval_every"] = 8, 40
+    (workdir / ".test" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    reference = workdir.parent / "reference"
+    shutil.copytree(workdir, reference)
     started = time.monotonic()
-    done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml",
-                      SBATCH_ACCOUNT=cluster.OTHER_ACCOUNT, SBATCH_PARTITION=cluster.PARTITION)
-    print(f"tiny study on SLURM: {time.monotonic() - started:.1f} s")
-    assert done.returncode == 0, done.stderr[-5000:]
-    return workdir, done.stdout + done.stderr
+    local = subprocess.Popen([str(BIN / "snakemake"), f"{TEACHER}/metrics.json", "--cores", "1", "--configfile",
+                              ".test/config.yaml"], cwd=reference, env=tiny.workflow_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (workdir.parent / "study.log").open("w")
+    env = {**tiny.workflow_env(cluster.bin), "SLURM_CONF": str(cluster.conf)}
+    run = subprocess.Popen([str(BIN / "snakemake"), *FIRST_COMMAND, "--configfile", ".test/config.yaml"],
+                           cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        state = workdir / TEACHER / "state" / "train_state.pt"
+        deadline = time.monotonic() + 300
+        while not state.is_file() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        running = cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i %Z").stdout.splitlines()
+        victim = [ln.split()[0] for ln in running if ln.strip() and Path(ln.split()[1]) == workdir]
+        assert state.is_file() and len(victim) == 1, (Path(log.name).read_text()[-3000:], running)
+        cluster.run("scancel", victim[0])
+        assert run.wait(timeout=600) == 0, Path(log.name).read_text()[-5000:]
+        assert local.wait(timeout=300) == 0
+    finally:
+        run.kill()
+        local.kill()
+    print(f"tiny study on SLURM, one job cancelled and resubmitted: {time.monotonic() - started:.1f} s")
+    return workdir, reference, victim[0], Path(log.name).read_text()
 
 
 def test_real_slurm_tiny_study_runs_as_the_rules_ask(cluster, slurm_study):
-    workdir, output = slurm_study
+    workdir, _, victim, output = slurm_study
     assert "Using profile slurm" in output
-    jobs = _jobs(cluster, workdir)
+    jobs = [j for j in _jobs(cluster, workdir) if j["JobIDRaw"] != victim]
     by_rule: dict[str, list[dict[str, str]]] = {}
     for job in jobs:
         by_rule.setdefault(job["rule"], []).append(job)
     # local rules (the runs table, tables and figures, the index rule) never reached SLURM
     assert {r: len(js) for r, js in by_rule.items()} == {
-        "finetune_teacher": 1, "reduce": 1, "quantize": 2, "export": 2, "evaluate_packed": 2}
+        "finetune_teacher": 1, "quantize": 1, "export": 1, "evaluate_packed": 1}
     asked = _requested(output)
     for job in jobs:
         assert job["State"] == "COMPLETED", job
-        assert job["Account"] == cluster.OTHER_ACCOUNT and job["Partition"] == cluster.PARTITION, job
         mem_runtimes = {(f"{m}M", int(t)) for m, t in asked[job["rule"]]}
         assert (job["ReqMem"], _minutes(job["Timelimit"])) in mem_runtimes, (job, asked[job["rule"]])
-        assert ("gres/gpu=1" in job["AllocTRES"]) == (job["rule"] in TRAINING | {"evaluate_packed"}), job
-    assert {j["ReqMem"] for j in by_rule["quantize"]} == {"2000M"}  # resources.mem_mb of .test/config.yaml
+        assert ("gres/gpu=1" in job["AllocTRES"]) == (job["rule"] != "export"), job  # packing runs on CPU
+    assert by_rule["quantize"][0]["ReqMem"] == "2000M"  # resources.mem_mb of .test/config.yaml
     # all outputs are there, and a second run finds nothing to do
     for path in ("results/tiny/runs.tsv", "results/tables/tiny.md", "results/scores/tiny.json",
                  "figures/tiny_pareto.png", f"{TEACHER}/metrics.json"):
         assert (workdir / path).is_file(), path
-    assert len(list((workdir / "results/runs").rglob("packed_eval/metrics.json"))) == 2
+    assert len(list((workdir / "results/runs").rglob("packed_eval/metrics.json"))) == 1
     again = _snakemake(cluster, workdir, "-n", *FIRST_COMMAND, "--configfile", ".test/config.yaml")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
-# ------------------------------------------------------------------------------------------------ as typed
-@pytest.fixture(scope="module")
-def killed_run(cluster, tmp_path_factory):
-    """The teacher alone, long enough to be cancelled after its first checkpoint; the first command as typed (no
-    account, no partition: SLURM's defaults). An uninterrupted local run of the same job is the reference."""
-    workdir = tiny.copy_workflow(tmp_path_factory.mktemp("typed"))
-    tiny.make_inputs(workdir, train_rows=640)
-    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
-    config["teacher"]["epochs"], config["train"]["eval_every"] = 8, 40
-    (workdir / ".test" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    reference = workdir.parent / "reference"
-    shutil.copytree(workdir, reference)
-    target = f"{TEACHER}/metrics.json"
-    local = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--configfile", ".test/config.yaml", target],
-                             cwd=reference, env=tiny.workflow_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    log = (workdir.parent / "typed.log").open("w")
-    env = {**tiny.workflow_env(cluster.bin), "SLURM_CONF": str(cluster.conf)}
-    run = subprocess.Popen([str(BIN / "snakemake"), *FIRST_COMMAND, "--configfile", ".test/config.yaml", target],
-                           cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    state = workdir / TEACHER / "state" / "train_state.pt"
-    deadline = time.monotonic() + 300
-    while not state.is_file() and run.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    running = cluster.run("squeue", "-h", "-t", "RUNNING", "-o", "%i %Z").stdout.split("\n")
-    victim = [line.split()[0] for line in running if line.strip() and Path(line.split()[1]) == workdir]
-    assert state.is_file() and victim, (Path(log.name).read_text()[-3000:], running)
-    cluster.run("scancel", victim[0])
-    assert run.wait(timeout=400) == 0, Path(log.name).read_text()[-5000:]
-    assert local.wait(timeout=400) == 0
-    return workdir, reference, victim[0], Path(log.name).read_text()
-
-
-def test_real_slurm_first_command_as_typed_uses_slurm_defaults(cluster, killed_run):
-    workdir, _, _, output = killed_run
-    profile = (REPO / "slurm" / "config.v8+.yaml").read_text()
-    assert "CHANGE_ME" not in profile  # no placeholder can reach sbatch
+def test_real_slurm_first_command_as_typed_uses_slurm_defaults(cluster, slurm_study):
+    workdir, _, _, output = slurm_study
+    assert "CHANGE_ME" not in (REPO / "slurm" / "config.v8+.yaml").read_text()  # no placeholder to reach sbatch
     jobs = _jobs(cluster, workdir)
-    assert jobs and all(j["rule"] == "finetune_teacher" for j in jobs)
-    for job in jobs:  # root's default account (from sacctmgr) and the default partition (from sinfo)
+    assert len(jobs) == 5
+    for job in jobs:  # root's default account (sacctmgr) and the default partition (sinfo)
         assert job["Account"] == cluster.ACCOUNT and job["Partition"] == cluster.PARTITION, job
-        assert "gres/gpu=1" in job["AllocTRES"], job
     assert "CHANGE_ME" not in output
 
 
-def test_real_slurm_killed_job_is_resubmitted_and_resumes(cluster, killed_run):
-    workdir, reference, victim, output = killed_run
-    jobs = _jobs(cluster, workdir)
-    states = {j["JobIDRaw"]: j["State"] for j in jobs}
-    assert len(jobs) == 2 and states[victim].startswith("CANCELLED"), states  # scancel, then the profile's retry
-    assert [s for j, s in states.items() if j != victim] == ["COMPLETED"]
+def test_real_slurm_killed_job_is_resubmitted_and_resumes(cluster, slurm_study):
+    workdir, reference, victim, _ = slurm_study
+    teacher = {j["JobIDRaw"]: j["State"] for j in _jobs(cluster, workdir) if j["rule"] == "finetune_teacher"}
+    assert len(teacher) == 2 and teacher.pop(victim).startswith("CANCELLED")  # scancel, then the profile's retry
+    assert list(teacher.values()) == ["COMPLETED"]
     assert "resuming" in (workdir / "results/logs/teachers/task~rte/seed~42/finetune.log").read_text()
     resumed = json.loads((workdir / TEACHER / "metrics.json").read_text())
     uninterrupted = json.loads((reference / TEACHER / "metrics.json").read_text())
@@ -178,21 +167,32 @@ def test_real_slurm_killed_job_is_resubmitted_and_resumes(cluster, killed_run):
         assert resumed[key] == uninterrupted[key], key
 
 
-def test_real_slurm_missing_required_value_stops_before_submission(cluster, killed_run):
-    workdir, *_ = killed_run
+def test_real_slurm_account_and_partition_from_the_environment(cluster, slurm_study):
+    workdir, *_ = slurm_study
+    before = {j["JobIDRaw"] for j in _jobs(cluster, workdir)}
+    done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml", "--forcerun",
+                      "evaluate_packed", SBATCH_ACCOUNT=cluster.OTHER_ACCOUNT, SBATCH_PARTITION=cluster.PARTITION)
+    assert done.returncode == 0, done.stderr[-5000:]
+    new = [j for j in _jobs(cluster, workdir) if j["JobIDRaw"] not in before]
+    assert [j["rule"] for j in new] == ["evaluate_packed"]
+    assert new[0]["Account"] == cluster.OTHER_ACCOUNT and new[0]["Partition"] == cluster.PARTITION, new
+
+
+def test_real_slurm_missing_required_value_stops_before_submission(cluster, slurm_study):
+    workdir, *_ = slurm_study
     before = len(_jobs(cluster, workdir))
     cluster.run("scontrol", "update", "PartitionName=gpu", "Default=NO")
     try:  # this cluster now needs a partition, and none is set
-        done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml")
+        done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml", "--forcerun",
+                          "export")
     finally:
         cluster.run("scontrol", "update", "PartitionName=gpu", "Default=YES")
     assert done.returncode != 0
     lines = [ln for ln in done.stderr.splitlines() if "slurm/config.v8+.yaml: SLURM refuses" in ln]
     assert len(lines) == 1 and "slurm_partition not set" in lines[0] and "SBATCH_PARTITION" in lines[0], done.stderr
-    assert len(_jobs(cluster, workdir)) == before  # nothing was submitted
     # a placeholder left in an edited profile stops the same way, naming the key
-    done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml",
-                      "--default-resources", "slurm_account='CHANGE_ME_account'")
+    done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml", "--forcerun",
+                      "export", "--default-resources", "slurm_account='CHANGE_ME_account'")
     assert done.returncode != 0
     assert "slurm/config.v8+.yaml: default-resources slurm_account is still the placeholder" in done.stderr
-    assert len(_jobs(cluster, workdir)) == before
+    assert len(_jobs(cluster, workdir)) == before  # nothing was submitted

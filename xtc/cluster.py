@@ -27,6 +27,10 @@ ENV = {"slurm_account": "SBATCH_ACCOUNT", "slurm_partition": "SBATCH_PARTITION"}
 
 # ---------------------------------------------------------------------------------------------- stale locks
 def _is_snakemake(argv: list[str]) -> bool:
+    """A main ``snakemake`` process; the ones it spawns inside jobs (``--mode remote``, e.g. in SLURM jobs a killed
+    run left behind) take no lock and do not count."""
+    if any(a == "--mode" and b in ("remote", "subprocess") for a, b in zip(argv, argv[1:])):
+        return False
     names = [os.path.basename(a) for a in argv[:3]]
     if names and names[0] == "snakemake":
         return True

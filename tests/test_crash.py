@@ -28,7 +28,7 @@ tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
 
 TEACHER = "results/teachers/task~rte/seed~42"
-STEP1 = "results/runs/task~rte/layers~2/wbits~fp/abits~none/kd~one_stage/epochs~1/lr~0.001/da~0/seed~42"
+STEP1 = "results/runs/task~rte/layers~2/wbits~fp/abits~none/kd~one_stage/epochs~8/lr~0.001/da~0/seed~42"
 COMMAND = [str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml"]
 TABLES = ("results/tiny/runs.tsv", "results/tables/tiny.csv", "results/tables/tiny.md", "results/scores/tiny.json")
 

@@ -6,13 +6,8 @@ from xtc.cluster import check_slurm_submission, clear_stale_lock
 
 min_version("9.0")
 
-# After a killed snakemake: its stale lock goes if no other snakemake works here; under --profile slurm,
-# SLURM must accept the account and partition before the first submission (xtc/cluster.py).
+# After a killed snakemake: its stale lock goes if no other snakemake works here (xtc/cluster.py).
 clear_stale_lock(workflow)
-
-
-onstart:
-    check_slurm_submission(workflow)
 
 
 configfile: "config/config.yaml"
@@ -35,3 +30,13 @@ rule all:
     input:
         rules.train.output,
         study_outputs(),
+
+
+# Snakemake keeps one onstart handler: this one runs the rules' own (the offline sources check), then, under
+# --profile slurm, asks SLURM whether it accepts the account and partition before the first submission.
+_rules_onstart = workflow._onstart
+
+
+onstart:
+    _rules_onstart(log)
+    check_slurm_submission(workflow)

@@ -28,18 +28,18 @@ tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
 
 TEACHER = "results/teachers/task~rte/seed~42"
-STEP1 = "results/runs/task~rte/layers~2/wbits~fp/abits~none/kd~one_stage/epochs~8/lr~0.001/da~0/seed~42"
+STEP1 = "results/runs/task~rte/layers~2/wbits~fp/abits~none/kd~one_stage/epochs~12/lr~0.001/da~0/seed~42"
 COMMAND = [str(BIN / "snakemake"), "--cores", "2", "--configfile", ".test/config.yaml"]
 TABLES = ("results/tiny/runs.tsv", "results/tables/tiny.csv", "results/tables/tiny.md", "results/scores/tiny.json")
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """The workflow, its workflow profile and inputs; step 1 trains 8 epochs of 40 steps (a checkpoint each)."""
+    """The workflow, its workflow profile and inputs; step 1 trains 12 epochs of 40 steps (a checkpoint each)."""
     workdir = tiny.copy_workflow(tmp_path_factory.mktemp("inputs"), extra=("profiles",))
     tiny.make_inputs(workdir, train_rows=640)
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
-    config["step1"]["epochs"], config["train"]["eval_every"] = 8, 40
+    config["step1"]["epochs"], config["train"]["eval_every"] = 12, 40
     (workdir / ".test" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return workdir
 
@@ -58,16 +58,17 @@ def reference(inputs, tmp_path_factory):
     return {t: (workdir / t).read_text() for t in TABLES}
 
 
-def _start_and_catch_step1(workdir: Path) -> subprocess.Popen:
-    """Start the study in its own session; return once step 1 has saved its first state and still trains."""
+def _start_and_catch_step1(workdir: Path, mark: str) -> subprocess.Popen:
+    """Start the study in its own session; return once step 1 has written ``mark`` (its owner file: it started
+    training; its saved state: it can resume) and still trains."""
     log = (workdir.parent / "first.log").open("w")
     proc = subprocess.Popen(COMMAND, cwd=workdir, env=tiny.workflow_env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    state, deadline = workdir / STEP1 / "state" / "train_state.pt", time.monotonic() + 400
-    while not state.is_file() and proc.poll() is None and time.monotonic() < deadline:
+    path, deadline = workdir / STEP1 / mark, time.monotonic() + 400
+    while not (path.is_file() and path.stat().st_size) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     first = (workdir.parent / "first.log").read_text()[-3000:]
-    assert state.is_file() and not (workdir / STEP1 / "metrics.json").exists(), first
+    assert path.is_file() and not (workdir / STEP1 / "metrics.json").exists(), first
     return proc
 
 
@@ -101,7 +102,7 @@ def _rerun(workdir: Path) -> str:
 
 def test_crash_whole_process_group_killed_then_next_run_finishes(inputs, reference, tmp_path):
     workdir = _copy(inputs, tmp_path / "study")
-    proc = _start_and_catch_step1(workdir)
+    proc = _start_and_catch_step1(workdir, "state/train_state.pt")
     teacher = (workdir / TEACHER / "metrics.json").stat().st_mtime_ns
     _kill_session(proc.pid)  # snakemake and every process it started, at once
     proc.wait()
@@ -120,7 +121,7 @@ def test_crash_whole_process_group_killed_then_next_run_finishes(inputs, referen
 
 def test_crash_snakemake_alone_killed_children_live_on(inputs, reference, tmp_path):
     workdir = _copy(inputs, tmp_path / "study")
-    proc = _start_and_catch_step1(workdir)
+    proc = _start_and_catch_step1(workdir, runlock.OWNER)
     teacher = (workdir / TEACHER / "metrics.json").stat().st_mtime_ns
     try:
         os.kill(proc.pid, signal.SIGKILL)  # snakemake only

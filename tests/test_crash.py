@@ -127,14 +127,26 @@ def test_crash_snakemake_alone_killed_children_live_on(inputs, reference, tmp_pa
         os.kill(proc.pid, signal.SIGKILL)  # snakemake only
         proc.wait()
         orphans = [pid for pid in _session(proc.pid) if b"xtc" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        assert orphans  # step 1 still trains into its run directory
         owner = runlock.read_owner(workdir / STEP1)
-        assert owner and owner["pid"] in orphans
-
-        output = _rerun(workdir)
+        assert owner and owner["pid"] in orphans  # step 1 still trains into its run directory
+        # Hold the orphan still so that it is surely alive when the rerun reaches its run directory.
+        os.kill(owner["pid"], signal.SIGSTOP)
+        log = tmp_path / "rerun.log"
+        with log.open("w") as out:
+            rerun = subprocess.Popen(COMMAND, cwd=workdir, env=tiny.workflow_env(), stdout=out,
+                                     stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 300
+            while "waiting for it to finish" not in log.read_text() and rerun.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            os.kill(owner["pid"], signal.SIGCONT)
+            assert rerun.wait(timeout=600) == 0, log.read_text()[-5000:]
+        output = log.read_text()
         # the rerun step-1 job found the orphan's lock and waited for it instead of training alongside
         assert f"is being trained by PID {owner['pid']}" in output and "waiting for it to finish" in output
+        assert "already holds a finished run" in output  # ... and then found the orphan's finished run
         assert "removed the stale lock" in output
+        assert "--unlock" not in output and "--rerun-incomplete" not in output
     finally:
         _kill_session(proc.pid)  # nothing is left behind if an assertion failed
     assert (workdir / TEACHER / "metrics.json").stat().st_mtime_ns == teacher

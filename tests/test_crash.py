@@ -40,6 +40,7 @@ def inputs(tmp_path_factory):
     tiny.make_inputs(workdir, train_rows=640)
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config["step1"]["epochs"], config["train"]["eval_every"] = 12, 40
+    config["grid"]["layers"] = [2]  # teacher -> FP step 1 -> W1A8 2-layer student -> export -> evaluation
     (workdir / ".test" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return workdir
 

@@ -2,7 +2,12 @@
 # The grid is built once by xtc/study.py (workflow/rules/common.smk forwards to it); every job calls the `xtc` CLI.
 from snakemake.utils import min_version
 
+from xtc.cluster import check_slurm_submission, clear_stale_lock
+
 min_version("9.0")
+
+# After a killed snakemake: its stale lock goes if no other snakemake works here (xtc/cluster.py).
+clear_stale_lock(workflow)
 
 
 configfile: "config/config.yaml"
@@ -24,3 +29,13 @@ rule all:
     input:
         rules.index_trained.output,
         JOBS.outputs(),
+
+
+# Snakemake keeps one onstart handler: this one runs the rules' own (the offline sources check), then, under
+# --profile slurm, asks SLURM whether it accepts the account and partition before the first submission.
+_rules_onstart = workflow._onstart
+
+
+onstart:
+    _rules_onstart(log)
+    check_slurm_submission(workflow)

@@ -107,7 +107,7 @@ def test_profile_dry_run_from_the_repository_root():
     done = snakemake("-n", "--cores", "8", "--profile", "slurm", "--configfile", "config/studies/xtc-main.yaml")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    assert "Using profile slurm" in out and "gpu=1" in out and "slurm_account=CHANGE_ME_account" in out
+    assert re.search(r"Using profiles? slurm", out) and "gpu=1" in out and "CHANGE_ME" not in out  # no placeholders
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -71,11 +71,13 @@ def run_training(
     """Train ``model`` by ``recipe`` into the run directory ``paths.out`` (resuming when it holds a killed run)."""
     from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.glue import make_collator
+    from xtc.runlock import hold_run_dir
     from xtc.train import Hooks, Trainer, select_device
 
     started, out = time.time(), paths.out
     check_inputs(recipe, model.config)
     run_config = json.loads(json.dumps({"recipe": recipe.to_dict(), "inputs": inputs}))  # as config.json holds it
+    hold_run_dir(out)  # one trainer per run directory: waits while a live process (e.g. an orphan) trains into it
     status = prepare_out_dir(out, run_config, paths.overwrite)
     if status == "done":
         log.info("%s already holds a finished run of this recipe; nothing to do (--overwrite to retrain)", out)

@@ -134,7 +134,8 @@ def test_real_slurm_tiny_study_runs_as_the_rules_ask(cluster, slurm_study):
         assert job["State"] == "COMPLETED", job
         mem_runtimes = {(f"{m}M", int(t)) for m, t in asked[job["rule"]]}
         assert (job["ReqMem"], _minutes(job["Timelimit"])) in mem_runtimes, (job, asked[job["rule"]])
-        assert ("gres/gpu=1" in job["AllocTRES"]) == (job["rule"] != "export"), job  # packing runs on CPU
+        # packing and packed evaluation (the integer engine) run on CPU; training asks for the GPU
+        assert ("gres/gpu=1" in job["AllocTRES"]) == (job["rule"] not in ("export", "evaluate_packed")), job
     assert by_rule["distill"][0]["ReqMem"] == "2000M"  # resources.mem_mb of .test/config.yaml
     # all outputs are there, and a second run finds nothing to do
     for path in ("results/tiny/runs.tsv", "results/tables/tiny.md", "results/scores/tiny.json",

@@ -175,7 +175,12 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         # ``train.compile``: the KD forwards run through torch.compile'd wrappers of the same modules (parameters,
-        # state and evaluation stay on the plain modules); attention capture works through them unchanged.
+        # state and evaluation stay on the plain modules); attention capture works through them unchanged. Random
+        # ops fall back to torch's own kernels, so dropout draws the same masks from the seed as in eager mode.
+        if train_cfg.compile:
+            import torch._inductor.config
+
+            torch._inductor.config.fallback_random = True
         self._student_fn = torch.compile(self.model) if train_cfg.compile else self.model
         self._teacher_fn = (torch.compile(self.teacher) if train_cfg.compile and self.teacher is not None
                             else self.teacher)

@@ -16,6 +16,10 @@ student runs as a third candidate: ``fp32_over_deepspeed`` is the floor of ``xtc
 fake-quant student would reach if its quantization cost nothing (both runs share everything else). Peak memory: each candidate is
 built again in a fresh child process (``bench/memory.py``: one warm-up step, then the kernel's resident-memory
 high-water mark over the measured steps), so neither candidate's imports or freed memory count against the other.
+
+``xtc_compiled``: xtc's student with ``train.compile`` (timed as a fourth candidate, compiled before the rounds;
+its memory child compiles in its warm-up step): ``xtc_compiled_over_deepspeed`` (target <= 0.7) and
+``peak_mib_compiled_over_eager`` (its peak over the eager xtc step's; target <= 1).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ binary word embeddings, 8-bit symmetric dynamic per-token inputs to every encode
 Method: both candidates are built once on the same teacher and batch, then alternate for ``rounds`` rounds (the
 order rotating, after one warm-up round); the figure is the ratio of the median step times, ``w1a8_over_fp32``,
 with the quartiles of the per-round ratios beside it as the noise it carries. Target: <= 1.15.
+A third candidate, ``w1a8_compiled``, is the same W1A8 step with ``train.compile`` (student and teacher forwards
+through ``torch.compile``; compiled by one step before the rounds, its seconds reported as
+``compile_first_step_s``): ``w1a8_compiled_over_fp32``, target <= 0.95 of the eager FP32 step.
 
 Full mode: BERT-base (``xtc.models.bert_config('bert-base')``, random weights, 2 labels), batch 8 x 128 tokens.
 Quick mode: the same code on a 4-layer, 256-wide BERT (BERT's vocabulary) and 8 x 64 tokens.

@@ -178,9 +178,12 @@ class Trainer:
         # state and evaluation stay on the plain modules); attention capture works through them unchanged. Random
         # ops fall back to torch's own kernels, so dropout draws the same masks from the seed as in eager mode.
         if train_cfg.compile:
-            import torch._inductor.config
+            from torch._dynamo import config as dynamo_config
+            from torch._inductor import config as inductor_config
 
-            torch._inductor.config.fallback_random = True
+            inductor_config.fallback_random = True
+            # attention capture specialises one graph per encoder layer and model (BERT-base KD: 24 > the default 8)
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
         self._student_fn = torch.compile(self.model) if train_cfg.compile else self.model
         self._teacher_fn = (torch.compile(self.teacher) if train_cfg.compile and self.teacher is not None
                             else self.teacher)

@@ -16,6 +16,10 @@ student runs as a third candidate: ``fp32_over_deepspeed`` is the floor of ``xtc
 fake-quant student would reach if its quantization cost nothing (both runs share everything else). Peak memory: each candidate is
 built again in a fresh child process (``bench/memory.py``: one warm-up step, then the kernel's resident-memory
 high-water mark over the measured steps), so neither candidate's imports or freed memory count against the other.
+
+``xtc_compiled``: xtc's student with ``train.compile`` (timed as a fourth candidate, compiled before the rounds;
+its memory child compiles in its warm-up step): ``xtc_compiled_over_deepspeed`` (target <= 0.7) and
+``peak_mib_compiled_over_eager`` (its peak over the eager xtc step's; target <= 1).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from torch import nn
 
 from bench import memory
-from bench.kd_step import FULL, QUICK, Setting, features, kd_step, teacher_model, xtc_student
+from bench.kd_step import FULL, QUICK, Setting, compiled_step, features, kd_step, teacher_model, xtc_student
 from bench.timing import interleaved_samples, summary
 
 
@@ -79,13 +83,17 @@ def deepspeed_student(teacher: nn.Module, weight_bits: int = 1) -> nn.Module:
 
 
 def candidate(name: str, setting: dict) -> Callable[[], None]:
-    """The step of one candidate (``xtc`` or ``deepspeed``), built from scratch: what a memory child runs."""
-    if name not in ("xtc", "deepspeed"):
-        raise ValueError(f"unknown candidate {name!r}: use 'xtc' or 'deepspeed'")
+    """The step of one candidate (``xtc``, ``xtc_compiled`` = with ``train.compile``, or ``deepspeed``), built from
+    scratch: what a memory child runs (its warm-up step compiles)."""
+    if name not in CANDIDATES:
+        raise ValueError(f"unknown candidate {name!r}: use one of {', '.join(CANDIDATES)}")
     setting = Setting.from_dict(setting)
     teacher = teacher_model(setting)
-    student = xtc_student(teacher) if name == "xtc" else deepspeed_student(teacher)
-    return kd_step(student, teacher, features(setting, teacher.config.vocab_size))
+    student = deepspeed_student(teacher) if name == "deepspeed" else xtc_student(teacher)
+    return kd_step(student, teacher, features(setting, teacher.config.vocab_size), compile=name == "xtc_compiled")
+
+
+CANDIDATES = ("xtc", "xtc_compiled", "deepspeed")
 
 
 def available() -> bool:
@@ -98,17 +106,20 @@ def available() -> bool:
 
 
 def run(quick: bool = False, setting: Setting | None = None, memory_steps: int = 1,
-        measure_memory: bool = True) -> dict:
+        measure_memory: bool = True, compiled: bool = True) -> dict:
+    """``compiled``: also time (and measure) xtc's W1A8 step with ``train.compile`` (compiling takes minutes)."""
     setting = setting or (QUICK if quick else FULL)
     if not available():
         return {"skipped": "DeepSpeed is not installed (pip install -e '.[peer]', see pyproject.toml)"}
     torch.manual_seed(0)
     teacher = teacher_model(setting)
     batch = features(setting, teacher.config.vocab_size)
-    samples = interleaved_samples({"xtc": kd_step(xtc_student(teacher), teacher, batch),
-                                   "deepspeed": kd_step(deepspeed_student(teacher), teacher, batch),
-                                   "fp32": kd_step(xtc_student(teacher, None), teacher, batch)},
-                                  setting.rounds, warmup=1)
+    candidates = {"xtc": kd_step(xtc_student(teacher), teacher, batch),
+                  "deepspeed": kd_step(deepspeed_student(teacher), teacher, batch),
+                  "fp32": kd_step(xtc_student(teacher, None), teacher, batch)}
+    if compiled:
+        candidates["xtc_compiled"], compile_s = compiled_step(xtc_student(teacher), teacher, batch)
+    samples = interleaved_samples(candidates, setting.rounds, warmup=1)
     timing, floor = summary(samples, "xtc", "deepspeed"), summary(samples, "fp32", "deepspeed")
     del teacher, batch
     gc.collect()
@@ -123,13 +134,22 @@ def run(quick: bool = False, setting: Setting | None = None, memory_steps: int =
         "xtc_over_deepspeed": timing["ratio"], "round_ratio_quartiles": timing["round_ratio_quartiles"],
         "target": "<= 0.8", "fp32_over_deepspeed": floor["ratio"],
     }
+    if compiled:
+        fast = summary(samples, "xtc_compiled", "deepspeed")
+        result.update({"xtc_compiled_over_deepspeed": fast["ratio"],
+                       "compiled_round_ratio_quartiles": fast["round_ratio_quartiles"],
+                       "compiled_target": "<= 0.7 (train.compile=true)", "compile_first_step_s": round(compile_s, 1)})
     if measure_memory:
         raw = dataclasses.asdict(setting)
         peak = memory.in_children({name: ("bench.deepspeed_step:candidate", {"name": name, "setting": raw})
-                                   for name in ("xtc", "deepspeed")}, memory_steps, threads=torch.get_num_threads())
+                                   for name in CANDIDATES if compiled or name != "xtc_compiled"},
+                                  memory_steps, threads=torch.get_num_threads())
         result["memory"] = peak
         result["peak_mib_xtc_over_deepspeed"] = round(peak["xtc"]["peak_mib"] / peak["deepspeed"]["peak_mib"], 3)
         if "step_peak_mib" in peak["xtc"]:
             result["step_peak_mib_xtc_over_deepspeed"] = round(
                 peak["xtc"]["step_peak_mib"] / peak["deepspeed"]["step_peak_mib"], 3)
+        if compiled:
+            result["peak_mib_compiled_over_eager"] = round(
+                peak["xtc_compiled"]["peak_mib"] / peak["xtc"]["peak_mib"], 3)
     return result

@@ -239,6 +239,9 @@ class TrainConfig:
     bf16: bool = False
     tf32: bool = False
     optimizer: OptimizerRule = "original"
+    # torch.compile the student's and teacher's forward in KD steps (opt-in: same math, float rounding differs;
+    # the first step compiles for ~1-2 min). docs/performance.md, "A cheaper KD step".
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_every_steps", "seed"):

@@ -5,6 +5,7 @@
   then linear decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
 * KD: the teacher is in eval mode under ``no_grad``, its outputs computed once per batch; the loss terms of each
   stage come from ``xtc.distill.stages`` (two-stage KD restarts the optimizer and schedule for stage II).
+  ``train.compile`` runs both forwards through ``torch.compile`` (opt-in; docs/performance.md).
 * Evaluation every ``eval_every_steps`` and at each epoch end on every dev split; the caller's ``on_best`` hook
   saves the best model by the task's selection metric, ``on_checkpoint`` the resumable state.
 * Resume: batch order is a permutation drawn from ``seed + epoch``, so a resumed run skips to its position in the
@@ -173,6 +174,19 @@ class Trainer:
         # Set by the first ``fit`` of a fresh run, or restored by ``load_state_dict`` (then ``fit`` continues).
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        # ``train.compile``: the KD forwards run through torch.compile'd wrappers of the same modules (parameters,
+        # state and evaluation stay on the plain modules); attention capture works through them unchanged. Random
+        # ops fall back to torch's own kernels, so dropout draws the same masks from the seed as in eager mode.
+        if train_cfg.compile:
+            from torch._dynamo import config as dynamo_config
+            from torch._inductor import config as inductor_config
+
+            inductor_config.fallback_random = True
+            # attention capture specialises one graph per encoder layer and model (BERT-base KD: 24 > the default 8)
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        self._student_fn = torch.compile(self.model) if train_cfg.compile else self.model
+        self._teacher_fn = (torch.compile(self.teacher) if train_cfg.compile and self.teacher is not None
+                            else self.teacher)
         if self.device.type == "cuda" and train_cfg.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -276,8 +290,8 @@ class Trainer:
         teacher_out = None
         if stage.needs_teacher:
             with torch.no_grad():
-                teacher_out = forward_with_internals(self.teacher, batch, need_attention=stage.needs_attention)
-        student_out = forward_with_internals(self.model, batch, need_attention=stage.needs_attention)
+                teacher_out = forward_with_internals(self._teacher_fn, batch, need_attention=stage.needs_attention)
+        student_out = forward_with_internals(self._student_fn, batch, need_attention=stage.needs_attention)
         return kd_loss(student_out, teacher_out, labels, stage.terms, self.maps, self.distill_cfg)
 
     def _train_step(self, stage: Stage, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -9,13 +9,41 @@ min/max seen in training (momentum 0.95, DeepSpeed's ``QuantAct``), or not at al
 
 from __future__ import annotations
 
+import threading
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from xtc.config import ACT_BITS, WEIGHT_BITS, Granularity, PerRow, parse_granularity
 from xtc.quant.primitives import quantize_weight
-from xtc.quant.ste import SymmetricActSTE, fake_quant_weight_ste
+from xtc.quant.ste import SharedActSTE, SymmetricActSTE, fake_quant_weight_ste
+
+
+class _LastQuantizedInput(threading.local):
+    """The last dynamic activation quantization of this thread: BERT's query, key and value read the same hidden
+    states tensor, so the second and third would quantize exactly the same values again. A hit needs the very same
+    tensor object (held by a weak reference), unmodified (``_version``), the same bits and granularity and the same
+    grad mode; the quantized copy is then reused through ``SharedActSTE`` (identity backward to the input), so
+    values and gradients are bitwise those of quantizing again. Holds one quantized activation until the next."""
+
+    key: tuple | None = None
+    source: weakref.ref | None = None
+    result: torch.Tensor | None = None  # detached view of the quantized tensor (shares its version counter)
+
+    def get(self, x: torch.Tensor, key: tuple) -> torch.Tensor | None:
+        if self.result is None or self.key != key or self.source() is not x or x._version != self.version:
+            return None
+        return self.result if self.result._version == self.result_version else None
+
+    def put(self, x: torch.Tensor, key: tuple, result: torch.Tensor) -> None:
+        self.key, self.source, self.version = key, weakref.ref(x), x._version
+        self.result = result.detach()
+        self.result_version = self.result._version
+
+
+_LAST_INPUT = _LastQuantizedInput()
 
 
 def _check_weight_bits(bits: int) -> None:
@@ -72,11 +100,22 @@ class ActQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.range == "dynamic":
-            return SymmetricActSTE.apply(x, self.bits, self.granularity, None)
+            return self._dynamic(x)
         if self.training or not bool(self.calibrated):
             self._update_range(x.detach())
         max_abs = torch.maximum(self.min_max[0].abs(), self.min_max[1])
         return SymmetricActSTE.apply(x, self.bits, self.granularity, max_abs)
+
+    def _dynamic(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return SymmetricActSTE.apply(x, self.bits, self.granularity, None)
+        key = (self.bits, self.granularity, torch.is_grad_enabled())
+        cached = _LAST_INPUT.get(x, key)
+        if cached is not None:
+            return SharedActSTE.apply(x, cached)
+        out = SymmetricActSTE.apply(x, self.bits, self.granularity, None)
+        _LAST_INPUT.put(x, key, out)
+        return out
 
     @torch.no_grad()
     def _update_range(self, x: torch.Tensor) -> None:

@@ -60,6 +60,21 @@ class SymmetricActSTE(_IdentityBackward):
         return fake_quantize_symmetric(x, bits, granularity, max_abs)
 
 
+class SharedActSTE(torch.autograd.Function):
+    """Forward: an already quantized copy of ``x`` (``quantized``, computed by ``SymmetricActSTE`` from this very
+    ``x``), returned as a view instead of quantizing ``x`` again. Backward: identity to ``x``, nothing to
+    ``quantized``; so the graph has one straight-through node per consumer exactly as if each had quantized ``x``
+    itself, and the gradients are the same bit for bit."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+        return quantized.view_as(quantized)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return grad_output, None
+
+
 def fake_quant_weight_ste(w: torch.Tensor, bits: int, granularity: Granularity | str, symmetric: bool = True):
     """Dispatch a weight to its XTC rule by bit-width, with the straight-through gradient."""
     if bits == 1:

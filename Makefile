@@ -13,7 +13,7 @@ DEMO_REPORT := results/report.html
 # The workflow's rules call the `xtc` command: the venv's bin goes first on PATH.
 WITH_VENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: test demo bench venv clean-venv
+.PHONY: test demo rehearse bench venv clean-venv
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,17 @@ demo: $(VENV)/.demo-installed
 	@if [ ! -f $(DEMO_REPORT) ] || [ -n "$$(find results/tables figures -newer $(DEMO_REPORT) -print -quit)" ]; then \
 		$(WITH_VENV) $(BIN)/snakemake --report $(DEMO_REPORT) --quiet all; fi
 	@$(BIN)/python -m xtc.report.show demo --report $(DEMO_REPORT)
+
+# A study rehearsed end to end on tiny local stand-ins (docs/rehearsal.md): the real study's jobs, offline, in
+# minutes, under rehearsal/ (results/, figures/, report-<study>.html). STUDY=all rehearses the five together.
+STUDY ?= xtc-main
+REHEARSAL_CORES ?= 2
+REHEARSAL := --configfile config/studies/$(STUDY).yaml --config rehearsal=true
+
+rehearse: venv
+	@test -f config/studies/$(STUDY).yaml || { echo "make rehearse: STUDY=$(STUDY) has no config/studies/$(STUDY).yaml; use one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	$(WITH_VENV) $(BIN)/snakemake --cores $(REHEARSAL_CORES) $(REHEARSAL) $(SNAKEMAKE_ARGS)
+	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html --quiet all
 
 bench: venv
 	$(BIN)/python -m bench --json

@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
 
+from xtc import rehearsal
 from xtc.glue import TASKS
 from xtc.sources import SourceError, check_data, check_model, resolve_model
 
@@ -372,6 +373,15 @@ def teacher_record_dir(study, task):
 
 
 STUDIES = load_studies()
+# Rehearsal (--config rehearsal=true): the same jobs on tiny local stand-ins, run in their own root (xtc.rehearsal)
+REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
+if REHEARSAL:
+    STUDIES = rehearsal.apply(STUDIES, REHEARSAL, base=os.getcwd())
+    rehearsal.offline_environment()
+
+    workdir: str(REHEARSAL)
+
+
 SETTINGS = STUDIES[0]  # the shared settings (equal in every study, checked above)
 RUNS = {}
 for _study in STUDIES:
@@ -413,6 +423,8 @@ def check_sources(rules):
 
 onstart:
     # Only when jobs will run (never in a dry run): offline, stop before the first job with what to set.
+    if REHEARSAL:
+        rehearsal.make_inputs(REHEARSAL, TASKS_USED, SETTINGS["teacher"]["layers"])
     try:
         check_sources({job.rule.name for job in workflow.dag.needrun_jobs()})
     except SourceError as error:

@@ -50,7 +50,7 @@ REHEARSAL := --configfile config/studies/$(STUDY).yaml --config rehearsal=true
 rehearse: venv
 	@test -f config/studies/$(STUDY).yaml || { echo "make rehearse: STUDY=$(STUDY) has no config/studies/$(STUDY).yaml; use one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(WITH_VENV) $(BIN)/snakemake --cores $(REHEARSAL_CORES) $(REHEARSAL) $(SNAKEMAKE_ARGS)
-	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html --quiet all
+	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html all
 
 bench: venv
 	$(BIN)/python -m bench --json

@@ -378,6 +378,8 @@ REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
 if REHEARSAL:
     STUDIES = rehearsal.apply(STUDIES, REHEARSAL, base=os.getcwd())
     rehearsal.offline_environment()
+    # the report reads the config files again, from the rehearsal root
+    workflow.configfiles[:] = [os.path.abspath(f) for f in workflow.configfiles]
 
     workdir: str(REHEARSAL)
 

@@ -19,7 +19,7 @@ SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
 SLURM_BINARIES := munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacct
 CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
-.PHONY: test demo bench venv clean-venv slurm-packages
+.PHONY: test demo rehearse bench venv clean-venv slurm-packages
 
 venv: $(VENV)/.installed
 
@@ -53,6 +53,17 @@ demo: $(VENV)/.demo-installed
 	@if [ ! -f $(DEMO_REPORT) ] || [ -n "$$(find results/tables figures -newer $(DEMO_REPORT) -print -quit)" ]; then \
 		$(WITH_VENV) $(BIN)/snakemake --report $(DEMO_REPORT) --quiet all; fi
 	@$(BIN)/python -m xtc.report.show demo --report $(DEMO_REPORT)
+
+# A study rehearsed end to end on tiny local stand-ins (docs/rehearsal.md): the real study's jobs, offline, in
+# minutes, under rehearsal/ (results/, figures/, report-<study>.html). STUDY=all rehearses the five together.
+STUDY ?= xtc-main
+REHEARSAL_CORES ?= 2
+REHEARSAL := --configfile config/studies/$(STUDY).yaml --config rehearsal=true
+
+rehearse: venv
+	@test -f config/studies/$(STUDY).yaml || { echo "make rehearse: STUDY=$(STUDY) has no config/studies/$(STUDY).yaml; use one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	$(WITH_VENV) $(BIN)/snakemake --cores $(REHEARSAL_CORES) $(REHEARSAL) $(SNAKEMAKE_ARGS)
+	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html all
 
 bench: venv
 	$(BIN)/python -m bench --json

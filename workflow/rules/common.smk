@@ -6,7 +6,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from xtc import study
+from xtc import rehearsal, study
 from xtc.jobs import Jobs
 from xtc.sources import SourceError
 
@@ -28,23 +28,35 @@ def configured():
     )
 
 
+# Rehearsal (--config rehearsal=true): the same jobs on tiny local stand-ins, in their own root (xtc/rehearsal.py).
+REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
 # The schemas' messages and checks of xtc.study first, then Snakemake's validate() fills the defaults.
 try:
-    JOBS = Jobs(
-        study.load_studies(
-            *configured(),
-            validate=validate,
-            schemas=os.path.join(workflow.basedir, "workflow", "schemas"),
-        )
+    _studies = study.load_studies(
+        *configured(),
+        validate=validate,
+        schemas=os.path.join(workflow.basedir, "workflow", "schemas"),
     )
 except study.StudyError as error:
     raise WorkflowError(str(error)) from None
+if REHEARSAL:
+    _studies = rehearsal.apply(_studies, REHEARSAL, base=os.getcwd())
+    rehearsal.offline_environment()
+    # the report reads the config files again, from the rehearsal root
+    workflow.configfiles[:] = [os.path.abspath(f) for f in workflow.configfiles]
+
+    workdir: str(REHEARSAL)
+
+
+JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)
 STUDIES = JOBS.studies
 
 
 onstart:
     # Only when jobs will run (never in a dry run): offline, stop before the first job with what to set.
+    if REHEARSAL:
+        rehearsal.make_inputs(REHEARSAL, JOBS.tasks, SETTINGS["teacher"]["layers"])
     try:
         JOBS.check_sources({job.rule.name for job in workflow.dag.needrun_jobs()})
     except SourceError as error:

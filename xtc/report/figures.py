@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from xtc.atomic import atomic_path  # noqa: E402
 from xtc.glue import get_task  # noqa: E402
-from xtc.report.columns import AXES, FP, bits_sort_key, kd_sort_key, model_label  # noqa: E402
+from xtc.report.columns import AXES, FP, GIVEN, bits_sort_key, kd_sort_key, model_label  # noqa: E402
 from xtc.report.paper import AVERAGE, GLUE  # noqa: E402
 from xtc.report.summary import headline, pareto_front, selection_label  # noqa: E402
 
@@ -62,9 +62,14 @@ def _variant_label(frame: pd.DataFrame, exclude: Collection[str]) -> pd.Series:
         for axis in varying:
             if axis in model_axes:
                 continue
-            value = {"da": "DA on" if row["da"] else "DA off", "lr": f"lr {row['lr']:g}",
-                     "teacher_layer": f"layers [{row['teacher_layer']}]", "kd": f"KD {row['kd']}",
-                     "epochs": f"{row['epochs']} ep"}[axis]
+            if axis in ("lr", "epochs") and row[axis] == GIVEN:  # a given teacher: not trained here
+                value = "given"
+            else:
+                value = {"da": "DA on" if row["da"] else "DA off", "lr": f"lr {row['lr']:g}",
+                         "teacher_layer": f"layers [{row['teacher_layer']}]", "kd": f"KD {row['kd']}",
+                         "epochs": f"{row['epochs']} ep"}[axis]
+            if value in parts:
+                continue
             parts.append(value)
         return ", ".join(parts) or model_label(row["layers"], row["wbits"], row["abits"])
 

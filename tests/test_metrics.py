@@ -120,7 +120,7 @@ def test_selection_score():
 
 
 # ---------------------------------------------------------------------------------------------- GLUE average
-# BERT-base FP row of the BinaryBERT/BiT tables (reference section 7), as fractions; QQP/MRPC F1 and STS-B
+# BERT-base FP row of the BinaryBERT/BiT tables (docs/method.md, "Numbers to compare against"), as fractions; QQP/MRPC F1 and STS-B
 # Spearman are made-up fillers for the sub-metric convention.
 PAPER_ROW = {
     "mnli": {"mnli_m/accuracy": 0.849, "mnli_mm/accuracy": 0.855},

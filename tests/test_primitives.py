@@ -1,4 +1,4 @@
-"""Quantizer formulas (reference section 2), checked against the formulas written out by hand."""
+"""Quantizer formulas (docs/method.md, "Quantization"), checked against the formulas written out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Layer selection and the layer-reduced student (reference section 3)."""
+"""Layer selection and the layer-reduced student (docs/method.md, "Layer reduction")."""
 
 from __future__ import annotations
 

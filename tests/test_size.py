@@ -1,4 +1,4 @@
-"""Size accounting (reference section 8): BERT-base counts, both compression conventions, exact file sizes."""
+"""Size accounting (docs/method.md, "Model size"): BERT-base counts, both compression conventions, exact file sizes."""
 
 from __future__ import annotations
 

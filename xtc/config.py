@@ -78,7 +78,7 @@ class QuantConfig:
     """Which modules are quantized and how (docs/method.md, "Quantization").
 
     ``weight_bits`` applies to every module group unless a per-group ``*_bits`` field overrides it; the
-    reference's mixed setting is ``weight_bits=1, attn_out_bits=2, ffn_out_bits=2``. ``act_bits=None``
+    DeepSpeed's mixed setting is ``weight_bits=1, attn_out_bits=2, ffn_out_bits=2``. ``act_bits=None``
     disables activation quantization. ``weight_bits=None`` means no quantization at all (an FP student).
     """
 

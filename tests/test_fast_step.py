@@ -108,3 +108,14 @@ def test_train_compile_runs_the_same_step_up_to_float_rounding():
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
         moved += not torch.equal(b, teacher.get_parameter(name))
     assert moved > 0
+
+
+def test_quantizing_under_inference_mode_works_and_is_never_cached():
+    """Serving (``torch.inference_mode``, e.g. ``python -m bench --only serve``) makes inference tensors, which keep
+    no version counter: the quantizer quantizes them without the cache, twice with the same result."""
+    quantizer = ActQuantizer(8)
+    with torch.inference_mode():
+        x = torch.randn(2, 4, 8)
+        first, second = quantizer(x), quantizer(x)
+    expected = fake_quantize_symmetric(x.clone(), 8, "token")
+    assert torch.equal(first, expected) and torch.equal(second, expected)

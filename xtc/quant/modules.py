@@ -107,7 +107,7 @@ class ActQuantizer(nn.Module):
         return SymmetricActSTE.apply(x, self.bits, self.granularity, max_abs)
 
     def _dynamic(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or x.is_inference():  # inference tensors keep no version counter
             return SymmetricActSTE.apply(x, self.bits, self.granularity, None)
         key = (self.bits, self.granularity, torch.is_grad_enabled())
         cached = _LAST_INPUT.get(x, key)

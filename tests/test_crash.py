@@ -7,7 +7,6 @@ directory's saved state, a rerun job waits while an orphan still trains into its
 nothing finished is retrained, and the tables equal an uninterrupted run's. The run-directory lock itself is
 tested directly at the end."""
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -21,11 +20,7 @@ import yaml
 
 from xtc import runlock
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-_spec = importlib.util.spec_from_file_location("tiny_study", REPO / ".test" / "make_inputs.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from tinystudy import BIN, REPO, tiny
 
 TEACHER = "results/teachers/task~rte/seed~42"
 STEP1 = "results/runs/task~rte/layers~2/wbits~fp/abits~fp/kd~one_stage/epochs~12/lr~0.001/da~0/seed~42"

@@ -2,20 +2,14 @@
 the first repro trains, a second does nothing, one more grid value (augmentation on) trains only the new run (persist: true keeps
 the checkpoints), and `dvc metrics show` prints the scores."""
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-_spec = importlib.util.spec_from_file_location("tiny_study", REPO / ".test" / "make_inputs.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from tinystudy import BIN, REPO, tiny
 
 RUN = "results/runs/task~rte/layers~4/wbits~1/abits~8/kd~one_stage/epochs~1/lr~0.001/da~{da}/seed~42"
 

@@ -5,7 +5,6 @@ partition, and which job SLURM cancelled. `make test` installs the packages when
 (as CI does); elsewhere these tests skip with the reason. Under CI (CI=true) or XTC_REQUIRE_SLURM=1 they must run.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -21,11 +20,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-_spec = importlib.util.spec_from_file_location("tiny_study", REPO / ".test" / "make_inputs.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from tinystudy import BIN, REPO, tiny
 
 REQUIRED = os.environ.get("CI") == "true" or os.environ.get("XTC_REQUIRE_SLURM") == "1"
 TEACHER = "results/teachers/task~rte/seed~42"

@@ -2,21 +2,15 @@
 study files stopped before any job starts, and the tiny study (.test/config.yaml) end to end on 2 cores."""
 
 import csv
-import importlib.util
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-_spec = importlib.util.spec_from_file_location("tiny_study", REPO / ".test" / "make_inputs.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+from tinystudy import BIN, REPO, tiny
 
 
 def snakemake(*args: str, cwd: Path = REPO, env=None, timeout: int = 300) -> subprocess.CompletedProcess:

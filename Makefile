@@ -19,7 +19,7 @@ SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
 SLURM_BINARIES := munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacct
 CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
-.PHONY: test demo rehearse bench venv clean-venv slurm-packages
+.PHONY: test demo rehearse findings bench venv clean-venv slurm-packages
 
 venv: $(VENV)/.installed
 
@@ -64,6 +64,14 @@ rehearse: venv
 	@test -f config/studies/$(STUDY).yaml || { echo "make rehearse: STUDY=$(STUDY) has no config/studies/$(STUDY).yaml; use one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(WITH_VENV) $(BIN)/snakemake --cores $(REHEARSAL_CORES) $(REHEARSAL) $(SNAKEMAKE_ARGS)
 	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html all
+
+# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds, 274
+# jobs, about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
+FINDINGS := --configfile config/findings/findings-cpu.yaml
+
+findings: $(VENV)/.demo-installed
+	$(WITH_VENV) $(BIN)/snakemake --cores $(DEMO_CORES) --keep-going $(FINDINGS) $(SNAKEMAKE_ARGS)
+	$(WITH_VENV) $(BIN)/snakemake $(FINDINGS) --report results/report-findings-cpu.html all
 
 bench: venv
 	$(BIN)/python -m bench --json

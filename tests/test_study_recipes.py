@@ -87,3 +87,24 @@ def test_demo_is_efficient_and_one_override_makes_its_students_pad_as_the_origin
 def test_bad_fidelity_values_are_refused_before_training(key, value):
     with pytest.raises(ValueError, match=f"{key}='{value}' is not supported: expected one of"):
         apply_overrides(Recipe(), [f"{key}={value}"])
+
+
+def test_cpu_findings_use_the_original_rules_with_the_efficient_options_and_equal_budgets():
+    """config/findings (docs/findings-cpu.md): the original's map, mask rule and optimizer; dynamic padding, length
+    grouping and a warmup ratio that every budget finishes; KD variants at equal budget per task."""
+    commands = xtc_commands("--configfile", "config/findings/findings-cpu.yaml")
+    teachers = [argv for argv in commands if argv[0] == "finetune"]
+    students = [(argv, recipe_of(argv)) for argv in commands if argv[0] == "distill"]
+    assert len(teachers) == 3 and len(students) == 93  # trained once each, though several files list them
+    for argv, recipe in students:
+        assert (recipe.distill.rep_first, recipe.distill.att_mask, recipe.train.optimizer) == ("original",) * 3
+        assert (recipe.data.padding, recipe.train.group_by_length, recipe.train.warmup_ratio) == ("dynamic", True, 0.1)
+        assert recipe.data.max_train_examples == 2000 and recipe.train.seed in (1, 2, 3), argv
+    quantized = [(a, r) for a, r in students if r.quant.weight_bits is not None]
+    by_task: dict[str, set] = {}
+    for argv, recipe in quantized:
+        if recipe.data.task != "sst2" or recipe.train.lr == 1e-4 and recipe.train.epochs == 3:
+            by_task.setdefault(recipe.data.task, set()).add(recipe.train.epochs)
+    assert by_task == {"sst2": {3}, "cola": {3}, "mrpc": {1}}  # every KD variant and bit width: one budget per task
+    budgets = {r.train.epochs for _, r in quantized if r.data.task == "sst2" and r.train.lr == 1e-4}
+    assert budgets == {1, 3, 9}

@@ -143,12 +143,12 @@ def test_stand_ins_are_real_models_and_glue_files(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ end to end
 def test_xtc_main_rehearsal_end_to_end(tmp_path):
-    """Every rule of xtc-main on the stand-ins: 177 jobs, tables with paper columns, both figures, the report."""
+    """Every rule of xtc-main on the stand-ins: 178 jobs, tables with paper columns, both figures, the report."""
     root = tmp_path / "root"
     args = ("--cores", "2", "--configfile", "config/studies/xtc-main.yaml", "--config", f"rehearsal={root}")
     done = snakemake(*args, timeout=3600)  # ~6 min on an idle 2-core machine; generous for a loaded one
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    assert "177 of 177 steps (100%) done" in done.stdout + done.stderr
+    assert "178 of 178 steps (100%) done" in done.stdout + done.stderr  # 177 jobs + the serving report
     with (root / "results" / "xtc-main" / "runs.tsv").open() as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert len(rows) == 8 + 8 * 8  # the given teachers, 6 quantized and 2 FP students per task
@@ -160,6 +160,8 @@ def test_xtc_main_rehearsal_end_to_end(tmp_path):
             assert (root / "figures" / f"xtc-main_{kind}.{ext}").stat().st_size > 0
     packed = json.loads(next((root / "results" / "runs").rglob("packed_eval/metrics.json")).read_text())
     assert packed
+    serving = json.loads((root / "results" / "serving" / "xtc-main.json").read_text())
+    assert len(serving["students"]) == 6  # W1A8 and W2A8 at 12, 6 and 5 layers, against the given teacher
     report = snakemake(*args, "--report", str(tmp_path / "report.html"), timeout=600)
     assert report.returncode == 0, (report.stdout + report.stderr)[-3000:]
     assert (tmp_path / "report.html").stat().st_size > 0

@@ -123,14 +123,15 @@ def test_real_slurm_tiny_study_runs_as_the_rules_ask(cluster, slurm_study):
         by_rule.setdefault(job["rule"], []).append(job)
     # local rules (the runs table, tables and figures, the index rule) never reached SLURM
     assert {r: len(js) for r, js in by_rule.items()} == {
-        "finetune_teacher": 1, "distill": 1, "export": 1, "evaluate_packed": 1}
+        "finetune_teacher": 1, "distill": 1, "export": 1, "evaluate_packed": 1, "serving_report": 1}
     asked = _requested(output)
     for job in jobs:
         assert job["State"] == "COMPLETED", job
         mem_runtimes = {(f"{m}M", int(t)) for m, t in asked[job["rule"]]}
         assert (job["ReqMem"], _minutes(job["Timelimit"])) in mem_runtimes, (job, asked[job["rule"]])
-        # packing and packed evaluation (the integer engine) run on CPU; training asks for the GPU
-        assert ("gres/gpu=1" in job["AllocTRES"]) == (job["rule"] not in ("export", "evaluate_packed")), job
+        # packing, packed evaluation and serving (the integer engine) run on CPU; training asks for the GPU
+        cpu_only = job["rule"] in ("export", "evaluate_packed", "serving_report")
+        assert ("gres/gpu=1" in job["AllocTRES"]) == (not cpu_only), job
     assert by_rule["distill"][0]["ReqMem"] == "2000M"  # resources.mem_mb of .test/config.yaml
     # all outputs are there, and a second run finds nothing to do
     for path in ("results/tiny/runs.tsv", "results/tables/tiny.md", "results/scores/tiny.json",

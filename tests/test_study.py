@@ -205,3 +205,22 @@ def test_runtime_estimates_use_the_task_table():
     # augmented: 67349 x 21 examples, 1 epoch, 4/4 depth = 7071.6 s; 15 + ceil(176.79) = 192
     assert study.estimate_minutes(settings, "sst2", 1, 4, 1) == 192
     assert study.estimate_minutes(settings, "mnli", 100, 4, 1) == 2880  # the cap, resources.max_runtime
+
+
+def test_serving_plan_serves_each_student_architecture_once():
+    os.chdir(REPO)
+    main = Jobs(load(yaml.safe_load(Path("config/studies/xtc-main.yaml").read_text())))
+    plan = main.serving_plan("xtc-main")
+    labels = [s["label"] for s in plan["students"]]
+    assert sorted(labels) == sorted(f"W{b}A8 {n}L" for b in (1, 2) for n in (12, 6, 5))  # 48 runs, 6 architectures
+    first = plan["students"][0]["task"]
+    assert {s["task"] for s in plan["students"]} == {first} and list(plan["teachers"]) == [first]
+    assert plan["teachers"][first] == "yoshitomo-matsubara/bert-base-uncased-" + first  # the given teacher
+    for student in plan["students"]:
+        assert student["packed"].endswith("/packed/model.xtc.safetensors") and f"/task~{first}/" in student["packed"]
+    # given teachers are not built here: the report's inputs are the packed files only
+    assert main.serving_inputs("xtc-main") == [s["packed"] for s in plan["students"]]
+    reduction = Jobs(load(yaml.safe_load(Path("config/studies/layer-reduction.yaml").read_text())))
+    assert reduction.serving_plan("layer-reduction")["students"] == []
+    assert not any(path.startswith("results/serving/") for path in reduction.outputs())
+    assert "results/serving/xtc-main.md" in main.outputs()

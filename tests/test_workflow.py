@@ -52,20 +52,24 @@ def test_common_smk_is_thin_and_no_other_rule_file_defines_functions():
 # `distill` trains step-1 students (FP, layer-reduced) and step-2 students (1/2-bit) alike.
 XTC_MAIN = {  # 3 layer counts x 2 bit widths; FP 6/5 layers are the 2 step-1 students; 5 tasks augmented
     "evaluate_given_teacher": 8, "augment": 5, "distill": 8 * 2 + 8 * 6, "export": 48, "evaluate_packed": 48,
+    "serving_report": 1,  # one per study with packed students
 }
 LAYER_REDUCTION = {"evaluate_given_teacher": 8, "distill": 8 * 4}  # 6, 5, and 4 layers with two layer choices
 BUDGET = {  # 3 budgets x 2 KD stages x 2 (augmentation off/on)
     "evaluate_given_teacher": 8, "augment": 8, "distill": 8 * 12, "export": 96, "evaluate_packed": 96,
+    "serving_report": 1,
 }
-KD_VARIANTS = {"evaluate_given_teacher": 8, "augment": 5, "distill": 8 * 6, "export": 48, "evaluate_packed": 48}
+KD_VARIANTS = {"evaluate_given_teacher": 8, "augment": 5, "distill": 8 * 6, "export": 48, "evaluate_packed": 48,
+               "serving_report": 1}
 LR = {  # 2 layer counts x 3 learning rates; the 6-layer runs share one step-1 student per task
     "evaluate_given_teacher": 8, "augment": 5, "distill": 8 + 8 * 6, "export": 48, "evaluate_packed": 48,
+    "serving_report": 1,
 }
 # All together, each run once: 240 quantized runs listed, minus 8 of budget (xtc-main's 12L W1A8), 8 of
 # kd-variants (its one_stage = xtc-main's), 8 of kd-variants' two_stage (in budget) and 16 of lr (xtc-main's
 # 12L at 2e-5 and 6L at 5e-5) = 200; the 32 FP students of layer-reduction include xtc-main's 16 step-1 students.
 ALL = {"evaluate_given_teacher": 8, "augment": 8, "distill": 32 + 200, "export": 200, "evaluate_packed": 200,
-       "runs_table": 5}
+       "runs_table": 5, "serving_report": 4}  # layer-reduction has no packed students
 
 
 @pytest.mark.parametrize(
@@ -77,7 +81,8 @@ ALL = {"evaluate_given_teacher": 8, "augment": 8, "distill": 32 + 200, "export":
         ("config/studies/kd-variants.yaml", KD_VARIANTS, ["kd_variants"]),
         ("config/studies/lr.yaml", LR, ["lr"]),
         ("config/studies/all.yaml", ALL, ["xtc_main", "layer_reduction", "budget", "kd_variants", "lr"]),
-        (None, {"finetune_teacher": 1, "distill": 1 + 4, "export": 4, "evaluate_packed": 4}, ["demo"]),
+        (None, {"finetune_teacher": 1, "distill": 1 + 4, "export": 4, "evaluate_packed": 4, "serving_report": 1},
+         ["demo"]),
     ],
 )
 def test_dry_run_lists_the_grid(configfile, expected, study_names):
@@ -246,8 +251,15 @@ def test_tiny_study_end_to_end(tiny_run):
     assert (tiny_run / "results/logs" / w1_2l["run_dir"].removeprefix("results/") / "distill.log").is_file()
     assert (tiny_run / "results/benchmarks" / w1_2l["run_dir"].removeprefix("results/") / "distill.tsv").is_file()
     scores = json.loads((tiny_run / "results/scores/tiny.json").read_text())
+    packed_of = {r["layers"]: r["packed_dir"] + "/model.xtc.safetensors" for r in rows if r["packed_dir"]}
     assert set(scores) == {"rte/teacher", "rte/L4/W1A8/one_stage/e1/lr0.001/da0/s42",
                            "rte/L2/FP/one_stage/e1/lr0.001/da0/s42", "rte/L2/W1A8/one_stage/e1/lr0.001/da0/s42"}
+    # the serving report: each packed architecture on the integer engine against the FP32 teacher, in one job
+    serving = json.loads((tiny_run / "results/serving/tiny.json").read_text())
+    assert [(s["model"], s["packed"]) for s in serving["students"]] == [
+        ("W1A8 4L", packed_of["4"]), ("W1A8 2L", packed_of["2"])]
+    assert list(serving["teachers"]) == ["rte"] and all(s["speedup_vs_fp32"] > 0 for s in serving["students"])
+    assert "| W1A8 2L | rte |" in (tiny_run / "results/serving/tiny.md").read_text()
 
 
 def test_tiny_study_second_run_does_nothing(tiny_run):

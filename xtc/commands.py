@@ -198,10 +198,10 @@ def _load_init(init_dir: Path, teacher, teacher_source: str) -> tuple[Any, tuple
     return student, tuple(teacher_layer)
 
 
-def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
-    """A local teacher (an `xtc finetune` run dir or a model dir) or a fine-tuned hub id (``owner/name``)."""
+def load_fp_teacher(source: str) -> tuple[Any, str | Path]:
+    """A full-precision fine-tuned model and where it was read: a local teacher (an `xtc finetune` run dir or a model
+    dir) or a fine-tuned hub id (``owner/name``)."""
     from xtc.checkpoint import load_model_dir
-    from xtc.glue import get_task
 
     path = model_dir(source)
     if path.is_dir():
@@ -217,6 +217,14 @@ def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
                          "or a fine-tuned hub id such as yoshitomo-matsubara/bert-base-uncased-rte")
     if getattr(teacher.config, "xtc_quant", None):
         raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher")
+    return teacher, path
+
+
+def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
+    """The teacher of ``xtc distill``: ``load_fp_teacher``, checked against the task (labels and their order)."""
+    from xtc.glue import get_task
+
+    teacher, path = load_fp_teacher(source)
     want = get_task(recipe.data.task).num_labels
     if teacher.config.num_labels != want:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "

@@ -57,14 +57,37 @@ class Jobs:
         return study_table(self.study(name))
 
     def outputs(self) -> list[str]:
-        """Every study's runs table, scores, tables and figures."""
+        """Every study's runs table, scores, tables and figures, and its serving report when it has packed students."""
         outputs = []
         for study in self.studies:
             name = study["study"]
             outputs += [f"results/{name}/runs.tsv", f"results/scores/{name}.json"]
             outputs += [f"results/tables/{name}.{ext}" for ext in ("md", "tex", "csv")]
             outputs += [f"figures/{name}_{kind}.{ext}" for kind in study["report"]["figures"] for ext in ("png", "pdf")]
+            if self.serving_plan(name)["students"]:
+                outputs += [f"results/serving/{name}.{ext}" for ext in ("json", "md")]
         return outputs
+
+    def serving_plan(self, name: str) -> dict:
+        """What a study's serving report serves (``xtc.serving``): the first packed run of each student architecture
+        (depth, layer choice, bits) in grid order, and the FP32 teacher of each of their tasks."""
+        students, teachers = {}, {}
+        for row in study_runs(self.study(name)):
+            architecture = (row["layers"], row["teacher_layer"], row["wbits"], row["abits"])
+            if is_quantized(row) and architecture not in students:
+                label = model_label(row["layers"], row["wbits"], row["abits"])
+                if row["teacher_layer"]:
+                    label += " (" + ",".join(map(str, row["teacher_layer"])) + ")"
+                students[architecture] = {"label": label, "task": row["task"],
+                                          "packed": f"{run_dir(row)}/packed/model.xtc.safetensors"}
+                teachers[row["task"]] = self.teacher_dir(row["task"])
+        return {"teachers": teachers, "students": list(students.values())}
+
+    def serving_inputs(self, name: str) -> list[str]:
+        """The serving report's packed files, and the metrics.json of the teachers built here (DAG edges)."""
+        plan = self.serving_plan(name)
+        return ([student["packed"] for student in plan["students"]]
+                + [f"{self.teacher_dir(t)}/metrics.json" for t in plan["teachers"] if not teacher_given(self.settings, t)])
 
     # ------------------------------------------------------------------------------------ what a run starts from
     def teacher_dir(self, task: str) -> str:

@@ -108,6 +108,14 @@ def study_sizes(wildcards):
     return JOBS.study_sizes(wildcards["study"])
 
 
+def serving_inputs(wildcards):
+    return JOBS.serving_inputs(wildcards["study"])
+
+
+def serving_plan(wildcards):
+    return JOBS.serving_plan(wildcards["study"])
+
+
 def study_table_rows(wildcards):
     """The rows of results/<study>/runs.tsv (the interface with the reporting code)."""
     return JOBS.study_table(wildcards["study"])

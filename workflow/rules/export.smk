@@ -49,3 +49,29 @@ rule evaluate_packed:
     shell:
         "OMP_NUM_THREADS={threads} xtc evaluate --model {input} --engine int8 --task {wildcards.task} {params.data} "
         "--out {params.out} > {log} 2>&1"
+
+
+# One job per study: its packed students on the integer engine against the FP32 teachers (speed-up, memory), on
+# CPU (no GPU). Machine-dependent figures, so kept out of the study's tables (xtc/serving.py).
+rule serving_report:
+    input:
+        serving_inputs,
+    output:
+        json="results/serving/{study}.json",
+        md="results/serving/{study}.md",
+    log:
+        "results/logs/{study}/serving_report.log",
+    benchmark:
+        "results/benchmarks/{study}/serving_report.tsv"
+    conda:
+        "../envs/xtc.yaml"
+    threads: SETTINGS["resources"]["threads"]
+    resources:
+        mem_mb=SETTINGS["resources"]["mem_mb"],
+        runtime=small_runtime,
+    params:
+        plan=serving_plan,
+        batch=SETTINGS["data"]["batch_size"],
+        seq=SETTINGS["data"]["max_seq_length"],
+    script:
+        "../scripts/serving_report.py"

@@ -146,7 +146,7 @@ def test_real_slurm_first_command_as_typed_uses_slurm_defaults(cluster, slurm_st
     workdir, _, _, output = slurm_study
     assert "CHANGE_ME" not in (REPO / "slurm" / "config.v8+.yaml").read_text()  # no placeholder to reach sbatch
     jobs = _jobs(cluster, workdir)
-    assert len(jobs) == 5
+    assert len(jobs) == 6  # 5 jobs (the serving report among them) and the cancelled teacher
     for job in jobs:  # root's default account (sacctmgr) and the default partition (sinfo)
         assert job["Account"] == cluster.ACCOUNT and job["Partition"] == cluster.PARTITION, job
     assert "CHANGE_ME" not in output

@@ -121,7 +121,9 @@ def int8_linear(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tenso
     if why is not None:
         log.info("integer engine: %s keeps the float path: %s", name, why)
         return None
-    unpack = functools.partial(_int8_codes, entry, tensors, name)
+    # only this weight's packed tensors: each is freed once its codes are unpacked (not when the last layer's are)
+    own = {k: tensors[k] for k in (f"{name}.weight.codes", f"{name}.weight.zeros") if k in tensors}
+    unpack = functools.partial(_int8_codes, entry, own, name)
     return Int8Linear(unpack, scales, bias, entry["act"]["bits"], max_abs, shape=tuple(entry["shape"][::-1]))
 
 

@@ -204,6 +204,26 @@ def test_resume_into_a_directory_of_another_recipe_is_refused(workspace, capsys)
     assert "was made by a different recipe (recipe.train.lr: 0.001 -> 0.0005)" in err and "--overwrite" in err
 
 
+def test_a_changed_recipe_replaces_the_run_when_the_workflow_says_so(tmp_path, monkeypatch, caplog):
+    """Snakemake reruns a job whose parameters changed; the workflow sets XTC_RECIPE_CHANGE=replace for its jobs."""
+    from xtc.rundir import RECIPE_CHANGE_ENV, prepare_out_dir
+
+    out = tmp_path / "run"
+    old, new = {"recipe": {"train": {"epochs": 3}}}, {"recipe": {"train": {"epochs": 10}}}
+    assert prepare_out_dir(out, old, overwrite=False) == "new"
+    (out / "state").mkdir()
+    (out / "state" / "train_state.pt").write_bytes(b"old recipe's state")
+    assert prepare_out_dir(out, old, overwrite=False) == "resume"  # same recipe: resume, whatever the variable
+    with pytest.raises(ValueError, match="made by a different recipe"):
+        prepare_out_dir(out, new, overwrite=False)
+    assert (out / "state" / "train_state.pt").is_file()  # refused: nothing touched
+    monkeypatch.setenv(RECIPE_CHANGE_ENV, "replace")
+    assert prepare_out_dir(out, old, overwrite=False) == "resume"
+    assert prepare_out_dir(out, new, overwrite=False) == "new"
+    assert not (out / "state").exists() and json.loads((out / "config.json").read_text()) == new
+    assert "recipe.train.epochs: 3 -> 10" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def e2e(workspace):
     """The acceptance path: teacher (6 layers) -> step 1 FP 3 layers -> step 2 W1A8 -> packed."""

@@ -9,6 +9,8 @@ run). Every file is written atomically.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import platform
 import subprocess
 import time
@@ -20,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from xtc.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+# "replace": a run directory made by another recipe is discarded and trained again instead of refused. The workflow
+# sets it for its jobs (workflow/rules/common.smk): Snakemake reruns a job whose parameters changed (e.g. a study's
+# teacher.epochs), and the run directory it owns then holds the old recipe's state. Unset, xtc refuses (never mixes
+# runs); the same recipe always resumes.
+RECIPE_CHANGE_ENV = "XTC_RECIPE_CHANGE"
 
 MODEL, LAST, STATE_DIR = "model", "last", "state"
 
@@ -60,10 +70,18 @@ def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> s
         previous = json.loads(config_path.read_text())
         if previous != run_config:
             diffs = _diff(previous, run_config)
-            raise ValueError(
-                f"{out} was made by a different recipe ({'; '.join(diffs[:5])}); use another --out, "
-                "or --overwrite to discard it"
-            )
+            if os.environ.get(RECIPE_CHANGE_ENV) != "replace":
+                raise ValueError(
+                    f"{out} was made by a different recipe ({'; '.join(diffs[:5])}); use another --out, "
+                    "or --overwrite to discard it"
+                )
+            import shutil
+
+            log.warning("%s was made by a different recipe (%s): discarding it and training anew (%s=replace)",
+                        out, "; ".join(diffs[:5]), RECIPE_CHANGE_ENV)
+            shutil.rmtree(out)
+            atomic_write_json(config_path, run_config)
+            return "new"
         if (out / "metrics.json").is_file():
             return "done"
         return "resume" if (out / STATE_DIR / "train_state.pt").is_file() else "new"

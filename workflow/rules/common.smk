@@ -10,6 +10,10 @@ from xtc import rehearsal, study
 from xtc.jobs import Jobs
 from xtc.sources import SourceError
 
+# Snakemake reruns a job whose parameters changed (say, the study's teacher.epochs); the run directory it owns then
+# holds the old recipe's state, which the job discards instead of refusing (xtc/rundir.py; same recipe: resume).
+os.environ["XTC_RECIPE_CHANGE"] = "replace"
+
 RUN = study.RUN
 TEACHER = study.TEACHER
 GIVEN_TEACHER = study.GIVEN_TEACHER

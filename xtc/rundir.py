@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 # runs); the same recipe always resumes.
 RECIPE_CHANGE_ENV = "XTC_RECIPE_CHANGE"
 
+
+def replace_changed_recipes() -> None:
+    """Let this process's child jobs replace a run directory of another recipe (what the workflow does)."""
+    os.environ[RECIPE_CHANGE_ENV] = "replace"
+
 MODEL, LAST, STATE_DIR = "model", "last", "state"
 
 

@@ -6,13 +6,13 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from xtc import rehearsal, study
+from xtc import rehearsal, rundir, study
 from xtc.jobs import Jobs
 from xtc.sources import SourceError
 
 # Snakemake reruns a job whose parameters changed (say, the study's teacher.epochs); the run directory it owns then
 # holds the old recipe's state, which the job discards instead of refusing (xtc/rundir.py; same recipe: resume).
-os.environ["XTC_RECIPE_CHANGE"] = "replace"
+rundir.replace_changed_recipes()
 
 RUN = study.RUN
 TEACHER = study.TEACHER

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from xtc.config import QuantConfig
-from xtc.engine import EngineBertLayer, logit_bound
+from xtc.engine import ENGINES, MAPPINGS, EngineBertLayer, logit_bound
 from xtc.export import PackedEmbedding, PackedLinear, export_packed, load_packed
 from xtc.packing import pack_codes
 from xtc.quant import quantize_
 from xtc.quant import int8 as int8_module
-from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, compile_status, enable_compiled, kernels, quantize_tokens,
-                            reset_kernels)
+from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, PackedWeight, compile_status, enable_compiled, kernels,
+                            quantize_tokens, reset_kernels)
 from xtc.quant.primitives import dequantize, quantize_symmetric, quantize_weight
 
 
@@ -90,6 +90,45 @@ def test_weights_are_int8_at_most_in_memory(tiny_bert, tiny_batch, tmp_path):
     assert table.data.dtype == torch.uint8 and table.data.numel() == table.num_embeddings * table.embedding_dim // 8
     big_float = [n for n, t in engine.state_dict().items() if t.is_floating_point() and t.numel() >= 32 * 32]
     assert all("position_embeddings" in n or "pooler" in n or "classifier" in n for n in big_float), big_float
+
+
+@pytest.mark.parametrize("cfg", INTEGER.values(), ids=INTEGER.keys())
+def test_packed_weights_give_the_int8_engines_logits_exactly(cfg, tiny_bert, tiny_batch, tmp_path):
+    """engine="int8-packed" keeps 1/2/4/8-bit codes packed and unpacks each layer's per forward: the same integer
+    products, so exactly the same logits as the int8 engine, with no int8 weight kept after the forward."""
+    _, engine = _pair(tiny_bert, cfg, tiny_batch, tmp_path)
+    packed = load_packed(tmp_path / "model.safetensors", engine="int8-packed")
+    for _ in range(2):  # the second forward unpacks again: nothing is cached
+        assert torch.equal(_logits(packed, tiny_batch), _logits(engine, tiny_batch))
+    linears = [m for m in packed.modules() if isinstance(m, Int8Linear)]
+    assert linears and all(m.codes is None and isinstance(m.packed, PackedWeight) for m in linears)
+    assert not any(t.dtype == torch.int8 for t in packed.state_dict().values())
+    stored_bytes = sum(m.packed.data.numel() for m in linears)
+    weights = sum(m.in_features * m.out_features for m in linears)
+    assert stored_bytes * 8 <= weights * max(cfg.weight_bits, cfg.attn_out_bits or 0, cfg.ffn_out_bits or 0, 2)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_packed_weight_unpacks_to_the_exact_int8_codes(bits):
+    g = torch.Generator().manual_seed(bits)
+    weights = [torch.randn(16, 24, generator=g) for _ in range(3)]
+    weights[1][2, 5] = weights[2][0, :3] = 0  # exact zeros: sign+zeros for binary
+    parts, want = [], []
+    for w in weights:
+        codes, _ = quantize_weight(w, bits, "tensor")
+        stored = pack_codes(codes, bits)
+        mul, sub = MAPPINGS.get(stored.encoding, (1, 2 ** (stored.stored_bits - 1)))
+        parts.append(PackedWeight(stored.data, stored.stored_bits, mul, sub, 16, 24, stored.zeros))
+        want.append(codes.t().to(torch.int8))  # (in, out)
+        assert torch.equal(parts[-1].weight_codes(), want[-1])
+    fused = PackedWeight.cat(parts)
+    assert fused is not None and torch.equal(fused.weight_codes(), torch.cat(want, dim=1))
+
+
+def test_cli_spells_the_engines_of_xtc_engine():
+    from xtc import cli
+
+    assert cli.ENGINES == list(ENGINES)
 
 
 def test_static_activation_range_runs_on_integers(tiny_bert, tiny_batch, tmp_path):

@@ -72,6 +72,9 @@ TRAIN_FLAGS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.
                "eval_every": "train.eval_every_steps", "warmup_epochs": "train.warmup_epochs",
                "warmup_ratio": "train.warmup_ratio", "group_by_length": "train.group_by_length", "bf16": "train.bf16",
                "tf32": "train.tf32"}
+# the engines of a packed checkpoint (xtc.engine.ENGINES; spelled here so that `xtc --help` needs no torch, and
+# tests/test_engine.py checks that both agree)
+ENGINES = ["float", "int8", "int8-packed"]
 STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_layer", "strategy": "reduce.strategy",
                  "weight_bits": "quant.weight_bits", "act_bits": "quant.act_bits", "act_range": "quant.act_range",
                  "kd": "distill.kd", "attention_target": "distill.attention_target",
@@ -271,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
     _add_data_args(ev, eval_only=True)
     _add_run_args(ev, out_required=False)
-    ev.add_argument("--engine", choices=["float", "int8"], default="float",
-                    help="a packed checkpoint's engine: float (exact fake-quant) or int8 (integer CPU engine)")
+    ev.add_argument("--engine", choices=ENGINES, default="float",
+                    help="a packed checkpoint's engine: float (exact fake-quant), int8 (integer CPU engine) or "
+                         "int8-packed (the same, weights kept packed in memory: less memory, slower)")
     ev.set_defaults(handler=_cmd_evaluate)
 
     pr = sub.add_parser("predict", help="labels or scores of sentences from a TSV file or stdin (one line each)")
@@ -282,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scores", action="store_true", help="write class probabilities instead of labels")
     pr.add_argument("--batch-size", type=int, default=32)
     pr.add_argument("--max-seq-length", type=int, default=128)
-    pr.add_argument("--engine", choices=["float", "int8"], default="int8", help="a packed file's engine (int8)")
+    pr.add_argument("--engine", choices=ENGINES, default="int8",
+                    help="a packed file's engine: int8 (default), int8-packed (weights kept packed: less memory) or "
+                         "float (the exact fake-quant model)")
     pr.add_argument("--tokenizer", help="tokenizer dir (default: next to the model)")
     pr.set_defaults(handler=_cmd_predict)
 

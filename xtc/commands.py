@@ -247,7 +247,7 @@ def _load_hub_teacher(repo_id: str):
 def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path | None = None,
              device: str | None = None, argv: Sequence[str] = (), engine: str = "float") -> dict[str, Any]:
     """Dev-set metrics of a model directory, a run directory or a packed checkpoint (``engine``: ``float``, the
-    exact fake-quant model, or ``int8``, the integer CPU engine of ``xtc.engine``)."""
+    exact fake-quant model, or ``int8`` / ``int8-packed``, the integer CPU engine of ``xtc.engine``)."""
     from xtc.checkpoint import load_model_dir, load_tokenizer
     from xtc.glue import make_collator
     from xtc.train import evaluate as evaluate_model
@@ -259,7 +259,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
         from xtc.export import load_packed
 
         loaded, tokenizer_dir = load_packed(path, engine=engine), path.parent
-        device = "cpu" if engine == "int8" else device  # the integer engine serves on CPU
+        device = "cpu" if engine != "float" else device  # the integer engine serves on CPU
     elif not path.exists() and is_hub_id(model, qualified=True):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(model, key="--model")
         loaded = _load_hub_teacher(tokenizer_dir)

@@ -42,12 +42,14 @@ from transformers.initialization import no_init_weights
 
 from xtc.config import PerGroup, PerRow, PerTensor, parse_granularity
 from xtc.packing import PackedCodes, unpack_codes
-from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, as_inference, enable_compiled, kernels,
+from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, PackedWeight, as_inference, enable_compiled, kernels,
                             release_free_memory)
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("float", "int8")
+# float: load_packed's exact fake-quant model; int8: weights unpacked to int8 codes once (at first use) and kept;
+# int8-packed: weights kept as their packed codes, each layer's unpacked to int8 for its forward and dropped after
+ENGINES = ("float", "int8", "int8-packed")
 CHUNK_TOKENS = 512  # tokens per chunk of a fused layer (EngineBertLayer.forward)
 COMPILE_MIN_HIDDEN = 256  # compile the kernels for models at least this wide (MiniLM 384, BERT-base 768)
 LOGIT_BOUND = 1e-3  # relative to max |logit|; see the module docstring
@@ -104,8 +106,19 @@ def _why_not_int8(entry: dict[str, Any]) -> str | None:
     return None
 
 
+def _packed_weight(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: str) -> PackedWeight | None:
+    """The weight kept packed (``engine="int8-packed"``), or None when its codes need more than a bit expansion."""
+    encoding, stored_bits, (out_features, in_features) = entry["encoding"], entry["stored_bits"], entry["shape"]
+    if stored_bits not in (1, 2, 4, 8) or encoding not in (*MAPPINGS, "offset") or \
+            out_features * in_features * stored_bits % 8:
+        return None
+    mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
+    return PackedWeight(as_inference(tensors[f"{name}.weight.codes"]), stored_bits, mul, sub, out_features,
+                        in_features, tensors.get(f"{name}.weight.zeros"))
+
+
 def int8_linear(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tensor], bias: torch.Tensor | None,
-                act_state: dict[str, torch.Tensor]) -> Int8Linear | None:
+                act_state: dict[str, torch.Tensor], keep_packed: bool = False) -> Int8Linear | None:
     """The ``Int8Linear`` of one packed linear, or None (with the reason logged) when it needs the float path."""
     why = _why_not_int8(entry)
     scales = None if why else _row_scales(entry, tensors[f"{name}.weight.scale"])
@@ -121,10 +134,15 @@ def int8_linear(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tenso
     if why is not None:
         log.info("integer engine: %s keeps the float path: %s", name, why)
         return None
-    # only this weight's packed tensors: each is freed once its codes are unpacked (not when the last layer's are)
-    own = {k: tensors[k] for k in (f"{name}.weight.codes", f"{name}.weight.zeros") if k in tensors}
-    unpack = functools.partial(_int8_codes, entry, own, name)
-    return Int8Linear(unpack, scales, bias, entry["act"]["bits"], max_abs, shape=tuple(entry["shape"][::-1]))
+    codes = _packed_weight(entry, tensors, name) if keep_packed else None
+    if keep_packed and codes is None:
+        log.info("integer engine: %s is unpacked to int8 once (%s-bit %s codes are not kept packed)", name,
+                 entry["stored_bits"], entry["encoding"])
+    if codes is None:
+        # only this weight's packed tensors: each is freed once its codes are unpacked (not when the last layer's are)
+        own = {k: tensors[k] for k in (f"{name}.weight.codes", f"{name}.weight.zeros") if k in tensors}
+        codes = functools.partial(_int8_codes, entry, own, name)
+    return Int8Linear(codes, scales, bias, entry["act"]["bits"], max_abs, shape=tuple(entry["shape"][::-1]))
 
 
 def row_embedding(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tensor]) -> PackedRowEmbedding | None:
@@ -156,7 +174,9 @@ class EngineBertLayer(nn.Module):
         def fused_codes() -> torch.Tensor:
             return torch.cat([q.weight_codes(), k.weight_codes(), v.weight_codes()], dim=1)  # (H, 3H)
 
-        self.qkv = Int8Linear(fused_codes, torch.cat([q.w_scale, k.w_scale, v.w_scale]),
+        packed = [m.packed for m in (q, k, v)]
+        fused = PackedWeight.cat(packed) if all(p is not None for p in packed) else None
+        self.qkv = Int8Linear(fused or fused_codes, torch.cat([q.w_scale, k.w_scale, v.w_scale]),
                               torch.cat([q.bias, k.bias, v.bias]), q.act_bits,
                               shape=(q.in_features, 3 * q.out_features))
         self.attn_out, self.intermediate, self.out = (layer.attention.output.dense, layer.intermediate.dense,
@@ -197,25 +217,29 @@ class EngineBertLayer(nn.Module):
         rows = max(1, CHUNK_TOKENS // seq)
         with torch.inference_mode():
             hidden_states = as_inference(hidden_states)
+            # kept int8 codes, or (int8-packed) this layer's codes unpacked now, once for all chunks, dropped after
+            weights = tuple(m.weight_codes() for m in (self.qkv, self.attn_out, self.intermediate, self.out))
             if batch <= rows:
-                return self._forward(hidden_states, attention_mask, **kwargs)
+                return self._forward(hidden_states, attention_mask, weights, **kwargs)
             out = torch.empty_like(hidden_states)
             per_row_mask = (attention_mask is not None and attention_mask.dim() > 0
                             and attention_mask.shape[0] == batch)
             for start in range(0, batch, rows):
                 mask = attention_mask[start:start + rows] if per_row_mask else attention_mask
-                out[start:start + rows] = self._forward(hidden_states[start:start + rows], mask, **kwargs)
+                out[start:start + rows] = self._forward(hidden_states[start:start + rows], mask, weights, **kwargs)
             return out
 
-    def _forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
+    def _forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                 weights: tuple[torch.Tensor, ...], **kwargs: Any) -> torch.Tensor:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
         from transformers.models.bert.modeling_bert import eager_attention_forward
 
         k = kernels()
+        w_qkv, w_attn_out, w_intermediate, w_out = weights  # (in, out) int8 each
         batch, seq, hidden = hidden_states.shape
         x = hidden_states.reshape(batch * seq, hidden)  # (M, H)
         codes, scale = k["quantize_tokens"](x, self.qkv.act_bits)
-        qkv = k["rescale"](self.qkv.matmul(codes), scale, self.qkv.w_scale, self.qkv.bias)  # (M, 3H)
+        qkv = k["rescale"](self.qkv.matmul(codes, w_qkv), scale, self.qkv.w_scale, self.qkv.bias)  # (M, 3H)
         # (M, 3H) -> (3, B, nh, T, hs) -> three (B, nh, T, hs) views
         q, key, v = qkv.view(batch, seq, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
@@ -223,16 +247,16 @@ class EngineBertLayer(nn.Module):
                                scaling=self.scaling, **{n: a for n, a in kwargs.items() if n == "position_ids"})
         context = context.reshape(batch * seq, hidden)  # (B, T, nh, hs) -> (M, H)
         codes, scale = k["quantize_tokens"](context, self.attn_out.act_bits)
-        h = k["rescale_residual_norm"](self.attn_out.matmul(codes), scale, self.attn_out.w_scale, self.attn_out.bias,
+        h = k["rescale_residual_norm"](self.attn_out.matmul(codes, w_attn_out), scale, self.attn_out.w_scale, self.attn_out.bias,
                                        x, self.norm1_weight, self.norm1_bias, self.norm_eps[0])  # (M, H)
         codes, scale = k["quantize_tokens"](h, self.intermediate.act_bits)
-        acc = self.intermediate.matmul(codes)  # (M, I)
+        acc = self.intermediate.matmul(codes, w_intermediate)  # (M, I)
         if self.gelu_fused:
             inner = k["rescale_gelu"](acc, scale, self.intermediate.w_scale, self.intermediate.bias)
         else:
             inner = self.act(k["rescale"](acc, scale, self.intermediate.w_scale, self.intermediate.bias))
         codes, scale = k["quantize_tokens"](inner, self.out.act_bits)
-        out = k["rescale_residual_norm"](self.out.matmul(codes), scale, self.out.w_scale, self.out.bias, h,
+        out = k["rescale_residual_norm"](self.out.matmul(codes, w_out), scale, self.out.w_scale, self.out.bias, h,
                                          self.norm2_weight, self.norm2_bias, self.norm_eps[1])  # (M, H)
         return out.reshape(batch, seq, hidden)
 
@@ -247,8 +271,9 @@ def _exact_gelu(intermediate: nn.Module) -> bool:
 
 # ---------------------------------------------------------------------------------------------- the model
 def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = "packed checkpoint",
-                 fuse: bool = True) -> nn.Module:
-    """The integer-engine model of ``xtc.export.read_packed(path)``'s ``(header, tensors)``, in eval mode."""
+                 fuse: bool = True, keep_packed: bool = False) -> nn.Module:
+    """The integer-engine model of ``xtc.export.read_packed(path)``'s ``(header, tensors)``, in eval mode;
+    ``keep_packed`` keeps the weights packed in memory (``engine="int8-packed"``)."""
     config_dict = dict(header["model_config"])
     model_type = config_dict.get("model_type")
     if model_type not in CONFIG_MAPPING:
@@ -270,7 +295,7 @@ def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
         else:
             act_state = {k.removeprefix(f"{prefix}act_quantizer."): v for k, v in state.items()
                          if k.startswith(f"{prefix}act_quantizer.")}
-            module = int8_linear(name, entry, tensors, state.get(f"{prefix}bias"), act_state)
+            module = int8_linear(name, entry, tensors, state.get(f"{prefix}bias"), act_state, keep_packed)
         if module is None:
             floats[name] = entry
             continue
@@ -287,7 +312,8 @@ def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
             state[f"{name}.weight"] = dequantize(codes.reshape(entry["shape"]), tensors[f"{name}.weight.scale"],
                                                  entry["granularity"], tensors.get(f"{name}.weight.zero_point"))
             model.set_submodule(name, _build_module(entry, False, torch.float32))
-    engine_keys = {f"{n}.{b}" for n, m in model.named_modules() if isinstance(m, (Int8Linear, PackedRowEmbedding))
+    engine_keys = {f"{n}.{b}" for n, m in model.named_modules()
+                   if isinstance(m, (Int8Linear, PackedRowEmbedding, PackedWeight))
                    for b, _ in m.named_buffers(recurse=False)}
     expected = set(model.state_dict()) - engine_keys
     for key in sorted(expected ^ set(state)):
@@ -301,7 +327,7 @@ def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
         log.info("integer engine: %d fused layers, %d float modules", len(layers), len(floats))
     model.requires_grad_(False)
     for module in model.modules():
-        if isinstance(module, (Int8Linear, EngineBertLayer)):
+        if isinstance(module, (Int8Linear, EngineBertLayer, PackedWeight)):
             for key, buffer in module._buffers.items():
                 module._buffers[key] = as_inference(buffer)
     release_free_memory()
@@ -316,11 +342,11 @@ def load_engine(path: str | os.PathLike, engine: str = "int8", compile: bool | N
     """
     from xtc.export import read_packed
 
-    if engine != "int8":
+    if engine not in ENGINES[1:]:
         raise ValueError(f"unknown engine {engine!r}: use one of {list(ENGINES)}")
     path = Path(path)
     header, tensors = read_packed(path)
     hidden = header["model_config"].get("hidden_size", 0)
     if compile if compile is not None else hidden >= COMPILE_MIN_HIDDEN:
         enable_compiled()
-    return build_engine(header, tensors, source=f"packed checkpoint {path}")
+    return build_engine(header, tensors, source=f"packed checkpoint {path}", keep_packed=engine == "int8-packed")

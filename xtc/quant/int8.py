@@ -74,9 +74,17 @@ def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, 
     return codes.reshape(-1)[: out_features * in_features].view(out_features, in_features).t().contiguous()
 
 
+def unpack_int8(data: torch.Tensor, stored_bits: int, mul: int, sub: int, numel: int) -> torch.Tensor:
+    """Packed codes -> the first ``numel`` int8 codes ``u * mul - sub`` in stored order (an ``(out, in)`` weight
+    stays ``(out, in)``: no transpose), in one pass: the per-forward unpack of ``engine="int8-packed"``."""
+    shifts = torch.arange(0, 8, stored_bits, dtype=torch.uint8, device=data.device)  # (per_byte,)
+    unsigned = (data.unsqueeze(1) >> shifts) & (2**stored_bits - 1)  # (bytes, per_byte)
+    return (unsigned.to(torch.int16) * mul - sub).to(torch.int8).reshape(-1)[:numel]
+
+
 EAGER: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
-                              "rescale_gelu": rescale_gelu,
-                              "rescale_residual_norm": rescale_residual_norm, "unpack_transposed": unpack_transposed}
+                              "rescale_gelu": rescale_gelu, "rescale_residual_norm": rescale_residual_norm,
+                              "unpack_transposed": unpack_transposed, "unpack_int8": unpack_int8}
 _kernels: dict[str, Callable] | None = None
 _status: dict[str, str] = {}
 
@@ -91,7 +99,8 @@ def _probe(compiled: dict[str, Callable]) -> None:
     nw, nb = torch.rand(8, generator=g), torch.randn(8, generator=g)  # distinct tensors: aliasing is guarded too
     cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b), "rescale_gelu": (acc, xs, ws, b),
              "rescale_residual_norm": (acc, xs, ws, b, res, nw, nb, 1e-12),
-             "unpack_transposed": (torch.randint(0, 255, (12,), generator=g, dtype=torch.uint8), 1, 2, 1, 6, 16)}
+             "unpack_transposed": (torch.randint(0, 255, (12,), generator=g, dtype=torch.uint8), 1, 2, 1, 6, 16),
+             "unpack_int8": (torch.randint(0, 255, (12,), generator=g, dtype=torch.uint8), 2, 1, 1, 40)}
     for name, args in cases.items():
         got, want = compiled[name](*args), EAGER[name](*args)
         for g_, w_ in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
@@ -166,20 +175,68 @@ def as_inference(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # ---------------------------------------------------------------------------------------------- modules
+class PackedWeight(nn.Module):
+    """An ``(out, in)`` weight kept as its packed 1/2/4/8-bit codes in memory, unpacked to int8 on every use.
+
+    ``weight_codes()`` returns a fresh ``(in, out)`` int8 view (``_int_mm`` takes the transposed view as fast as a
+    contiguous ``(in, out)`` matrix), which the caller drops after its matmul: the model holds 1 or 2 bits per
+    weight, plus one layer's int8 codes while that layer runs. ``zeros`` are the flat ``(out, in)`` positions of a
+    ``sign+zeros`` weight's exact zeros.
+    """
+
+    def __init__(self, data: torch.Tensor, stored_bits: int, mul: int, sub: int, out_features: int,
+                 in_features: int, zeros: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if stored_bits not in (1, 2, 4, 8) or out_features * in_features * stored_bits % 8:
+            raise ValueError(f"PackedWeight needs 1/2/4/8-bit codes filling whole bytes, got {stored_bits} bits x "
+                             f"{out_features} x {in_features}")
+        self.stored_bits, self.mul, self.sub = stored_bits, mul, sub
+        self.out_features, self.in_features = out_features, in_features
+        self.register_buffer("data", data.reshape(-1)[: out_features * in_features * stored_bits // 8])  # (bytes,)
+        self.register_buffer("zeros", None if zeros is None or not zeros.numel() else zeros.long().reshape(-1))
+
+    def weight_codes(self) -> torch.Tensor:
+        with torch.inference_mode():
+            codes = kernels()["unpack_int8"](self.data, self.stored_bits, self.mul, self.sub,
+                                             self.out_features * self.in_features)
+            if self.zeros is not None:
+                codes[self.zeros] = 0
+            return codes.view(self.out_features, self.in_features).t()  # (in, out)
+
+    @classmethod
+    def cat(cls, parts: list[PackedWeight]) -> PackedWeight | None:
+        """The weights stacked along ``out`` (fused Q/K/V), or None when their code mappings differ."""
+        first = parts[0]
+        if any((p.stored_bits, p.mul, p.sub, p.in_features) != (first.stored_bits, first.mul, first.sub,
+                                                               first.in_features) for p in parts):
+            return None
+        offsets = torch.tensor([0] + [p.out_features * p.in_features for p in parts[:-1]]).cumsum(0)
+        zeros = [p.zeros + int(o) for p, o in zip(parts, offsets, strict=True) if p.zeros is not None]
+        return cls(torch.cat([p.data for p in parts]), first.stored_bits, first.mul, first.sub,
+                   sum(p.out_features for p in parts), first.in_features, torch.cat(zeros) if zeros else None)
+
+    def extra_repr(self) -> str:
+        return f"({self.out_features}, {self.in_features}) {self.stored_bits}-bit codes, unpacked per use"
+
+
 class Int8Linear(nn.Module):
     """``y = (q_x @ q_w^T) s_x s_w + b`` with int8 weight codes stored ``(in, out)`` (``_int_mm``'s layout).
 
     ``w_scale`` is one float per output feature (per-tensor scales are repeated), so a fused Q/K/V weight can hold
     three scales. ``act_bits`` is the dynamic per-token activation width; ``act_max_abs`` a static range instead.
     ``codes`` may be a function that unpacks them: it runs on first use (the packed bytes are what loading reads,
-    as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay.
+    as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay. Or a ``PackedWeight``:
+    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``).
     """
 
-    def __init__(self, codes: torch.Tensor | Callable[[], torch.Tensor], w_scale: torch.Tensor,
+    def __init__(self, codes: torch.Tensor | Callable[[], torch.Tensor] | PackedWeight, w_scale: torch.Tensor,
                  bias: torch.Tensor | None, act_bits: int, act_max_abs: torch.Tensor | None = None,
                  shape: tuple[int, int] | None = None) -> None:
         super().__init__()
-        if callable(codes):
+        self.packed = codes if isinstance(codes, PackedWeight) else None
+        if self.packed is not None:
+            shape, codes = (self.packed.in_features, self.packed.out_features), None
+        elif callable(codes):
             if shape is None:
                 raise ValueError("Int8Linear with codes to unpack later needs their (in, out) shape")
             self._unpack, codes = codes, None
@@ -193,7 +250,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("act_max_abs", None if act_max_abs is None else act_max_abs.reshape(()))
 
     def weight_codes(self) -> torch.Tensor:
-        """The int8 ``(in, out)`` codes, unpacked now if they were not yet."""
+        """The int8 ``(in, out)`` codes, unpacked now if they were not yet (every time if kept packed)."""
+        if self.packed is not None:
+            return self.packed.weight_codes()
         if self.codes is None:
             with torch.inference_mode():
                 self.codes = as_inference(self._unpack())
@@ -209,8 +268,9 @@ class Int8Linear(nn.Module):
         codes, scale = quantize_symmetric(x, self.act_bits, "tensor", self.act_max_abs)
         return codes.to(torch.int8), scale
 
-    def matmul(self, codes: torch.Tensor) -> torch.Tensor:
-        return torch._int_mm(codes, self.weight_codes())  # (M, out) int32
+    def matmul(self, codes: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``(M, out)`` int32 products of ``(M, in)`` activation codes with ``weight`` (default: this linear's)."""
+        return torch._int_mm(codes, self.weight_codes() if weight is None else weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -221,7 +281,8 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         act = f"static A{self.act_bits}" if self.act_max_abs is not None else f"A{self.act_bits} per token"
-        return f"in_features={self.in_features}, out_features={self.out_features}, {act}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {act}" + (
+            ", weights packed" if self.packed is not None else "")
 
 
 def unpack_rows(rows: torch.Tensor, stored_bits: int, dim: int) -> torch.Tensor:

@@ -33,7 +33,8 @@ HEADLINES = {
     "packed_eval": [("packed_over_fake_quant_throughput", None), ("packed_over_fp32_dir_load", None)],
     "export_ratio": [("max_ratio", "<= 1.01")],
     "serve": [("engine_speedup_vs_fp32", ">= 2.5"), ("engine_memory_ratio_vs_fp32", "<= 0.3"),
-              ("engine_load_ratio_vs_fp32", "<= 1.0"), ("numerics_within_bound", None)],
+              ("engine_load_ratio_vs_fp32", "<= 1.0"), ("engine_packed_speedup_vs_fp32", ">= 2.5"),
+              ("engine_packed_memory_ratio_vs_fp32", "<= 0.3"), ("numerics_within_bound", None)],
     "workflow": [("dry_run", None), ("xtc_help_s", "< 3"), ("xtc_distill_first_step_s", "< 3"),
                  ("xtc_distill_cpu_s_at_first_step", None)],
 }

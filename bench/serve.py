@@ -4,7 +4,9 @@ For each depth (full mode: BERT-base shapes at 12 and 6 layers, random weights; 
 layers) three files are written to a temporary directory, as the workflow leaves them: the FP32 model directory
 (``save_model_dir``, what a teacher run holds), the W1A8 student's directory (latent FP32 weights; reloaded by
 ``load_model_dir`` as the fake-quant model) and its packed file (``export_packed``; reloaded by
-``load_packed(path, engine="int8")``). Each candidate is loaded from its file.
+``load_packed(path, engine="int8")``, and as ``engine_packed`` by ``load_packed(path, engine="int8-packed")``, which
+keeps the weight codes packed in memory and unpacks each layer's per forward). Each candidate is loaded from its
+file.
 
 * Throughput: forward only, eval mode, ``inference_mode``, one fixed batch of ``batch x seq`` tokens (full: 32 x 128)
   and the latency batch 1 x 128; the three candidates alternate round by round; sentences/s = batch / median.
@@ -36,7 +38,8 @@ from bench.kd_step import XTC_W1A8, Setting, features, teacher_model, xtc_studen
 from bench.timing import interleaved_samples, summary
 
 REPO = Path(__file__).resolve().parent.parent
-CANDIDATES = ("fp32", "fake_quant", "engine")
+CANDIDATES = ("fp32", "fake_quant", "engine", "engine_packed")
+ENGINE_OF = {"engine": "int8", "engine_packed": "int8-packed"}  # candidate -> load_packed(engine=...)
 FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "latency_rounds": 5}
 QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "latency_rounds": 3}
 
@@ -46,8 +49,8 @@ def load(candidate: str, path: str | Path):
     from xtc.checkpoint import load_model_dir
     from xtc.export import load_packed
 
-    if candidate == "engine":
-        return load_packed(path, engine="int8")
+    if candidate in ENGINE_OF:
+        return load_packed(path, engine=ENGINE_OF[candidate])
     return load_model_dir(path).eval()
 
 
@@ -58,6 +61,7 @@ def write_files(setting: Setting, out: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     teacher = teacher_model(setting)
     paths = {"fp32": out / "fp32", "fake_quant": out / "student", "engine": out / "model.xtc.safetensors"}
+    paths["engine_packed"] = paths["engine"]
     save_model_dir(teacher, paths["fp32"])
     student = xtc_student(teacher).eval()
     del teacher
@@ -82,12 +86,13 @@ def _forward(model, inputs):
     return run
 
 
-def _numerics(engine, fake, inputs) -> dict:
+def _numerics(engine, fake, inputs, engine_packed=None) -> dict:
     from xtc.engine import logit_bound
 
     threads = torch.get_num_threads()
     with torch.inference_mode():
         got, want = engine(**inputs).logits, fake(**inputs).logits
+        packed_equal = None if engine_packed is None else torch.equal(engine_packed(**inputs).logits, got)
         torch.set_num_threads(1 if threads > 1 else 2)  # the same model, another summation order
         try:
             noise = float((fake(**inputs).logits - want).abs().max())
@@ -99,7 +104,8 @@ def _numerics(engine, fake, inputs) -> dict:
     same = bool((got.argmax(-1) == want.argmax(-1))[clear].all())
     return {"max_abs_logit_diff": float((got - want).abs().max()), "max_abs_logit": float(want.abs().max()),
             "fake_quant_float_noise": noise, "bound": bound, "within_bound":
-            float((got - want).abs().max()) <= bound, "predictions_equal_beyond_margin": same}
+            float((got - want).abs().max()) <= bound, "predictions_equal_beyond_margin": same,
+            "engine_packed_logits_equal_engine": packed_equal}
 
 
 def _depth(depth: int, mode: dict, measure_memory: bool) -> dict:
@@ -109,29 +115,34 @@ def _depth(depth: int, mode: dict, measure_memory: bool) -> dict:
     setting = Setting(mode["batch"], mode["seq"], mode["rounds"], model)
     with tempfile.TemporaryDirectory(prefix="xtc-serve-") as tmp:
         paths = write_files(setting, Path(tmp))
-        loads = summary(interleaved_samples({c: (lambda c=c: load(c, paths[c])) for c in CANDIDATES},
-                                            mode["rounds"], warmup=1), "engine", "fp32")
-        models = {c: load(c, p) for c, p in paths.items()}
+        load_samples = interleaved_samples({c: (lambda c=c: load(c, paths[c])) for c in CANDIDATES},
+                                           mode["rounds"], warmup=1)
+        loads = summary(load_samples, "engine", "fp32")
+        models = {c: load(c, paths[c]) for c in CANDIDATES}
         mem = _memory(paths, setting) if measure_memory else {}
     vocab = models["fp32"].config.vocab_size
     result: dict = {"load_s": {c: round(s, 4) for c, s in loads["medians"].items()},
-                    "engine_load_ratio_vs_fp32": loads["ratio"]}
+                    "engine_load_ratio_vs_fp32": loads["ratio"],
+                    "engine_packed_load_ratio_vs_fp32": summary(load_samples, "engine_packed", "fp32")["ratio"]}
     for batch, rounds, key in ((mode["batch"], mode["rounds"], "throughput"), (1, mode["latency_rounds"], "latency")):
         inputs = _inputs(setting, vocab, batch)
         if key == "throughput":
-            result["numerics"] = _numerics(models["engine"], models["fake_quant"], inputs)
+            result["numerics"] = _numerics(models["engine"], models["fake_quant"], inputs, models["engine_packed"])
         samples = interleaved_samples({c: _forward(m, inputs) for c, m in models.items()}, rounds, warmup=1)
         speed = summary(samples, "fp32", "engine")
         figures = {f"{c}_sentences_per_s": round(batch / s, 2) for c, s in speed["medians"].items()}
         figures.update({f"{c}_ms": round(1000 * s, 1) for c, s in speed["medians"].items()} if key == "latency" else {})
         figures["engine_speedup_vs_fp32"] = speed["ratio"]
-        figures["fake_quant_speedup_vs_fp32"] = summary(samples, "fp32", "fake_quant")["ratio"]
         figures["engine_speedup_round_quartiles"] = speed["round_ratio_quartiles"]
+        packed = summary(samples, "fp32", "engine_packed")
+        figures["engine_packed_speedup_vs_fp32"] = packed["ratio"]
+        figures["engine_packed_speedup_round_quartiles"] = packed["round_ratio_quartiles"]
+        figures["fake_quant_speedup_vs_fp32"] = summary(samples, "fp32", "fake_quant")["ratio"]
         result[f"{key}_{batch}x{mode['seq']}"] = figures
     if mem:
         result["memory"] = mem
-        result["engine_memory_ratio_vs_fp32"] = round(mem["engine"]["model_mib"] / mem["fp32"]["model_mib"], 3)
-        result["fake_quant_memory_ratio_vs_fp32"] = round(mem["fake_quant"]["model_mib"] / mem["fp32"]["model_mib"], 3)
+        for c in CANDIDATES[1:]:
+            result[f"{c}_memory_ratio_vs_fp32"] = round(mem[c]["model_mib"] / mem["fp32"]["model_mib"], 3)
     result["kernels"] = compile_status()
     return result
 
@@ -157,17 +168,21 @@ def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = Tr
     head = depths[f"{max(mode['depths'])}L"]
     result = {
         "what": "sentences/s, latency, model memory and load time of the FP32 model, the W1A8 fake-quant student "
-                "and the integer engine (load_packed(engine='int8')), BERT-base width, random weights",
+                "and the integer engine (load_packed(engine='int8'); engine_packed: engine='int8-packed', weights "
+                "kept packed in memory), BERT-base width, random weights",
         "method": "throughput: interleaved rounds, ratio of medians, inference_mode; memory: fresh process per "
                   "candidate, peak RSS minus RSS after imports; loads interleaved, warm page cache",
         "mode": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()}, "threads":
             torch.get_num_threads(), "depths": depths,
         "engine_speedup_vs_fp32": head[f"throughput_{mode['batch']}x{mode['seq']}"]["engine_speedup_vs_fp32"],
+        "engine_packed_speedup_vs_fp32":
+            head[f"throughput_{mode['batch']}x{mode['seq']}"]["engine_packed_speedup_vs_fp32"],
         "engine_load_ratio_vs_fp32": head["engine_load_ratio_vs_fp32"],
         "numerics_within_bound": all(d["numerics"]["within_bound"] for d in depths.values()),
     }
     if measure_memory:
         result["engine_memory_ratio_vs_fp32"] = head["engine_memory_ratio_vs_fp32"]
+        result["engine_packed_memory_ratio_vs_fp32"] = head["engine_packed_memory_ratio_vs_fp32"]
     return result
 
 
@@ -191,7 +206,7 @@ def child(candidate: str, path: str, batch: int, seq: int, steps: int) -> dict:
     import xtc.export  # noqa: F401
     from xtc.quant.int8 import enable_compiled
 
-    if candidate == "engine":
+    if candidate in ENGINE_OF:
         enable_compiled()  # compile once per process: the process's cost, not the model's
     memory._release_free_memory()
     baseline = memory._status_kib("VmRSS")

@@ -269,6 +269,8 @@ def test_predict_writes_one_label_per_line_like_the_float_model(packed_with_toke
     assert main(args) == 0
     labels = capsys.readouterr().out.splitlines()
     assert labels == [("LABEL_1" if b > a else "LABEL_0") for a, b in int8]
+    assert main([*args, "--scores", "--engine", "int8-packed"]) == 0  # weights kept packed: the same numbers
+    assert [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()] == int8
 
 
 def test_predict_reads_header_less_pairs_from_stdin(packed_with_tokenizer, monkeypatch, capsys):

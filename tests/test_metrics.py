@@ -47,6 +47,27 @@ def test_classification_metrics_equal_sklearn(pair):
     assert mcc(predictions, labels) == matthews_corrcoef(labels, predictions)
 
 
+@pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 60).flatmap(lambda n: st.tuples(st.lists(st.integers(0, 3), min_size=n, max_size=n),
+                                                      st.lists(st.integers(0, 3), min_size=n, max_size=n))))
+def test_multiclass_mcc_and_accuracy_equal_sklearn(pair):
+    predictions, labels = pair
+    assert accuracy(predictions, labels) == accuracy_score(labels, predictions)
+    assert mcc(predictions, labels) == matthews_corrcoef(labels, predictions)
+
+
+def test_importing_the_metrics_leaves_scikit_learn_and_pandas_out():
+    """Every training and evaluation job imports xtc.metrics: scikit-learn (and the pandas it imports) would add
+    ~0.5 s to each (docs/performance.md, section 8)."""
+    import subprocess
+    import sys
+
+    code = "import sys, xtc.metrics; print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 @settings(max_examples=60, deadline=None)
 @given(score_pairs)
 def test_correlations_equal_scipy(pair):

@@ -4,6 +4,10 @@
 becomes an ``Int8Linear`` (weights as int8 codes, activations quantized per token by the training quantizer,
 ``torch._int_mm``, one rescale) and the word embeddings a ``PackedRowEmbedding`` (rows gathered from the packed
 bytes). Nothing is ever unpacked to float: at rest the weights are the file's packed codes, in memory at most int8.
+``engine="int8-packed"`` keeps the 1/2/4/8-bit codes packed in memory as well (``PackedWeight``): each fused layer
+unpacks its four weights to int8 once per forward (for all its token chunks) and drops them after, so the model holds
+1 or 2 bits per weight plus one layer's int8 codes; the integer products, hence the logits, are the int8 engine's
+exactly.
 
 Then every transformer layer shaped like BERT's (Q/K/V, attention output + LayerNorm, intermediate + GELU, output +
 LayerNorm; found by its structure, not its class name) whose six linears are integer becomes one

@@ -47,7 +47,7 @@ from transformers.initialization import no_init_weights
 from xtc.config import PerGroup, PerRow, PerTensor, parse_granularity
 from xtc.packing import PackedCodes, unpack_codes
 from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, PackedWeight, as_inference, enable_compiled, kernels,
-                            release_free_memory)
+                            release_free_memory, unpack_transposed)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ def _int8_codes(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: s
     zeros = tensors.get(f"{name}.weight.zeros")
     if stored_bits in (1, 2, 4, 8) and encoding in (*MAPPINGS, "offset"):
         mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
-        codes = kernels()["unpack_transposed"](as_inference(tensors[f"{name}.weight.codes"]), stored_bits, mul, sub,
-                                               out_features, in_features)  # (in, out)
+        codes = unpack_transposed(tensors[f"{name}.weight.codes"], stored_bits, mul, sub, out_features,
+                                  in_features)  # (in, out)
         if zeros is not None and zeros.numel():
             zeros = zeros.long()
             codes[zeros % in_features, zeros // in_features] = 0

@@ -83,17 +83,19 @@ def deepspeed_student(teacher: nn.Module, weight_bits: int = 1) -> nn.Module:
 
 
 def candidate(name: str, setting: dict) -> Callable[[], None]:
-    """The step of one candidate (``xtc``, ``xtc_compiled`` = with ``train.compile``, or ``deepspeed``), built from
-    scratch: what a memory child runs (its warm-up step compiles)."""
+    """The step of one candidate (``xtc``, ``xtc_compiled`` = with ``train.compile``, ``xtc_int8`` = with
+    ``train.int8_forward``, or ``deepspeed``), built from scratch: what a memory child runs (its warm-up step
+    compiles)."""
     if name not in CANDIDATES:
         raise ValueError(f"unknown candidate {name!r}: use one of {', '.join(CANDIDATES)}")
     setting = Setting.from_dict(setting)
     teacher = teacher_model(setting)
     student = deepspeed_student(teacher) if name == "deepspeed" else xtc_student(teacher)
-    return kd_step(student, teacher, features(setting, teacher.config.vocab_size), compile=name == "xtc_compiled")
+    return kd_step(student, teacher, features(setting, teacher.config.vocab_size), compile=name == "xtc_compiled",
+                   int8_forward=name == "xtc_int8")
 
 
-CANDIDATES = ("xtc", "xtc_compiled", "deepspeed")
+CANDIDATES = ("xtc", "xtc_compiled", "xtc_int8", "deepspeed")
 
 
 def available() -> bool:
@@ -116,12 +118,14 @@ def run(quick: bool = False, setting: Setting | None = None, memory_steps: int =
     batch = features(setting, teacher.config.vocab_size)
     candidates = {"xtc": kd_step(xtc_student(teacher), teacher, batch),
                   "deepspeed": kd_step(deepspeed_student(teacher), teacher, batch),
-                  "fp32": kd_step(xtc_student(teacher, None), teacher, batch)}
+                  "fp32": kd_step(xtc_student(teacher, None), teacher, batch),
+                  "xtc_int8": kd_step(xtc_student(teacher), teacher, batch, int8_forward=True)}
     if compiled:
         candidates["xtc_compiled"], compile_s = compiled_step(xtc_student(teacher), teacher, batch)
     samples = interleaved_samples(candidates, setting.rounds, warmup=1)
     timing, floor = summary(samples, "xtc", "deepspeed"), summary(samples, "fp32", "deepspeed")
-    del teacher, batch
+    del teacher, batch, candidates  # the students and their optimizer states (GBs at BERT-base) before the children
+    torch._dynamo.reset()  # compiled graphs hold their student
     gc.collect()
     result = {
         "what": "one W1A8 KD training step (as kd_step, AdamW step included): xtc vs DeepSpeed 0.19.6 "
@@ -134,6 +138,9 @@ def run(quick: bool = False, setting: Setting | None = None, memory_steps: int =
         "xtc_over_deepspeed": timing["ratio"], "round_ratio_quartiles": timing["round_ratio_quartiles"],
         "target": "<= 0.8", "fp32_over_deepspeed": floor["ratio"],
     }
+    int8 = summary(samples, "xtc_int8", "deepspeed")
+    result.update({"xtc_int8_over_deepspeed": int8["ratio"], "int8_round_ratio_quartiles": int8["round_ratio_quartiles"],
+                   "int8_target": "<= 0.7 (train.int8_forward=true)"})
     if compiled:
         fast = summary(samples, "xtc_compiled", "deepspeed")
         result.update({"xtc_compiled_over_deepspeed": fast["ratio"],
@@ -152,4 +159,5 @@ def run(quick: bool = False, setting: Setting | None = None, memory_steps: int =
         if compiled:
             result["peak_mib_compiled_over_eager"] = round(
                 peak["xtc_compiled"]["peak_mib"] / peak["xtc"]["peak_mib"], 3)
+        result["peak_mib_int8_over_eager"] = round(peak["xtc_int8"]["peak_mib"] / peak["xtc"]["peak_mib"], 3)
     return result

@@ -51,6 +51,7 @@ def test_kd_step_ratio_and_setting():
     result = kd_step.run(setting=TINY)  # with the train.compile candidate
     assert _positive(result["w1a8_over_fp32"]) and _positive(result["fp32_s"]) and _positive(result["w1a8_s"])
     assert _positive(result["w1a8_compiled_over_fp32"]) and _positive(result["compile_first_step_s"])
+    assert _positive(result["w1a8_int8_over_fp32"]) and _positive(result["w1a8_int8_s"])
     assert result["optimizer_step"] is True
     assert result["setting"] == {"batch": 2, "seq": 8, "rounds": 2, "layers": 2, "hidden": 32, "heads": 2,
                                  "intermediate": 64, "vocab": 128}
@@ -76,7 +77,7 @@ def test_deepspeed_step_ratios_without_memory():
     result = deepspeed_step.run(setting=TINY, measure_memory=False, compiled=False)  # kd_step's test compiles
     assert _positive(result["xtc_over_deepspeed"]) and _positive(result["fp32_over_deepspeed"])
     assert set(result) >= {"xtc_s", "deepspeed_s", "fp32_s", "round_ratio_quartiles"} and "memory" not in result
-    assert "xtc_compiled_over_deepspeed" not in result
+    assert "xtc_compiled_over_deepspeed" not in result and _positive(result["xtc_int8_over_deepspeed"])
 
 
 def test_deepspeed_student_really_quantizes():

@@ -119,3 +119,65 @@ def test_quantizing_under_inference_mode_works_and_is_never_cached():
         first, second = quantizer(x), quantizer(x)
     expected = fake_quantize_symmetric(x.clone(), 8, "token")
     assert torch.equal(first, expected) and torch.equal(second, expected)
+
+
+# ---------------------------------------------------------------------------------------------- train.int8_forward
+def test_int8_forward_linear_equals_the_fake_quant_linear_and_its_gradients_exactly():
+    """``Int8TrainLinear``: the forward up to float rounding of the sums (exact int32 products), the backward the
+    fake-quant linear's operation for operation (same upstream gradient -> bitwise the same gradients)."""
+    from xtc.quant import QuantLinear
+
+    g = torch.Generator().manual_seed(0)
+    for bits, granularity in ((1, "tensor"), (2, "row"), (1, "row")):
+        linear = QuantLinear.from_float(torch.nn.Linear(48, 24), bits, granularity).train()
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(24, 48, generator=g))
+            linear.weight[3, :5] = 0  # exact zeros (ternary codes 0)
+        x = torch.randn(3, 7, 48, generator=g)
+        upstream = torch.randn(3, 7, 24, generator=g)
+        results = []
+        for on in (False, True):
+            linear.int8_forward = on
+            linear.zero_grad()
+            xi = x.clone().requires_grad_()
+            y = linear(xi)
+            y.backward(upstream)
+            results.append((y.detach(), xi.grad, linear.weight.grad.clone(), linear.bias.grad.clone()))
+        (y_fq, *grads_fq), (y_int, *grads_int) = results
+        torch.testing.assert_close(y_int, y_fq, rtol=1e-5, atol=1e-5)
+        for a, b in zip(grads_fq, grads_int, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_int8_forward_trains_the_same_step_up_to_float_rounding(monkeypatch):
+    from xtc.quant.int8 import Int8TrainLinear
+
+    calls = []
+    real = Int8TrainLinear.apply
+    monkeypatch.setattr(Int8TrainLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    teacher = kd_step.teacher_model(TINY)
+    batch = kd_step.features(TINY, teacher.config.vocab_size)
+    float_student, int8_student = kd_step.xtc_student(teacher), kd_step.xtc_student(teacher)
+    steps = kd_step.kd_step(float_student, teacher, batch), kd_step.kd_step(int8_student, teacher, batch,
+                                                                             int8_forward=True)
+    for _ in range(2):
+        for step in steps:
+            torch.manual_seed(1)
+            step()
+    assert len(calls) == 2 * 2 * 6  # steps x layers x linears: every encoder linear trained on integers
+    moved = 0
+    for (name, a), (_, b) in zip(float_student.named_parameters(), int8_student.named_parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+        moved += not torch.equal(b, teacher.get_parameter(name))
+    assert moved > 0
+
+
+def test_int8_forward_refuses_what_it_cannot_run():
+    from xtc.config import QuantConfig, TrainConfig
+
+    with pytest.raises(ValueError, match="cannot be combined with train.compile"):
+        TrainConfig(int8_forward=True, compile=True)
+    teacher = kd_step.teacher_model(TINY)
+    batch = kd_step.features(TINY, teacher.config.vocab_size)
+    with pytest.raises(ValueError, match="no linear of the student fits.*4-bit"):
+        kd_step.kd_step(kd_step.xtc_student(teacher, QuantConfig(weight_bits=4)), teacher, batch, int8_forward=True)

@@ -242,6 +242,9 @@ class TrainConfig:
     # torch.compile the student's and teacher's forward in KD steps (opt-in: same math, float rounding differs;
     # the first step compiles for ~1-2 min). docs/performance.md, "A cheaper KD step".
     compile: bool = False
+    # The W1A8/W2A8 student's training forward as int8 x int8 -> int32 matmuls (CPU; opt-in: backward as before,
+    # forward equal up to float rounding). docs/performance.md, "A cheaper KD step".
+    int8_forward: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_every_steps", "seed"):
@@ -253,6 +256,9 @@ class TrainConfig:
             _check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1]")
+        if self.int8_forward and (self.compile or self.bf16):
+            raise ValueError("train.int8_forward runs the student's linears eagerly in float32 on integer matmuls; "
+                             "it cannot be combined with train.compile or train.bf16: drop one of them")
 
 
 @dataclass(frozen=True)

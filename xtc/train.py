@@ -184,12 +184,31 @@ class Trainer:
             inductor_config.fallback_random = True
             # attention capture specialises one graph per encoder layer and model (BERT-base KD: 24 > the default 8)
             dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+        if train_cfg.int8_forward:
+            self._enable_int8_forward()
         self._student_fn = torch.compile(self.model) if train_cfg.compile else self.model
         self._teacher_fn = (torch.compile(self.teacher) if train_cfg.compile and self.teacher is not None
                             else self.teacher)
         if self.device.type == "cuda" and train_cfg.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+
+    def _enable_int8_forward(self) -> None:
+        """``train.int8_forward``: the student's W1/W2 + A8 linears train on integer forwards (CPU only)."""
+        from xtc.quant.modules import QuantLinear, enable_int8_forward
+
+        if self.device.type != "cpu":
+            raise ValueError(f"train.int8_forward runs on CPU (torch._int_mm), but the device is {self.device}; "
+                             "drop train.int8_forward or train on CPU")
+        left = enable_int8_forward(self.model)
+        on = sum(isinstance(m, QuantLinear) and m.int8_forward for m in self.model.modules())
+        if not on and not left:
+            log.info("train.int8_forward: the student has no quantized linear; its forward stays float")
+        elif not on:
+            raise ValueError("train.int8_forward: no linear of the student fits (binary/ternary weights with per-tensor "
+                             f"or per-row scales, 8-bit dynamic per-token inputs): {next(iter(left.values()), 'none is quantized')}")
+        log.info("train.int8_forward: %d linears train on integer forwards%s", on,
+                 f"; {len(left)} keep the float forward ({next(iter(left.values()))})" if left else "")
 
     # -- schedule -------------------------------------------------------------------------------------------------
     def stage_steps(self, stage: Stage) -> int:

@@ -178,6 +178,46 @@ def as_inference(t: torch.Tensor | None) -> torch.Tensor | None:
         return t.clone()
 
 
+# ---------------------------------------------------------------------------------------------- training
+class Int8TrainLinear(torch.autograd.Function):
+    """A W1A8/W2A8 ``QuantLinear``'s training forward on integers (``train.int8_forward``), backward as usual.
+
+    Forward: ``x`` is quantized per token by the training quantizer's arithmetic (``quantize_tokens``: the codes of
+    ``SymmetricActSTE``), the binary or ternary weight ``wq = alpha * {-1, 0, +1}`` (the weight quantizer's output, its
+    STE node in the graph) splits exactly into codes and one scale per row (every non-zero ``|wq|`` of a row is that
+    row's ``alpha``, for per-tensor, per-row and whole-row group scales alike), and the product is one int8
+    ``torch._int_mm`` with exact int32 sums, rescaled once. It equals the fake-quant ``F.linear(A(x), wq, b)`` up to
+    float rounding of the sums (the engine's numerics, ``xtc.engine``).
+
+    Backward is the fake-quant linear's, operation for operation: ``grad_x = grad_y wq`` (the activation STE is
+    identity), ``grad_wq = grad_y^T A(x)`` with ``A(x) = codes * scale`` rebuilt from the saved int8 codes (a
+    quarter of the float copy the fake-quant path saves), ``grad_b = sum grad_y``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, wq: torch.Tensor, bias: torch.Tensor | None, bits: int) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])  # (M, K)
+        codes, scale = quantize_tokens(flat, bits)  # (M, K) int8, (M, 1)
+        w_scale = wq.abs().amax(dim=1)  # (N,)
+        w_scale = torch.where(w_scale == 0, torch.ones_like(w_scale), w_scale)
+        w_codes = (wq / w_scale.unsqueeze(1)).round_().to(torch.int8)  # (N, K), exact: wq / alpha = -1, 0, 1
+        out = torch._int_mm(codes, w_codes.t()).to(x.dtype).mul_(scale).mul_(w_scale)  # (M, N)
+        if bias is not None:
+            out.add_(bias)
+        ctx.save_for_backward(codes, scale, wq)
+        ctx.has_bias = bias is not None
+        return out.view(*x.shape[:-1], wq.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        codes, scale, wq = ctx.saved_tensors
+        grad = grad_out.reshape(-1, wq.shape[0])  # (M, N)
+        grad_x = (grad @ wq).view(*grad_out.shape[:-1], wq.shape[1]) if ctx.needs_input_grad[0] else None
+        grad_w = grad.t() @ (codes.to(grad.dtype) * scale) if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
 # ---------------------------------------------------------------------------------------------- modules
 class PackedWeight(nn.Module):
     """An ``(out, in)`` weight kept as its packed 1/2/4/8-bit codes in memory, unpacked to int8 on every use.

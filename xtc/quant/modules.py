@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtc.config import ACT_BITS, WEIGHT_BITS, Granularity, PerRow, parse_granularity
+from xtc.config import ACT_BITS, WEIGHT_BITS, Granularity, PerRow, PerTensor, parse_granularity
 from xtc.quant.primitives import quantize_weight
 from xtc.quant.ste import SharedActSTE, SymmetricActSTE, fake_quant_weight_ste
 
@@ -151,10 +151,30 @@ class QuantLinear(nn.Module):
         self.weight_quantizer = weight_quantizer or WeightQuantizer(1)
         self.act_quantizer = act_quantizer
 
+    # ``train.int8_forward`` (``enable_int8_forward``): the training forward as one integer matmul (CPU)
+    int8_forward: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8_forward and self.training and x.device.type == "cpu" and torch.is_grad_enabled():
+            from xtc.quant.int8 import Int8TrainLinear
+
+            return Int8TrainLinear.apply(x, self.weight_quantizer(self.weight), self.bias, self.act_quantizer.bits)
         if self.act_quantizer is not None:
             x = self.act_quantizer(x)
         return F.linear(x, self.weight_quantizer(self.weight), self.bias)
+
+    def int8_forward_fits(self) -> str | None:
+        """None if ``Int8TrainLinear`` computes this linear's forward, else why not."""
+        act, weight = self.act_quantizer, self.weight_quantizer
+        if act is None or act.range != "dynamic" or act.granularity != parse_granularity("token"):
+            return "its input is not quantized dynamically per token"
+        if weight.bits not in (1, 2) or not weight.symmetric:
+            return f"its weights are {weight.bits}-bit (binary and ternary only)"
+        if not isinstance(weight.granularity, (PerRow, PerTensor)):
+            return f"its weight scales are per {weight.granularity} (per tensor or per row only)"
+        if self.weight.dtype != torch.float32:
+            return f"its weights are {self.weight.dtype} (float32 only)"
+        return None
 
     def quantized_weight(self) -> torch.Tensor:
         """The weight as the forward pass sees it (no gradient)."""
@@ -274,3 +294,16 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}"
+
+
+def enable_int8_forward(model: nn.Module) -> dict[str, str]:
+    """Turn on ``train.int8_forward`` for every ``QuantLinear`` that fits (``QuantLinear.int8_forward_fits``);
+    returns ``{name: why not}`` of those that keep the float forward."""
+    left = {}
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear):
+            why = module.int8_forward_fits()
+            module.int8_forward = why is None
+            if why is not None:
+                left[name] = why
+    return left

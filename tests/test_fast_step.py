@@ -103,8 +103,13 @@ def test_train_compile_runs_the_same_step_up_to_float_rounding():
         torch.manual_seed(1)
         compiled()
     assert teacher.config._attn_implementation != "xtc_capture"  # the teacher module is left as it was
+    _assert_trained_alike(eager_student, compiled_student, teacher)
+
+
+def _assert_trained_alike(reference, other, teacher) -> None:
+    """Every parameter of ``other`` equals ``reference``'s to float rounding, and the step moved some of them."""
     moved = 0
-    for (name, a), (_, b) in zip(eager_student.named_parameters(), compiled_student.named_parameters(), strict=True):
+    for (name, a), (_, b) in zip(reference.named_parameters(), other.named_parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
         moved += not torch.equal(b, teacher.get_parameter(name))
     assert moved > 0
@@ -165,11 +170,7 @@ def test_int8_forward_trains_the_same_step_up_to_float_rounding(monkeypatch):
             torch.manual_seed(1)
             step()
     assert len(calls) == 2 * 2 * 6  # steps x layers x linears: every encoder linear trained on integers
-    moved = 0
-    for (name, a), (_, b) in zip(float_student.named_parameters(), int8_student.named_parameters(), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
-        moved += not torch.equal(b, teacher.get_parameter(name))
-    assert moved > 0
+    _assert_trained_alike(float_student, int8_student, teacher)
 
 
 def test_int8_forward_refuses_what_it_cannot_run():

@@ -139,7 +139,8 @@ def run(quick: bool = False, setting: Setting | None = None, memory_steps: int =
         "target": "<= 0.8", "fp32_over_deepspeed": floor["ratio"],
     }
     int8 = summary(samples, "xtc_int8", "deepspeed")
-    result.update({"xtc_int8_over_deepspeed": int8["ratio"], "int8_round_ratio_quartiles": int8["round_ratio_quartiles"],
+    result.update({"xtc_int8_over_deepspeed": int8["ratio"],
+                   "int8_round_ratio_quartiles": int8["round_ratio_quartiles"],
                    "int8_target": "<= 0.7 (train.int8_forward=true)"})
     if compiled:
         fast = summary(samples, "xtc_compiled", "deepspeed")

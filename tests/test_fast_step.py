@@ -182,3 +182,4 @@ def test_int8_forward_refuses_what_it_cannot_run():
     batch = kd_step.features(TINY, teacher.config.vocab_size)
     with pytest.raises(ValueError, match="no linear of the student fits.*4-bit"):
         kd_step.kd_step(kd_step.xtc_student(teacher, QuantConfig(weight_bits=4)), teacher, batch, int8_forward=True)
+    kd_step.kd_step(kd_step.xtc_student(teacher, None), teacher, batch, int8_forward=True)()  # FP: nothing to do

@@ -251,8 +251,9 @@ class EngineBertLayer(nn.Module):
                                scaling=self.scaling, **{n: a for n, a in kwargs.items() if n == "position_ids"})
         context = context.reshape(batch * seq, hidden)  # (B, T, nh, hs) -> (M, H)
         codes, scale = k["quantize_tokens"](context, self.attn_out.act_bits)
-        h = k["rescale_residual_norm"](self.attn_out.matmul(codes, w_attn_out), scale, self.attn_out.w_scale, self.attn_out.bias,
-                                       x, self.norm1_weight, self.norm1_bias, self.norm_eps[0])  # (M, H)
+        h = k["rescale_residual_norm"](self.attn_out.matmul(codes, w_attn_out), scale, self.attn_out.w_scale,
+                                       self.attn_out.bias, x, self.norm1_weight, self.norm1_bias,
+                                       self.norm_eps[0])  # (M, H)
         codes, scale = k["quantize_tokens"](h, self.intermediate.act_bits)
         acc = self.intermediate.matmul(codes, w_intermediate)  # (M, I)
         if self.gelu_fused:

@@ -204,9 +204,11 @@ class Trainer:
         on = sum(isinstance(m, QuantLinear) and m.int8_forward for m in self.model.modules())
         if not on and not left:
             log.info("train.int8_forward: the student has no quantized linear; its forward stays float")
-        elif not on:
-            raise ValueError("train.int8_forward: no linear of the student fits (binary/ternary weights with per-tensor "
-                             f"or per-row scales, 8-bit dynamic per-token inputs): {next(iter(left.values()), 'none is quantized')}")
+            return
+        if not on:
+            raise ValueError("train.int8_forward: no linear of the student fits (binary/ternary weights with "
+                             "per-tensor or per-row scales, dynamic per-token inputs): "
+                             f"{next(iter(left.values()))}; drop train.int8_forward for this student")
         log.info("train.int8_forward: %d linears train on integer forwards%s", on,
                  f"; {len(left)} keep the float forward ({next(iter(left.values()))})" if left else "")
 

@@ -184,8 +184,8 @@ class Int8TrainLinear(torch.autograd.Function):
 
     Forward: ``x`` is quantized per token by the training quantizer's arithmetic (``quantize_tokens``: the codes of
     ``SymmetricActSTE``), the binary or ternary weight ``wq = alpha * {-1, 0, +1}`` (the weight quantizer's output, its
-    STE node in the graph) splits exactly into codes and one scale per row (every non-zero ``|wq|`` of a row is that
-    row's ``alpha``, for per-tensor, per-row and whole-row group scales alike), and the product is one int8
+    STE node in the graph) splits exactly into codes and one scale per row (with per-tensor or per-row scales, every
+    non-zero ``|wq|`` of a row is that row's ``alpha``: ``QuantLinear.int8_forward_fits``), and the product is one int8
     ``torch._int_mm`` with exact int32 sums, rescaled once. It equals the fake-quant ``F.linear(A(x), wq, b)`` up to
     float rounding of the sums (the engine's numerics, ``xtc.engine``).
 

@@ -332,8 +332,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()  # one progress display: ours
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from xtc.preempt import EXIT_CODE, Preempted
+
     try:
         return args.handler(args, argv)
+    except Preempted as stopped:  # a cluster job's time limit or preemption: state saved, the retry resumes
+        print(f"xtc {args.command}: {stopped}", file=sys.stderr)
+        return EXIT_CODE
     except (ValueError, SourceError) as err:  # user errors and unreachable sources: one line, no traceback
         print(f"xtc {args.command}: error: {err}", file=sys.stderr)
         return 2

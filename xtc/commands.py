@@ -71,10 +71,12 @@ def run_training(
     """Train ``model`` by ``recipe`` into the run directory ``paths.out`` (resuming when it holds a killed run)."""
     from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.glue import make_collator
+    from xtc.preempt import StopRequest
     from xtc.runlock import hold_run_dir
     from xtc.train import Hooks, Trainer, select_device
 
     started, out = time.time(), paths.out
+    stop = StopRequest().install()  # SLURM's warning before a time limit, or a preemption: save, exit, resume
     check_inputs(recipe, model.config)
     run_config = json.loads(json.dumps({"recipe": recipe.to_dict(), "inputs": inputs}))  # as config.json holds it
     hold_run_dir(out)  # one trainer per run directory: waits while a live process (e.g. an orphan) trains into it
@@ -90,7 +92,7 @@ def run_training(
         model, recipe.data.task, train_features, eval_sets,
         make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length), recipe.train, recipe.distill,
         teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
-        device=select_device(paths.device), progress=progress,
+        device=select_device(paths.device), progress=progress, stop=stop,
     )
     if saved:
         log.info("resuming %s from global step %d", out, resumed_step)

@@ -8,6 +8,7 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 
 from xtc.glue import TASKS
@@ -179,6 +180,27 @@ class Jobs:
         if glue_dir:
             args += ["--data-dir", glue_dir]
         return " ".join(args)
+
+    def training_commands(self) -> dict[str, list[str]]:
+        """Run dir -> the ``xtc finetune|distill`` argv (after ``xtc``) its rule runs: the rules' shell lines, as
+        words, so that the recipe a job would train can be compared with a run directory's before any job."""
+        def words(text: str) -> list[str]:
+            return shlex.split(text)
+
+        commands = {}
+        for task in self.tasks:
+            if not teacher_given(self.settings, task):
+                seed = self.settings["teacher"]["seed"]
+                wildcards = {"task": task, "seed": seed}
+                commands[self.teacher_dir(task)] = [
+                    "finetune", *words(self.teacher_args(wildcards)), "--task", task,
+                    *words(self.train_args(wildcards)), "--seed", str(seed), "--out", self.teacher_dir(task)]
+        for path in self.runs:
+            w = dict(part.split("~", 1) for part in path.split("/") if "~" in part)
+            commands[path] = ["distill", *words(self.student_args(w)), "--task", w["task"],
+                              *words(self.train_args(w)), "--epochs", w["epochs"], "--lr", w["lr"],
+                              "--seed", w["seed"], "--out", path]
+        return commands
 
     @staticmethod
     def job_label(wildcards: Mapping) -> str:

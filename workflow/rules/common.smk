@@ -6,13 +6,10 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from xtc import rehearsal, rundir, study
+from xtc import cluster, rehearsal, rundir, study
+from xtc.cli import recipe_of
 from xtc.jobs import Jobs
 from xtc.sources import SourceError
-
-# Snakemake reruns a job whose parameters changed (say, the study's teacher.epochs); the run directory it owns then
-# holds the old recipe's state, which the job discards instead of refusing (xtc/rundir.py; same recipe: resume).
-rundir.replace_changed_recipes()
 
 RUN = study.RUN
 TEACHER = study.TEACHER
@@ -55,6 +52,22 @@ if REHEARSAL:
 JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)
 STUDIES = JOBS.studies
+NAMED_STUDY = bool(workflow.config_settings.configfiles)  # under SLURM the demo is never run by default
+
+# A run directory of another recipe than its job's (the study changed, or two studies share a run key but differ in
+# a setting outside the path) is refused here, before any job, unless --config recipe_change=replace
+# (docs/cluster.md, "Recipe changes"); the jobs then discard such directories (xtc/rundir.py; same recipe: resume).
+if config.get("recipe_change") == "replace":
+    rundir.replace_changed_recipes()
+elif workflow.is_main_process:
+    _clashes = rundir.recipe_clashes(JOBS.training_commands(), recipe_of)
+    if _clashes:
+        raise WorkflowError(
+            f"{_clashes[0]}: this run directory holds another recipe than its job would train"
+            f"{f' (and {len(_clashes) - 1} more)' if len(_clashes) > 1 else ''}; the study changed, or another "
+            "study shares this run key with a different setting: restore the setting, or retrain such runs with "
+            "--config recipe_change=replace"
+        )
 
 
 onstart:
@@ -173,3 +186,13 @@ def augment_runtime(wildcards):
 
 def small_runtime(wildcards):
     return JOBS.small_minutes()
+
+
+def cpu_partition(wildcards):
+    """CPU-only jobs: $XTC_CPU_PARTITION when set, else the profile's partition (xtc/cluster.py)."""
+    return cluster.partition(workflow, gpu=0)
+
+
+def gpu_partition(wildcards):
+    """Jobs asking for resources.gpu: the profile's partition ($SBATCH_PARTITION), or the CPU one when gpu is 0."""
+    return cluster.partition(workflow, gpu=SETTINGS["resources"]["gpu"])

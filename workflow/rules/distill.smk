@@ -20,6 +20,7 @@ rule distill:
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=gpu_partition,
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=run_runtime,
     params:

@@ -13,6 +13,7 @@ rule finetune_teacher:
     threads: teacher_threads
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=gpu_partition,
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=teacher_runtime,
     params:
@@ -38,6 +39,7 @@ rule evaluate_given_teacher:
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=gpu_partition,
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=small_runtime,
     params:

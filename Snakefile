@@ -49,4 +49,4 @@ onstart:
 
 # keep-going (the SLURM profile): the jobs that failed for good, listed at the end and in the log
 onerror:
-    report_failures(workflow)
+    report_failures(workflow, log)

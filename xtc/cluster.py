@@ -71,18 +71,23 @@ def check_lock_scope(workflow, root: str = "results") -> None:
                     "(docs/cluster.md, \"Locks\")", reason)
 
 
-def report_failures(workflow) -> None:
-    """List the jobs that failed for good (after their retries), each with its log; a rerun retries them."""
+def report_failures(workflow, logfiles: str | list[str] | None = None) -> None:
+    """List the jobs that failed for good (after their retries), each with its log, on stderr and at the end of
+    Snakemake's log file (``onerror``'s ``log``); a rerun of the same command retries them."""
     scheduler = getattr(workflow, "scheduler", None)
     failed = sorted(getattr(scheduler, "failed", ()) or (), key=lambda job: (job.rule.name, str(job.wildcards)))
     if not failed:
         return
-    log.error("%d job(s) failed; the others ran on (keep-going). Run the same command again to retry them:",
-              len(failed))
+    lines = [f"{len(failed)} job(s) failed; the others ran on (keep-going). Run the same command again to retry them:"]
     for job in failed:
         wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards.items())
-        logs = ", ".join(map(str, job.log)) or "no log"
-        log.error("  failed: rule %s (%s): %s", job.rule.name, wildcards or "no wildcards", logs)
+        lines.append(f"  failed: rule {job.rule.name} ({wildcards or 'no wildcards'}): "
+                     f"{', '.join(map(str, job.log)) or 'no log'}")
+    for line in lines:
+        log.error("%s", line)
+    for logfile in [logfiles] if isinstance(logfiles, str) else logfiles or []:
+        with open(logfile, "a") as handle:
+            handle.write("".join(f"{line}\n" for line in lines))
 
 
 # ---------------------------------------------------------------------------------------------- SLURM pre-flight

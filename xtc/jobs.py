@@ -8,8 +8,11 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import shlex
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from xtc.glue import TASKS
 from xtc.sources import check_data, check_model
@@ -53,6 +56,20 @@ class Jobs:
 
     def study_sizes(self, name: str) -> list[str]:
         return [f"{run_dir(row)}/packed/size.json" for row in study_runs(self.study(name)) if is_quantized(row)]
+
+    def paper_files(self, name: str) -> list[str]:
+        """The paper CSVs a study's tables join (inputs of its aggregate rule)."""
+        return list(self.study(name)["report"]["paper"])
+
+    def report_digest(self, name: str) -> str:
+        """A content hash of what a study's tables are computed from besides its runs: its paper CSVs and the
+        reporting code (``xtc/report``). A param of the aggregate rule, so a changed paper value or report function
+        rebuilds the table under any ``--rerun-triggers`` (``dvc.yaml`` leaves out ``mtime``)."""
+        report = Path(importlib.util.find_spec("xtc.report").origin).parent
+        digest = hashlib.sha256()
+        for path in [*map(Path, self.paper_files(name)), *sorted(report.glob("*.py"))]:
+            digest.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"missing"))
+        return digest.hexdigest()[:16]
 
     def study_table(self, name: str) -> list[dict]:
         return study_table(self.study(name))

@@ -2,7 +2,12 @@
 # The grid is built once by xtc/study.py (workflow/rules/common.smk forwards to it); every job calls the `xtc` CLI.
 from snakemake.utils import min_version
 
-from xtc.cluster import check_lock_scope, check_slurm_submission, report_failures, require_named_study
+from xtc.cluster import (
+    check_lock_scope,
+    check_slurm_submission,
+    report_failures,
+    require_named_study,
+)
 from xtc.driverlock import clear_stale_lock, record_driver
 
 min_version("9.0")

@@ -52,7 +52,9 @@ if REHEARSAL:
 JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)
 STUDIES = JOBS.studies
-NAMED_STUDY = bool(workflow.config_settings.configfiles)  # under SLURM the demo is never run by default
+NAMED_STUDY = bool(
+    workflow.config_settings.configfiles
+)  # under SLURM the demo is never run by default
 
 # A run directory of another recipe than its job's (the study changed, or two studies share a run key but differ in
 # a setting outside the path) is refused here, before any job, unless --config recipe_change=replace

@@ -268,10 +268,12 @@ def test_real_slurm_a_job_warned_before_its_time_limit_saves_and_its_retry_resum
     # the first attempt ran under its 1-minute limit, got the warning, saved and exited on its own (not TIMEOUT)
     assert _minutes(first["Timelimit"]) == 1 and first["State"] == "FAILED", first
     assert _minutes(retry["Timelimit"]) == 20 and retry["State"] == "COMPLETED", retry
-    log = (workdir / "results/logs/teachers/task~rte/seed~42/finetune.log").read_text()
-    assert "resuming" in log  # the retry's log (it replaced the first attempt's)
-    stopped = re.search(r"resuming \S+ from global step (\d+)", log)
-    assert stopped and int(stopped[1]) % 40, log[-2000:]  # mid-epoch: the step in progress, not an evaluation
+    first_log = next((workdir / ".snakemake/slurm_logs").rglob(f"{first['JobIDRaw']}.log")).read_text()
+    stopped = re.search(r"stopped by SIGURG after step (\d+)", first_log)
+    assert stopped, first_log[-3000:]
+    log = (workdir / "results/logs/teachers/task~rte/seed~42/finetune.log").read_text()  # the retry's
+    assert f"resuming {TEACHER} from global step {stopped[1]}" in log, log[-2000:]
+    assert int(stopped[1]) % 40  # mid-epoch: the step in progress, not the last evaluation (every 40 steps)
     resumed = json.loads((workdir / TEACHER / "metrics.json").read_text())
     uninterrupted = json.loads((reference / TEACHER / "metrics.json").read_text())
     for key in ("best", "last", "history"):

@@ -59,11 +59,14 @@ demo: $(VENV)/.demo-installed
 STUDY ?= xtc-main
 STUDY_CORES ?= 8
 STUDY_FILE = $(if $(filter demo,$(STUDY)),config/config.yaml,config/studies/$(STUDY).yaml)
-CHECK_STUDY = test -f $(STUDY_FILE) || { echo "make $@: STUDY=$(STUDY) has no $(STUDY_FILE); use demo or one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+STUDIES = $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')
+CHECK_STUDY = test -f $(STUDY_FILE) || { echo "make $@: STUDY=$(STUDY) has no $(STUDY_FILE); use demo or one of: \
+	$(STUDIES)"; exit 2; }
 
 study: venv
 	@$(CHECK_STUDY)
-	$(WITH_VENV) $(BIN)/snakemake --cores $(STUDY_CORES) $(if $(PROFILE),--profile $(PROFILE)) --configfile $(STUDY_FILE) $(SNAKEMAKE_ARGS)
+	$(WITH_VENV) $(BIN)/snakemake --cores $(STUDY_CORES) $(if $(PROFILE),--profile $(PROFILE)) \
+		--configfile $(STUDY_FILE) $(SNAKEMAKE_ARGS)
 
 report: venv
 	@$(CHECK_STUDY)

@@ -7,8 +7,8 @@ and stopped by their PIDs; nothing in /etc or a database someone else runs is to
 without hardware (``GresTypes=gpu``, ``Gres=gpu:1``, ``gres.conf`` ``File=/dev/null``), so ``--gpus=1`` is
 accepted, scheduled and accounted. Accounts: ``xtcdefault`` (root's default) and ``xtcother``; partitions over the
 one node: ``gpu`` (the default), ``cpu`` (for CPU-only jobs) and ``short`` (``MaxTime`` of 1 minute, for the
-walltime pre-flight). Needs root (slurmd starts jobs as their user) -- ``python tests/slurm_cluster.py`` brings one up by
-hand and prints the environment to use it.
+walltime pre-flight). Needs root (slurmd starts jobs as their user) -- ``python tests/slurm_cluster.py`` brings one
+up by hand and prints the environment to use it.
 """
 
 from __future__ import annotations

@@ -94,7 +94,8 @@ def slurm_study(cluster, tmp_path_factory):
                               ".test/config.yaml"], cwd=reference, env=tiny.workflow_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = (workdir.parent / "study.log").open("w")
-    env = {**tiny.workflow_env(cluster.bin), "SLURM_CONF": str(cluster.conf), "XTC_CPU_PARTITION": cluster.CPU_PARTITION}
+    env = {**tiny.workflow_env(cluster.bin), "SLURM_CONF": str(cluster.conf),
+           "XTC_CPU_PARTITION": cluster.CPU_PARTITION}  # CPU-only jobs to the cpu partition
     run = subprocess.Popen([str(BIN / "snakemake"), *FIRST_COMMAND, "--configfile", ".test/config.yaml"],
                            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -127,7 +127,8 @@ def test_resume_from_any_checkpoint_gives_exactly_the_uninterrupted_run():
 
 def test_a_stop_signal_saves_the_step_in_progress_and_the_resumed_run_equals_the_uninterrupted_one():
     """SLURM's warning before a time limit (xtc.preempt): the run stops after the step it is in (step 7: between
-    evaluations: 6 steps an epoch, every 4 steps), saves that step's state, and resuming from it gives exactly the full run."""
+    evaluations: 6 steps an epoch, every 4 steps), saves that step's state, and resuming from it gives exactly the
+    full run."""
     import os
     import signal
 

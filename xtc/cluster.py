@@ -107,7 +107,8 @@ def _default_resource(workflow, key: str) -> str:
 
 
 def _minutes(limit: str) -> float:
-    """A SLURM time limit (``sinfo %l``: ``infinite``, ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``) in minutes."""
+    """A SLURM time limit (``sinfo %l``: ``infinite``, ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``), in
+    minutes."""
     if limit.strip().lower() in ("infinite", "unlimited", "n/a", ""):
         return float("inf")
     days, _, clock = limit.rpartition("-")

@@ -1,18 +1,18 @@
 # xtc: the XTC study as a Snakemake workflow -- this file is only a table of contents.
-# The grid is built once by xtc/study.py (workflow/rules/common.smk forwards to it); every job calls the `xtc` CLI.
+# The grid is built once by xtc/study/grid.py (workflow/rules/common.smk forwards to it); every job calls the `xtc` CLI.
 from snakemake.utils import min_version
 
-from xtc.cluster import (
+from xtc.study.cluster import (
     check_lock_scope,
     check_slurm_submission,
     report_failures,
     require_named_study,
 )
-from xtc.driverlock import clear_stale_lock, record_driver
+from xtc.study.driverlock import clear_stale_lock, record_driver
 
 min_version("9.0")
 
-# After a killed snakemake: its stale lock goes when no driver can still hold it (xtc/driverlock.py).
+# After a killed snakemake: its stale lock goes when no driver can still hold it (xtc/study/driverlock.py).
 clear_stale_lock(workflow)
 
 
@@ -40,7 +40,7 @@ rule all:
 # Snakemake keeps one onstart handler. This one records the driver beside Snakemake's lock; under --profile slurm
 # it stops when no study is named (the default is the CPU demo); it runs the rules' own (the offline sources
 # check); under SLURM it warns where run locks are node-local and asks SLURM whether it accepts the account, the
-# partitions and the largest request of each before the first submission (xtc/cluster.py).
+# partitions and the largest request of each before the first submission (xtc/study/cluster.py).
 _rules_onstart = workflow._onstart
 
 

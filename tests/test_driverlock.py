@@ -1,4 +1,4 @@
-"""The stale-lock check fails safe (xtc/driverlock.py): the lock of a killed driver goes, but a lock whose driver
+"""The stale-lock check fails safe (xtc/study/driverlock.py): the lock of a killed driver goes, but a lock whose driver
 cannot be inspected -- on another host, in a container, another user's, unreadable, or one that left no record --
 stays, with one line saying how to remove it by hand. test_crash.py runs the real kill-and-rerun cases."""
 
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from xtc import driverlock
+from xtc.study import driverlock
 
 DRIVER = SimpleNamespace(is_main_process=True)
 

@@ -206,7 +206,7 @@ def test_resume_into_a_directory_of_another_recipe_is_refused(workspace, capsys)
 
 def test_a_changed_recipe_replaces_the_run_when_the_workflow_says_so(tmp_path, monkeypatch, caplog):
     """With `--config recipe_change=replace` the workflow sets XTC_RECIPE_CHANGE=replace for its jobs."""
-    from xtc.rundir import RECIPE_CHANGE_ENV, prepare_out_dir
+    from xtc.study.rundir import RECIPE_CHANGE_ENV, prepare_out_dir
 
     out = tmp_path / "run"
     old, new = {"recipe": {"train": {"epochs": 3}}}, {"recipe": {"train": {"epochs": 10}}}
@@ -225,8 +225,8 @@ def test_a_changed_recipe_replaces_the_run_when_the_workflow_says_so(tmp_path, m
 
 
 def test_overwrite_discards_only_a_run_directory_and_keeps_its_lock(tmp_path):
-    from xtc.rundir import prepare_out_dir
-    from xtc.runlock import OWNER
+    from xtc.study.rundir import prepare_out_dir
+    from xtc.study.runlock import OWNER
 
     other = tmp_path / "glue"
     other.mkdir()
@@ -406,7 +406,7 @@ def test_distill_refuses_bad_input_before_any_work(workspace, fp_and_quantized, 
 
 
 def test_one_rule_turns_a_run_dir_into_its_model_dir(workspace, tmp_path):
-    from xtc.rundir import model_dir, run_config_of
+    from xtc.study.rundir import model_dir, run_config_of
 
     root, _ = workspace
     run = root / "teacher"

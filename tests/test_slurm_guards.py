@@ -1,6 +1,6 @@
-"""The workflow's SLURM guards without a cluster (xtc/cluster.py, xtc/runlock.py's lock scope): time limits, partitions,
-the named-study rule, node-local locks, and keep-going's list of failed jobs with a real Snakemake. The same guards
-against a real SLURM: tests/test_slurm.py."""
+"""The workflow's SLURM guards without a cluster (xtc/study/cluster.py, xtc/study/runlock.py's lock scope): time
+limits, partitions, the named-study rule, node-local locks, and keep-going's list of failed jobs with a real
+Snakemake. The same guards against a real SLURM: tests/test_slurm.py."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("snakemake")
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
-from xtc import cluster  # noqa: E402
-from xtc.runlock import lock_scope  # noqa: E402
+from xtc.study import cluster  # noqa: E402
+from xtc.study.runlock import lock_scope  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -88,7 +88,7 @@ def test_run_locks_are_node_local_on_these_mounts(path, reason):
 
 
 KEEP_GOING = """
-from xtc.cluster import report_failures
+from xtc.study.cluster import report_failures
 
 rule all:
     input: "a.txt", "b.txt", "c.txt"

@@ -81,7 +81,7 @@ def manifest(device: str, started: float, argv: Sequence[str]) -> dict[str, Any]
 def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> str:
     """``'new'``, ``'resume'`` or ``'done'``; refuses a directory made by a different recipe (never mixes runs).
 
-    The caller holds the run's lock (``xtc.runlock``, the ``.owner`` file inside ``out``): a directory that is
+    The caller holds the run's lock (``xtc.study.runlock``, the ``.owner`` file inside ``out``): a directory that is
     overwritten or replaced is emptied around that file, never deleted, so no second trainer can lock a fresh one
     and train alongside.
     """
@@ -128,10 +128,10 @@ def _check_is_run_dir(out: Path) -> None:
 
 
 def _empty(out: Path) -> None:
-    """Delete everything in ``out`` but the run lock (``xtc.runlock.OWNER``), which its holder keeps."""
+    """Delete everything in ``out`` but the run lock (``xtc.study.runlock.OWNER``), which its holder keeps."""
     import shutil
 
-    from xtc.runlock import OWNER
+    from xtc.study.runlock import OWNER
 
     for path in out.iterdir():
         if path.name == OWNER:

@@ -1,4 +1,4 @@
-"""Workflow-level guards for SLURM runs, called by the Snakefile (the stale-lock check: ``xtc.driverlock``).
+"""Workflow-level guards for SLURM runs, called by the Snakefile (the stale-lock check: ``xtc.study.driverlock``).
 
 * ``require_named_study`` (onstart): under the SLURM executor the default study (``config/config.yaml``, the CPU
   demo) is never run by accident; the command must name a study file.
@@ -59,10 +59,10 @@ def partition(workflow, gpu: int) -> str:
 
 
 def check_lock_scope(workflow, root: str = "results") -> None:
-    """Under SLURM, say where the run locks (``xtc.runlock``) hold on one node only (a mount option)."""
+    """Under SLURM, say where the run locks (``xtc.study.runlock``) hold on one node only (a mount option)."""
     if not _is_slurm(workflow):
         return
-    from xtc.runlock import lock_scope
+    from xtc.study.runlock import lock_scope
 
     reason = lock_scope(Path(root) if Path(root).exists() else Path.cwd())
     if reason:

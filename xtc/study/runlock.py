@@ -5,13 +5,13 @@ train into a run directory when the next workflow starts the same job again. The
 held, logs who holds it (PID, host, SLURM job id, start time: the file's content) and waits for it to end; then
 the directory holds a finished run (nothing to do) or a resumable state. The kernel drops the lock when its
 holder dies, even by ``kill -9``, so a stale file never blocks anyone. The file stays, emptied, when its owner
-exits, and a run directory is only ever emptied around it (``xtc.rundir``), never deleted, so its lock holds while
+exits, and a run directory is only ever emptied around it (``xtc.study.rundir``), never deleted, so its lock holds while
 the run is replaced.
 
 Across nodes: on NFS Linux turns ``flock`` into NFS byte-range locks, which hold cluster-wide unless the mount says
 ``nolock`` or ``local_lock=flock|all``; on Lustre they hold cluster-wide with the ``flock`` mount option, not with
 ``localflock`` (or none). ``lock_scope`` reads the mount options; the workflow warns at onstart where the lock is
-node-local (``xtc.cluster.check_lock_scope``).
+node-local (``xtc.study.cluster.check_lock_scope``).
 """
 
 from __future__ import annotations

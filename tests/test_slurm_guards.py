@@ -56,6 +56,8 @@ def test_cpu_only_jobs_go_to_the_cpu_partition_when_one_is_named(monkeypatch):
     assert cluster.partition(workflow, gpu=0) == cluster.partition(workflow, gpu=1) == "gpu"
     monkeypatch.setenv("XTC_CPU_PARTITION", "cpu")
     assert (cluster.partition(workflow, gpu=0), cluster.partition(workflow, gpu=1)) == ("cpu", "gpu")
+    assert cluster.partitions(workflow, gpu=1) == {"gpu": "gpu", "cpu": "cpu"}
+    assert cluster.partitions(workflow, gpu=0) == {"gpu": "cpu", "cpu": "cpu"}  # a CPU-only study: every job
 
 
 def test_under_slurm_the_default_study_must_be_named():

@@ -3,6 +3,7 @@ study files stopped before any job starts, and the tiny study (.test/config.yaml
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -277,17 +278,19 @@ def test_a_run_dir_of_another_recipe_is_refused_at_parse_unless_replace_is_asked
     """Another study sharing the teacher's run key with another teacher.lr (or this study edited): one line at
     parse, before any job; `--config recipe_change=replace` plans the retraining instead."""
     workdir = tmp_path / "study"
-    shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.copytree(tiny_run, workdir)  # with Snakemake's records: the teacher's params changed
     config = yaml.safe_load((workdir / ".test/config.yaml").read_text())
     config["study"], config["teacher"]["lr"] = "other", 2e-3
     (workdir / ".test/other.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     done = snakemake("-n", "--cores", "2", "--configfile", ".test/other.yaml", cwd=workdir)
     assert done.returncode != 0
-    lines = [ln for ln in done.stderr.splitlines() if "holds another recipe" in ln]
+    output = done.stdout + done.stderr
+    lines = [ln for ln in output.splitlines() if "holds another recipe" in ln]
     assert len(lines) == 1 and lines[0].startswith("results/teachers/task~rte/seed~42 (train.lr: 0.001 -> 0.002)"), \
-        done.stderr[-3000:]
+        output[-3000:]
     assert "--config recipe_change=replace" in lines[0]
     done = snakemake("-n", "--cores", "2", "--configfile", ".test/other.yaml", "--config", "recipe_change=replace",
                      cwd=workdir)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert job_counts(done.stdout)["finetune_teacher"] == 1
+    assert job_counts(done.stdout)["finetune_teacher"] == 1  # and the runs downstream of it
+    assert "XTC_RECIPE_CHANGE" not in os.environ  # set for the jobs of that run only, not here

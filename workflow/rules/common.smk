@@ -54,20 +54,22 @@ if REHEARSAL:
 JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)
 STUDIES = JOBS.studies
-# under SLURM the default study (the demo) is never run unless named (xtc/study/cluster.py)
+# under SLURM the default study (the demo) is never run unless named; CPU-only jobs go to $XTC_CPU_PARTITION when
+# it is set (xtc/study/cluster.py)
 NAMED_STUDY = bool(workflow.config_settings.configfiles)
+PARTITION = cluster.partitions(workflow, SETTINGS["resources"]["gpu"])
 
 # A run directory of another recipe than its job's (the study changed, or two studies share a run key but differ in
-# a setting outside the path) is refused here, before any job, unless --config recipe_change=replace
-# (docs/cluster.md, "Recipe changes"); the jobs then discard such directories (xtc/study/rundir.py; same recipe:
-# resume).
+# a setting outside the path) is refused here, before any job; with --config recipe_change=replace their jobs, which
+# Snakemake reruns as their params changed, discard the old run (docs/cluster.md, "Recipe changes"; rundir.py).
 if config.get("recipe_change") == "replace":
     rundir.replace_changed_recipes()
-elif workflow.is_main_process:
+if workflow.is_main_process:
     _clashes = rundir.recipe_clashes(JOBS.training_commands(), recipe_of)
-    if _clashes:
+    if _clashes and config.get("recipe_change") != "replace":
+        _path, _diffs = next(iter(_clashes.items()))
         raise WorkflowError(
-            f"{_clashes[0]}: this run directory holds another recipe than its job would train"
+            f"{_path} ({_diffs}): this run directory holds another recipe than its job would train"
             f"{f' (and {len(_clashes) - 1} more)' if len(_clashes) > 1 else ''}; the study changed, or another "
             "study shares this run key with a different setting: restore the setting, or retrain such runs with "
             "--config recipe_change=replace"
@@ -106,14 +108,3 @@ def output_dir(wildcards, output):
 def input_dir(wildcards, input):
     """The run directory whose metrics.json is the rule's first input."""
     return os.path.dirname(input[0])
-
-
-# ------------------------------------------------------------------------------------------------ partitions
-def cpu_partition(wildcards):
-    """CPU-only jobs: $XTC_CPU_PARTITION when set, else the profile's partition (xtc/study/cluster.py)."""
-    return cluster.partition(workflow, gpu=0)
-
-
-def gpu_partition(wildcards):
-    """Jobs asking for resources.gpu: the profile's partition ($SBATCH_PARTITION), or the CPU one when gpu is 0."""
-    return cluster.partition(workflow, gpu=SETTINGS["resources"]["gpu"])

@@ -13,7 +13,7 @@ rule augment:
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
-        slurm_partition=gpu_partition,
+        slurm_partition=PARTITION["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=JOBS.augment_minutes,
     params:

@@ -50,6 +50,12 @@ def require_named_study(workflow, named: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- partitions
+def partitions(workflow, gpu: int) -> dict[str, str]:
+    """The ``slurm_partition`` of the rules: ``"gpu"`` for those that ask for the study's ``resources.gpu`` GPUs,
+    ``"cpu"`` for the CPU-only ones (exports, packed evaluations, serving reports)."""
+    return {"gpu": partition(workflow, gpu), "cpu": partition(workflow, 0)}
+
+
 def partition(workflow, gpu: int) -> str:
     """The ``slurm_partition`` of a job asking for ``gpu`` GPUs: a CPU-only job goes to ``$XTC_CPU_PARTITION``
     when it is set; otherwise (and GPU jobs always) where the profile sends every job (its ``slurm_partition``:

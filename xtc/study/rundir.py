@@ -37,10 +37,10 @@ def replace_changed_recipes() -> None:
     os.environ[RECIPE_CHANGE_ENV] = "replace"
 
 
-def recipe_clashes(commands: dict[str, list[str]], recipe_of) -> list[str]:
-    """The run directories whose ``config.json`` holds another recipe than their job's command would train, each
-    as ``'<dir> (<first differences>)'``; ``recipe_of(argv)`` is the CLI's own argv -> recipe dict."""
-    clashes = []
+def recipe_clashes(commands: dict[str, list[str]], recipe_of) -> dict[str, str]:
+    """The run directories whose ``config.json`` holds another recipe than their job's command would train:
+    dir -> its first differences; ``recipe_of(argv)`` is the CLI's own argv -> recipe dict."""
+    clashes = {}
     for path, argv in commands.items():
         try:
             stored = json.loads((Path(path) / "config.json").read_text())["recipe"]
@@ -48,8 +48,9 @@ def recipe_clashes(commands: dict[str, list[str]], recipe_of) -> list[str]:
             continue  # no run there yet (or not an xtc run: the job itself refuses it)
         diffs = _diff(stored, json.loads(json.dumps(recipe_of(argv))))
         if diffs:
-            clashes.append(f"{path} ({'; '.join(diffs[:3])})")
+            clashes[path] = "; ".join(diffs[:3])
     return clashes
+
 
 MODEL, LAST, STATE_DIR = "model", "last", "state"
 

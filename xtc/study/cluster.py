@@ -143,7 +143,7 @@ def largest_requests(jobs, default_partition: str) -> dict[str, dict[str, tuple[
     """Per partition, the largest ``runtime`` (minutes), ``mem_mb`` and ``gpu`` any of ``jobs`` asks for, each
     with the job that asks (``rule (wildcards)``). Local jobs never reach SLURM and are left out."""
     largest: dict[str, dict[str, tuple[int, str]]] = {}
-    for job in jobs:
+    for job in sorted(jobs, key=lambda job: (job.rule.name, sorted(job.wildcards.items()))):  # ties: first by name
         if job.is_local:
             continue
         where = str(job.resources.get("slurm_partition") or default_partition)

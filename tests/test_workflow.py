@@ -86,13 +86,20 @@ ALL = {"evaluate_given_teacher": 8, "augment": 8, "distill": 32 + 200, "export":
     ],
 )
 def test_dry_run_lists_the_grid(configfile, expected, study_names):
-    args = ["-n", "--cores", "8"] + (["--configfile", configfile] if configfile else [])
+    args = ["-n", "-p", "--cores", "8"] + (["--configfile", configfile] if configfile else [])
     done = snakemake(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout + done.stderr)
     aggregates = {f"aggregate_{name}": 1 for name in study_names}
     local = {"runs_table": len(study_names), "index_trained": 1, "all": 1}
     assert counts == {**local, **expected, **aggregates}
+    # every training, teacher and augmentation command names the device its job holds: cuda for the paper
+    # studies (gpu: 1), cpu for the demo (gpu: 0)
+    commands = re.findall(r"xtc (?:finetune|distill|augment|evaluate --model (?!\S*packed)).*", done.stdout)
+    rules = ("finetune_teacher", "distill", "augment", "evaluate_given_teacher")
+    assert len(commands) == sum(counts.get(rule, 0) for rule in rules)
+    device = "cpu" if configfile is None else "cuda"
+    assert all(f"--device {device} " in command for command in commands), commands[:3]
 
 
 def test_every_study_file_is_in_all_yaml():

@@ -202,7 +202,8 @@ def _cmd_augment(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     commands.augment(commands.AugmentRequest(
         task=args.task, mlm=args.mlm, out=Path(args.out), data_dir=args.data_dir, glove=args.glove,
-        copies=args.copies, p=args.p, k=args.k, max_train_examples=args.max_train_examples, seed=args.seed))
+        copies=args.copies, p=args.p, k=args.k, max_train_examples=args.max_train_examples, seed=args.seed,
+        device=args.device, shard_examples=args.shard_examples))
     return 0
 
 
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--max-train-examples", type=int, help="augment a seeded subset only")
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", required=True, help="the augmented train TSV to write")
+    au.add_argument("--device", help="where the masked LM runs: cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    au.add_argument("--shard-examples", type=int, default=1024,
+                    help="originals per resumable shard (<out>.parts/; a killed job continues from the last one)")
     au.set_defaults(handler=_cmd_augment)
     return parser
 

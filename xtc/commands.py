@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xtc.atomic import atomic_dir, atomic_write_json
+from xtc.atomic import atomic_dir, atomic_path, atomic_write_json
 from xtc.config import Recipe
 from xtc.rundir import (  # noqa: F401 (re-exported: the run directory's names)
     LAST, MODEL, STATE_DIR, RunPaths, RunWriter, manifest, model_config, model_dir, prepare_out_dir, run_config_of,
@@ -24,6 +24,13 @@ from xtc.rundir import (  # noqa: F401 (re-exported: the run directory's names)
 from xtc.sources import check_model, is_hub_id
 
 log = logging.getLogger("xtc")
+
+
+def require_device(requested: str | None):
+    """``xtc.device.require_device`` (imported late: torch), the first step of every command that computes."""
+    from xtc.device import require_device as check
+
+    return check(requested)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -72,9 +79,13 @@ def run_training(
     from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.glue import make_collator
     from xtc.runlock import hold_run_dir
-    from xtc.train import Hooks, Trainer, select_device
+    from xtc.device import describe, device_info
+    from xtc.train import Hooks, Trainer
 
     started, out = time.time(), paths.out
+    device = require_device(paths.device)
+    info = device_info(device, recipe.train.tf32, recipe.train.bf16)
+    log.info("%s", describe(info))
     check_inputs(recipe, model.config)
     run_config = json.loads(json.dumps({"recipe": recipe.to_dict(), "inputs": inputs}))  # as config.json holds it
     hold_run_dir(out)  # one trainer per run directory: waits while a live process (e.g. an orphan) trains into it
@@ -90,7 +101,7 @@ def run_training(
         model, recipe.data.task, train_features, eval_sets,
         make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length), recipe.train, recipe.distill,
         teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
-        device=select_device(paths.device), progress=progress,
+        device=device, progress=progress,
     )
     if saved:
         log.info("resuming %s from global step %d", out, resumed_step)
@@ -98,7 +109,7 @@ def run_training(
     state = trainer.fit()
     save_model_dir(trainer.model, out / LAST, tokenizer)
     metrics = run_metrics(recipe, trainer.stages[-1].name, state.history, state.best_step)
-    atomic_write_json(out / "manifest.json", manifest(str(trainer.device), started, paths.argv))
+    atomic_write_json(out / "manifest.json", manifest(str(trainer.device), started, paths.argv, info))
     atomic_write_json(out / "metrics.json", metrics)  # last: its presence marks the run as complete
     log.info("best %s = %.4f at step %d; written to %s", metrics["selection_metric"], state.best_score,
              state.best_step, out)
@@ -131,6 +142,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     from xtc.labels import set_task_labels
     from xtc.models import load_classifier
 
+    require_device(paths.device)  # a job told cuda without CUDA stops here, before any data or model is read
     check_inputs(recipe)
     source = check_model(model, key="--model")  # an installed model package, a local dir or the hub
     tokenizer = load_tokenizer(source)
@@ -151,6 +163,7 @@ def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> 
     from xtc.quant import quantize_
     from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
 
+    require_device(paths.device)  # a job told cuda without CUDA stops here, before any data or model is read
     check_inputs(recipe)
     init_dir = model_dir(init) if init else None
     if init_dir is not None:
@@ -250,16 +263,16 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     exact fake-quant model, or ``int8`` / ``int8-packed``, the integer CPU engine of ``xtc.engine``)."""
     from xtc.checkpoint import load_model_dir, load_tokenizer
     from xtc.glue import make_collator
+    from xtc.device import device_info
     from xtc.train import evaluate as evaluate_model
-    from xtc.train import select_device
 
     started = time.time()
     path = model_dir(model)
+    target = require_device("cpu" if path.is_file() and engine != "float" else device)  # the int8 engine: CPU
     if path.is_file():
         from xtc.export import load_packed
 
         loaded, tokenizer_dir = load_packed(path, engine=engine), path.parent
-        device = "cpu" if engine != "float" else device  # the integer engine serves on CPU
     elif not path.exists() and is_hub_id(model, qualified=True):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(model, key="--model")
         loaded = _load_hub_teacher(tokenizer_dir)
@@ -268,7 +281,6 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     check_inputs(recipe, loaded.config)
     tok = load_tokenizer(tokenizer or tokenizer_dir)
     eval_sets = load_eval_features(recipe, tok)
-    target = select_device(device)
     from xtc.labels import align_labels
 
     loaded = align_labels(loaded, recipe.data.task, f"model {model}")
@@ -277,7 +289,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     result = {"model": str(model), "task": recipe.data.task, "metrics": metrics}
     if out is not None:
         atomic_write_json(out / "metrics.json", result)
-        atomic_write_json(out / "manifest.json", manifest(str(target), started, argv))
+        atomic_write_json(out / "manifest.json", manifest(str(target), started, argv, device_info(target)))
     return result
 
 
@@ -327,6 +339,9 @@ def size(model_config: str, layers: int | None, weight_bits: int | None) -> dict
     return size_from_config(bert_config(model_config), layers, weight_bits)
 
 
+AUGMENT_SHARD = 1024  # originals per shard of `xtc augment`: what a killed job loses at most
+
+
 @dataclass(frozen=True)
 class AugmentRequest:
     """What ``xtc augment`` reads and writes: TinyBERT's augmentation of one task's train split."""
@@ -341,25 +356,88 @@ class AugmentRequest:
     k: int = 15
     max_train_examples: int | None = None
     seed: int = 0
+    device: str | None = None
+    shard_examples: int = AUGMENT_SHARD
 
 
 def augment(request: AugmentRequest) -> dict[str, Any]:
-    """TinyBERT data augmentation of a task's train split into a TSV that `--train-file` reads."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    """TinyBERT data augmentation of a task's train split into a TSV that `--train-file` reads.
 
-    from xtc.augment import augment_examples, write_augmented_tsv
-    from xtc.glove import load_glove
+    The masked LM runs on ``request.device``. The work is cut into shards of ``shard_examples`` originals, each
+    written atomically into ``<out>.parts/`` as soon as it is done; a killed job run again keeps the complete
+    shards and continues with the next one. Each shard starts with an empty candidate cache, whether the job ran
+    in one go or was resumed, so the joined file is byte-identical either way. The parts are joined into ``out``
+    (atomically) and removed at the end.
+    """
+    import hashlib
+    import shutil
+
+    from xtc.augment import write_tsv_rows
     from xtc.glue import get_task, load_split
 
     r = request
+    if isinstance(r.shard_examples, bool) or not isinstance(r.shard_examples, int) or r.shard_examples < 1:
+        raise ValueError(f"--shard-examples {r.shard_examples!r} must be an integer >= 1 (originals per shard)")
+    device = require_device(r.device)  # before any data is read
     spec = get_task(r.task)
     examples = load_split(spec, "train", r.data_dir, r.max_train_examples, r.seed)
-    source = check_model(r.mlm, key="--mlm")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    mlm = AutoModelForMaskedLM.from_pretrained(source).eval()
-    glove = load_glove(r.glove) if r.glove else None
-    augmented = augment_examples(examples, spec.name, mlm, tokenizer, n_copies=r.copies, p=r.p, k=r.k,
-                                 glove=glove, seed=r.seed)
-    path = write_augmented_tsv(spec.name, augmented, r.out)
-    log.info("wrote %d examples (%d originals) to %s", len(augmented), len(examples), path)
-    return {"path": str(path), "examples": len(augmented)}
+    n_copies = spec.aug_copies if r.copies is None else r.copies
+    parts = r.out.with_name(r.out.name + ".parts")
+    digest = hashlib.sha256(json.dumps([list(e.values()) for e in examples], default=str).encode()).hexdigest()
+    key = {"task": spec.name, "mlm": r.mlm, "glove": r.glove, "copies": n_copies, "p": r.p, "k": r.k, "seed": r.seed,
+           "shard_examples": r.shard_examples, "examples": len(examples), "data_sha256": digest}
+    key_path = parts / "request.json"
+    if parts.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+        log.warning("%s holds the parts of a different augmentation request; discarding them", parts)
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not key_path.is_file():
+        atomic_write_json(key_path, key)
+    shards = range(0, len(examples), r.shard_examples)
+    names = [parts / f"part-{i // r.shard_examples:05d}.tsv" for i in shards]
+    done = sum(name.is_file() for name in names)
+    if done:
+        log.info("resuming: %d of %d shards of %s already done (%s)", done, len(names), r.out, parts)
+    augmenter = None
+    for start, name in zip(shards, names, strict=True):
+        if name.is_file():
+            continue
+        augmenter = augmenter or _Augmenter(r, device)
+        augmented = augmenter(spec, examples[start:start + r.shard_examples], start)
+        with atomic_path(name) as tmp, tmp.open("w", encoding=spec.tsv.encoding, newline="") as handle:
+            write_tsv_rows(spec, augmented, handle, first_row=start * (1 + n_copies))
+        log.info("shard %s: examples %d-%d of %d", name.name, start, start + len(augmented) // (1 + n_copies) - 1,
+                 len(examples))
+    from xtc.augment import tsv_header
+
+    with atomic_path(r.out) as tmp, tmp.open("w", encoding=spec.tsv.encoding, newline="") as handle:
+        handle.write(tsv_header(spec))
+        for name in names:
+            handle.write(name.read_text(encoding=spec.tsv.encoding))
+    shutil.rmtree(parts)
+    total = len(examples) * (1 + n_copies)
+    log.info("wrote %d examples (%d originals) to %s", total, len(examples), r.out)
+    return {"path": str(r.out), "examples": total}
+
+
+class _Augmenter:
+    """The masked LM (on the job's device) and GloVe, loaded once, when the first shard needs them."""
+
+    def __init__(self, r: AugmentRequest, device) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        from xtc.device import describe, device_info
+        from xtc.glove import load_glove
+
+        log.info("%s", describe(device_info(device)))
+        source = check_model(r.mlm, key="--mlm")
+        self.request, self.tokenizer = r, AutoTokenizer.from_pretrained(source)
+        self.mlm = AutoModelForMaskedLM.from_pretrained(source).to(device).eval()
+        self.glove = load_glove(r.glove) if r.glove else None
+
+    def __call__(self, spec, examples: list, start: int) -> list:
+        from xtc.augment import augment_examples
+
+        r = self.request
+        return augment_examples(examples, spec.name, self.mlm, self.tokenizer, n_copies=r.copies, p=r.p, k=r.k,
+                                glove=self.glove, seed=r.seed, start=start)

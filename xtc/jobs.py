@@ -8,6 +8,7 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 from xtc.glue import TASKS
@@ -16,6 +17,7 @@ from xtc.study import (AUGMENTED, PROBS, TEACHER, data_dir, estimate_minutes, fm
                        parse_layers, per_task, run_dir, run_key, step1_row, study_runs, study_table, teacher_given,
                        teacher_record_dir)
 
+log = logging.getLogger("snakemake.xtc")
 # The rules whose jobs read models or data that may have to come from the hub.
 DATA_RULES = frozenset({"finetune_teacher", "evaluate_given_teacher", "augment", "distill", "evaluate_packed"})
 
@@ -27,6 +29,11 @@ class Jobs:
             for row in study_runs(study):
                 self.runs.setdefault(run_dir(row), row)
         self.tasks = sorted({row["task"] for row in self.runs.values()})
+        resources = self.settings["resources"]
+        if resources.get("device") == "cpu" and resources["gpu"] > 0:
+            log.warning("resources.device = cpu: the jobs request gpu=%d but train on CPU (an override for clusters "
+                        "that declare a GPU without one; drop resources.device to train on the GPU)",
+                        resources["gpu"])
 
     def study(self, name: str) -> dict:
         return next(s for s in self.studies if s["study"] == name)
@@ -112,6 +119,13 @@ class Jobs:
         return 0 if is_quantized(self.run(wildcards)) else 1
 
     # ------------------------------------------------------------------------------------------ command lines
+    def device(self, gpu: int | None = None) -> str:
+        """The ``--device`` of a job holding ``gpu`` GPUs (default: the study's ``resources.gpu``): cuda when it
+        holds one, cpu otherwise; ``resources.device`` overrides (logged at start)."""
+        resources = self.settings["resources"]
+        gpu = resources["gpu"] if gpu is None else gpu
+        return resources.get("device") or ("cuda" if gpu > 0 else "cpu")
+
     def data_args(self) -> str:
         data, args, glue_dir = self.settings["data"], [], data_dir(self.settings)
         if glue_dir:

@@ -71,10 +71,10 @@ class Hooks:
 
 
 def select_device(prefer: str | None = None) -> torch.device:
-    """CUDA when present (or the given device string)."""
-    if prefer:
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The given device, checked to work (``xtc.device.require_device``), or CUDA when present."""
+    from xtc.device import require_device
+
+    return require_device(prefer)
 
 
 GROUP_WINDOW = 50  # batches per length-sorting window (HF's LengthGroupedSampler uses the same 50)

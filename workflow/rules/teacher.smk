@@ -17,12 +17,13 @@ rule finetune_teacher:
         runtime=teacher_runtime,
     params:
         recipe=teacher_args,
+        device=JOBS.device(),
         train=train_args,
         out=output_dir,
         label=job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc finetune {params.recipe} --task {wildcards.task} {params.train} "
-        "--seed {wildcards.seed} --out {params.out} "
+        "--seed {wildcards.seed} --device {params.device} --out {params.out} "
         "2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"
 
 
@@ -43,7 +44,8 @@ rule evaluate_given_teacher:
     params:
         model=given_teacher,
         data=JOBS.data_args(),
+        device=JOBS.device(),
         out=output_dir,
     shell:
         "OMP_NUM_THREADS={threads} xtc evaluate --model {params.model} --task {wildcards.task} {params.data} "
-        "--out {params.out} > {log} 2>&1"
+        "--device {params.device} --out {params.out} > {log} 2>&1"

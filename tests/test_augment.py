@@ -350,7 +350,8 @@ def augment_inputs(tmp_path, tokenizer, mlm):
 
 
 def _augment(inputs: Path, out: Path, **kwargs):
-    from xtc.commands import AugmentRequest, augment as run
+    from xtc.commands import AugmentRequest
+    from xtc.commands import augment as run
 
     request = AugmentRequest(task="rte", mlm=str(inputs / "mlm"), out=out, data_dir=str(inputs / "glue"), copies=2,
                              device="cpu", shard_examples=3, **kwargs)

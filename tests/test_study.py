@@ -197,16 +197,6 @@ def test_jobs_give_each_run_its_command_line_inputs_and_priority():
     assert "--max-train-examples 100" in jobs.train_args({"da": "0"})
 
 
-def test_runtime_estimates_use_the_task_table():
-    settings = load(tiny())[0]
-    assert (TASKS["sst2"].train_size, TASKS["sst2"].aug_copies) == (67349, 20)
-    # 67349 examples x 3 epochs x 6/4 depth / 200 per second = 1515.35 s; 15 + ceil(1.5 x 25.26 min) = 53
-    assert study.estimate_minutes(settings, "sst2", 3, 6, 0) == 53
-    # augmented: 67349 x 21 examples, 1 epoch, 4/4 depth = 7071.6 s; 15 + ceil(176.79) = 192
-    assert study.estimate_minutes(settings, "sst2", 1, 4, 1) == 192
-    assert study.estimate_minutes(settings, "mnli", 100, 4, 1) == 2880  # the cap, resources.max_runtime
-
-
 def test_serving_plan_serves_each_student_architecture_once():
     os.chdir(REPO)
     main = Jobs(load(yaml.safe_load(Path("config/studies/xtc-main.yaml").read_text())))

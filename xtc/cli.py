@@ -207,6 +207,27 @@ def _cmd_augment(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Print what a study will cost: jobs, GPU- and CPU-hours, critical path, disk, downloads, GPU memory."""
+    from xtc import plan
+
+    summary = plan.load(args.configfile, args.gpu, Path(args.calibration)).summary()
+    print(json.dumps(summary, indent=2) if args.json else plan.format_summary(summary))
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Time a few real steps of each job kind of a study on this device; write the calibration file."""
+    from xtc.calibrate import study_calibration
+    from xtc.device import require_device
+
+    device = require_device(args.device)
+    entry = study_calibration(args.configfile, device, args.layers, args.steps, args.warmup, args.tf32,
+                              Path(args.out), args.threads)
+    print(json.dumps(entry, indent=2))
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc.predict import run
 
@@ -307,6 +328,29 @@ def build_parser() -> argparse.ArgumentParser:
     sz.add_argument("--weight-bits", type=_bits, default=1, help="1, 2, 3..8, or fp (default 1)")
     sz.add_argument("--json", action="store_true", help="print the full report as JSON")
     sz.set_defaults(handler=_cmd_size)
+
+    pl = sub.add_parser("plan", help="what a study will cost before its first job (jobs, hours, disk, downloads)",
+                        description=_cmd_plan.__doc__)
+    pl.add_argument("--configfile", default="config/config.yaml", help="a study file, or config/studies/all.yaml")
+    pl.add_argument("--gpu", help="the calibrated GPU to plan for (a device name in the calibration file; default: "
+                    "the first calibrated GPU, else the documented default rate)")
+    pl.add_argument("--calibration", default=str(Path(__file__).resolve().parent.parent / "config" / "calibration.json"),
+                    help="calibration file written by `xtc calibrate`")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+    pl.set_defaults(handler=_cmd_plan)
+
+    ca = sub.add_parser("calibrate", help="time each job kind of a study on this device (for xtc plan and the "
+                        "workflow's runtime requests)", description=_cmd_calibrate.__doc__)
+    ca.add_argument("--configfile", default="config/config.yaml", help="the study whose shape, batch and kinds to time")
+    ca.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    ca.add_argument("--layers", type=_int_list, help="time FP/W1A8/W2A8 at these depths instead of the study's kinds")
+    ca.add_argument("--steps", type=int, default=3, help="timed steps per kind (after --warmup)")
+    ca.add_argument("--warmup", type=int, default=1, help="untimed steps per kind")
+    ca.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA)")
+    ca.add_argument("--threads", type=int, help="CPU threads (default: the study's resources.threads on CPU)")
+    ca.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "config" / "calibration.json"),
+                    help="calibration file (the entry of this device, shape, batch and length is replaced)")
+    ca.set_defaults(handler=_cmd_calibrate)
 
     au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
                         description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "

@@ -19,7 +19,16 @@ from typing import Any
 from xtc.atomic import atomic_dir, atomic_path, atomic_write_json
 from xtc.config import Recipe
 from xtc.rundir import (  # noqa: F401 (re-exported: the run directory's names)
-    LAST, MODEL, STATE_DIR, RunPaths, RunWriter, manifest, model_config, model_dir, prepare_out_dir, run_config_of,
+    LAST,
+    MODEL,
+    STATE_DIR,
+    RunPaths,
+    RunWriter,
+    manifest,
+    model_config,
+    model_dir,
+    prepare_out_dir,
+    run_config_of,
 )
 from xtc.sources import check_model, is_hub_id
 
@@ -77,9 +86,9 @@ def run_training(
 ) -> dict[str, Any]:
     """Train ``model`` by ``recipe`` into the run directory ``paths.out`` (resuming when it holds a killed run)."""
     from xtc.checkpoint import load_train_state, save_model_dir
+    from xtc.device import describe, device_info
     from xtc.glue import make_collator
     from xtc.runlock import hold_run_dir
-    from xtc.device import describe, device_info
     from xtc.train import Hooks, Trainer
 
     started, out = time.time(), paths.out
@@ -262,8 +271,8 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     """Dev-set metrics of a model directory, a run directory or a packed checkpoint (``engine``: ``float``, the
     exact fake-quant model, or ``int8`` / ``int8-packed``, the integer CPU engine of ``xtc.engine``)."""
     from xtc.checkpoint import load_model_dir, load_tokenizer
-    from xtc.glue import make_collator
     from xtc.device import device_info
+    from xtc.glue import make_collator
     from xtc.train import evaluate as evaluate_model
 
     started = time.time()

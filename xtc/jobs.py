@@ -8,14 +8,29 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 
 from xtc.glue import TASKS
 from xtc.sources import check_data, check_model
-from xtc.study import (AUGMENTED, PROBS, TEACHER, data_dir, estimate_minutes, fmt_lr, is_quantized, model_label,
-                       parse_layers, per_task, run_dir, run_key, step1_row, study_runs, study_table, teacher_given,
-                       teacher_record_dir)
+from xtc.study import (
+    AUGMENTED,
+    PROBS,
+    TEACHER,
+    data_dir,
+    fmt_lr,
+    is_quantized,
+    model_label,
+    per_task,
+    run_dir,
+    run_key,
+    step1_row,
+    study_runs,
+    study_table,
+    teacher_given,
+    teacher_record_dir,
+)
 
 log = logging.getLogger("snakemake.xtc")
 # The rules whose jobs read models or data that may have to come from the hub.
@@ -202,16 +217,25 @@ class Jobs:
         return f"{wildcards['task']} {model_label(wildcards['layers'], wildcards['wbits'], wildcards['abits'])}"
 
     # ---------------------------------------------------------------------------------------- runtimes (minutes)
+    @functools.cached_property
+    def costs(self):
+        """The runtime model (``xtc.cost``: the calibration of this device type, or the documented default)."""
+        from xtc.cost import JobCosts
+
+        return JobCosts(self.settings, self.device())
+
     def run_minutes(self, wildcards: Mapping) -> int:
-        layers, _ = parse_layers(wildcards["layers"])
-        return estimate_minutes(self.settings, wildcards["task"], wildcards["epochs"], layers, wildcards["da"])
+        row = self.run(wildcards)
+        cost = self.costs.train(row["task"], row["layers"], row["wbits"], row["epochs"], row["da"], teacher=False)
+        return self.costs.minutes(cost["seconds"])
 
     def teacher_minutes(self, wildcards: Mapping) -> int:
         teacher, task = self.settings["teacher"], wildcards["task"]
-        return estimate_minutes(self.settings, task, per_task(teacher["epochs"], task), teacher["layers"], 0)
+        cost = self.costs.train(task, teacher["layers"], "fp", per_task(teacher["epochs"], task), 0, teacher=True)
+        return self.costs.minutes(cost["seconds"])
 
     def augment_minutes(self, wildcards: Mapping) -> int:
-        return estimate_minutes(self.settings, wildcards["task"], 1, self.settings["teacher"]["layers"], 1)
+        return self.costs.minutes(self.costs.augment(wildcards["task"]))
 
     def small_minutes(self) -> int:
         return self.settings["resources"]["overhead_minutes"] * 2

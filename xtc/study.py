@@ -4,7 +4,7 @@ A *study* is one YAML file validated against ``workflow/schemas/config.schema.ya
 first violation as one line naming the file, the key and the fix; Snakemake's ``validate`` (passed in) fills the
 defaults; ``check_study`` adds what a schema cannot express. ``load_studies`` returns one invocation's studies
 (``config/studies/all.yaml`` lists several; their shared sections must agree); ``study_runs`` the runs of one
-(grid product minus exclusions, plus the step-1 students); ``estimate_minutes`` a job's runtime request.
+(grid product minus exclusions, plus the step-1 students); ``train_examples`` what a job trains on.
 ``xtc.jobs`` turns them into what the workflow's rules ask for; ``workflow/rules/common.smk`` only forwards.
 
 The run key: a run is a dict of ``AXES`` (``run_row``); ``run_dir`` spells it as a path (``RUN``), ``run_key``
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -368,18 +367,10 @@ def study_table(study: Mapping) -> list[dict]:
 
 
 
-# ------------------------------------------------------------------------------------------- runtime estimates
+# ------------------------------------------------------------------------------------------- job sizes
 def train_examples(settings: Mapping, task: str, da) -> int:
     """Examples a job trains on per epoch: the train split (or data.max_train_examples), times the augmented
     copies plus one on augmented data."""
     cap, n = settings["data"]["max_train_examples"], TASKS[task].train_size
     n = min(n, cap) if cap else n
     return n * (1 + (settings["augment"]["copies"] or TASKS[task].aug_copies)) if int(da) else n
-
-
-def estimate_minutes(settings: Mapping, task: str, epochs, layers: int, da) -> int:
-    """A job's runtime request: task size x epochs, scaled by depth, with a safety factor of 1.5 (and a cap)."""
-    res = settings["resources"]
-    seconds = (train_examples(settings, task, da) * max(int(epochs), 1) * layers / settings["teacher"]["layers"]
-               / res["examples_per_second"])
-    return min(res["overhead_minutes"] + math.ceil(1.5 * seconds / 60), res["max_runtime"])

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from xtc import rehearsal
+from xtc import study as study_module
 from xtc.glue import TASKS, load_local
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def test_config_rewrite_is_torch_free():
 
 def _validated(name: str) -> dict:
     """The study as the workflow sees it (defaults filled), without Snakemake: the keys apply() touches."""
-    study = load_study(name)
+    study = study_module.with_shared(load_study(name), name)
     study.setdefault("augment", {}).setdefault("copies", None)
     study["augment"].setdefault("glove", None)
     study.setdefault("resources", {})

@@ -216,6 +216,18 @@ def _cmd_plan(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_prefetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Fetch every model, dataset and GloVe file a study's jobs open into the store, at the pinned revisions."""
+    import os
+
+    from xtc import plan, prefetch
+
+    jobs = plan.load(args.configfile).jobs
+    mirror = os.environ.get(prefetch.MIRROR_ENV)
+    summary = prefetch.prefetch(jobs, Path(args.store).resolve(), Path(mirror) if mirror else None)
+    return 0 if not summary["missing"] else 1
+
+
 def _cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Time a few real steps of each job kind of a study on this device; write the calibration file."""
     from xtc.calibrate import study_calibration
@@ -338,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="calibration file written by `xtc calibrate`")
     pl.add_argument("--json", action="store_true", help="print JSON")
     pl.set_defaults(handler=_cmd_plan)
+
+    pf = sub.add_parser("prefetch", help="fetch what a study's jobs open (models, GLUE, GloVe) for offline nodes",
+                        description=_cmd_prefetch.__doc__)
+    pf.add_argument("--configfile", default="config/config.yaml", help="a study file, or config/studies/all.yaml")
+    pf.add_argument("--store", default="prefetched", help="where to put them: on the file system the compute nodes "
+                    "share (default: prefetched/, which the workflow reads when it exists)")
+    pf.set_defaults(handler=_cmd_prefetch)
 
     ca = sub.add_parser("calibrate", help="time each job kind of a study on this device (for xtc plan and the "
                         "workflow's runtime requests)", description=_cmd_calibrate.__doc__)

@@ -30,7 +30,7 @@ from xtc.rundir import (  # noqa: F401 (re-exported: the run directory's names)
     prepare_out_dir,
     run_config_of,
 )
-from xtc.sources import check_model, is_hub_id
+from xtc.sources import check_model, is_hub_id, resolve_file
 
 log = logging.getLogger("xtc")
 
@@ -442,7 +442,7 @@ class _Augmenter:
         source = check_model(r.mlm, key="--mlm")
         self.request, self.tokenizer = r, AutoTokenizer.from_pretrained(source)
         self.mlm = AutoModelForMaskedLM.from_pretrained(source).to(device).eval()
-        self.glove = load_glove(r.glove) if r.glove else None
+        self.glove = load_glove(resolve_file(r.glove)) if r.glove else None  # a path, or the store's copy
 
     def __call__(self, spec, examples: list, start: int) -> list:
         from xtc.augment import augment_examples

@@ -11,9 +11,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from xtc.glue import TASKS
-from xtc.sources import check_data, check_model
+from xtc.sources import SourceError, check_data, check_model, resolve_file, store_dir
 from xtc.study import (
     AUGMENTED,
     PROBS,
@@ -242,8 +243,19 @@ class Jobs:
 
     # ------------------------------------------------------------------------------------------------ sources
     def check_sources(self, rules: Iterable[str]) -> None:
-        """Models and data the pending jobs (``rules``: their rule names) need can be had; else one clear error."""
-        rules, settings = set(rules), self.settings
+        """Models and data the pending jobs (``rules``: their rule names) need can be had; else one clear error.
+
+        Offline (``--config offline=true``) this is the check that everything is local: in place, in the store
+        ``xtc prefetch`` filled, or in a cache."""
+        try:
+            self._check_sources(set(rules))
+        except SourceError as error:
+            configfile = self.settings["source"] if len(self.studies) == 1 else "config/studies/all.yaml"
+            raise SourceError(f"{error} (offline compute nodes: run `xtc prefetch --configfile {configfile}` on a "
+                              f"machine with network access; docs/cluster.md)") from None
+
+    def _check_sources(self, rules: set[str]) -> None:
+        settings = self.settings
         if "finetune_teacher" in rules:
             check_model(settings["teacher"]["model"], key="teacher.model")
         if "evaluate_given_teacher" in rules:
@@ -253,6 +265,10 @@ class Jobs:
                     check_model(given, key="teacher.finetuned")
         if "augment" in rules:
             check_model(settings["augment"]["mlm"], key="augment.mlm")
+            glove = settings["augment"]["glove"]
+            if glove and not Path(resolve_file(glove)).is_file():
+                raise SourceError(f"augment.glove = {glove!r} is not a file here nor in the prefetched store "
+                                  f"({store_dir() or 'none set'})")
         if rules & DATA_RULES:
             check_data(data_dir(settings), [TASKS[t].hub_config for t in self.tasks],
                        key=f"data.glue_dir in {settings['source']}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from xtc.atomic import atomic_write_json, atomic_write_text
+from xtc.sources import prefetched_record
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def manifest(device: str, started: float, argv: Sequence[str], device_info: dict
         "command": ["xtc", *argv], "versions": versions, "python": platform.python_version(),
         "platform": platform.platform(), "git_commit": _git_commit(), "device": device,
         **({"device_info": device_info} if device_info is not None else {}),
+        **({"prefetched": prefetched} if (prefetched := prefetched_record()) else {}),
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 2),
     }

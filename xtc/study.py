@@ -46,7 +46,7 @@ PROBS = "_probs"
 KD_GRID = (*KD_VARIANTS, *(variant + PROBS for variant in KD_VARIANTS if variant.endswith("_stage")))
 WBITS, ABITS = (1, 2, FP), (8, FP)  # the grid's bit widths (the schema's enums)
 # Settings that are not in the run paths: every study built in one invocation must agree on them.
-SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources")
+SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources", "revisions")
 SCHEMA_HINT = "(see workflow/schemas/config.schema.yaml)"
 
 Validate = Callable[[dict, str], Any]  # snakemake.utils.validate(data, schema_path): validates, fills defaults
@@ -234,8 +234,30 @@ def check_study(study: Mapping) -> None:
                     f"point {origin} at the folder that has it, or drop '{task}' from grid.task")
 
 
+def with_shared(raw: Mapping, source: str) -> dict:
+    """``raw`` with the sections of its ``shared:`` file (a path relative to the working directory) filled in: a
+    section the study writes itself wins key by key. The paper studies share config/studies/shared/paper.yaml."""
+    raw = dict(raw)
+    path = raw.pop("shared", None)
+    if path is None:
+        return raw
+    if not Path(path).is_file() and (SCHEMAS.parent.parent / path).is_file():
+        path = SCHEMAS.parent.parent / path  # run from elsewhere than the repository: its copy
+    if not Path(path).is_file():
+        raise StudyError(f"{source}: shared = {path} does not exist; fix the path (relative to the working "
+                         f"directory) or drop the key")
+    merged = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(merged, dict) or "shared" in merged or "grid" in merged:
+        raise StudyError(f"{source}: shared = {path} must hold shared sections only ({', '.join(SHARED_KEYS)})")
+    for key, value in raw.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both else value
+    return merged
+
+
 def load_study(raw: Mapping, source: str, validate: Validate, schemas: Path = SCHEMAS) -> dict:
-    """One validated study with the schema's defaults filled in."""
+    """One validated study with the schema's defaults filled in (and its ``shared:`` sections)."""
+    raw = with_shared(raw, source)
     schema_path = Path(schemas) / "config.schema.yaml"
     message = schema_error(raw, yaml.safe_load(schema_path.read_text()), source)
     if message:

@@ -6,7 +6,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from xtc import rehearsal, rundir, study
+from xtc import prefetch, rehearsal, rundir, study
 from xtc.jobs import Jobs
 from xtc.sources import SourceError
 
@@ -51,6 +51,14 @@ if REHEARSAL:
 
     workdir: str(REHEARSAL)
 
+
+# Offline compute nodes (docs/cluster.md): jobs read the store `xtc prefetch` filled when there is one
+# (--config store=DIR, $XTC_STORE, or prefetched/); --config offline=true switches the hub off for every job.
+STORE = prefetch.store_of(config.get("store"), workflow.basedir)
+if STORE:
+    prefetch.use_store(STORE)
+if prefetch.is_on(config.get("offline")):
+    prefetch.offline_environment()
 
 JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)

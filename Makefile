@@ -19,7 +19,7 @@ SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
 SLURM_BINARIES := munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacct
 CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
-.PHONY: test demo rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate
+.PHONY: test demo rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate calibrate-gpu
 
 venv: $(VENV)/.installed
 
@@ -79,6 +79,12 @@ prefetch: venv
 # Time each job kind of the study on this machine (CPU, or --device cuda on a GPU node): config/calibration.json.
 calibrate: venv
 	$(BIN)/xtc calibrate --configfile $(STUDY_FILE) $(CALIBRATE_ARGS)
+
+# The GPU calibration of the paper studies (on a GPU node, a few minutes): FP, W1A8 and W2A8 at 12, 6 and 5
+# layers with BERT-base's shape and random weights, TF32 off and on; samples/s and peak memory per kind.
+calibrate-gpu: venv
+	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 $(CALIBRATE_ARGS)
+	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 --tf32 $(CALIBRATE_ARGS)
 
 # The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds, 274
 # jobs, about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from textdata import tiny_tokenizer, write_glue_tsv
 
 from xtc import device as xdevice
@@ -158,3 +159,29 @@ def test_device_info_line_names_precision():
     info = xdevice.device_info(torch.device("cpu"), tf32=True, bf16=True)
     assert info["tf32"] is False and info["bf16"] is False  # both act on CUDA only
     assert "tf32 off, bf16 off" in xdevice.describe(info)
+
+
+def test_the_workflow_device_follows_the_gpu_resource_and_the_override_is_logged(caplog, monkeypatch):
+    """`--device` of the training jobs: cuda where the rule holds a GPU, cpu where not; resources.device: cpu
+    (the real-SLURM tests' cluster declares a GPU without one) is a logged override, never silent."""
+    import logging
+
+    from snakemake.utils import validate
+
+    from xtc import study
+    from xtc.jobs import Jobs
+
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+
+    def jobs(**resources):
+        raw = {"study": "t", "teacher": {"model": "no/such-model", "layers": 4}, "grid": {"task": ["rte"], "layers": [2]},
+               "resources": resources}
+        return Jobs(study.load_studies(raw, "s.yaml", validate=validate))
+
+    caplog.set_level(logging.WARNING, logger="snakemake.xtc")
+    assert jobs(gpu=1).device() == "cuda" and jobs(gpu=0).device() == "cpu"
+    assert not caplog.text
+    assert jobs(gpu=1, device="cpu").device() == "cpu"
+    assert "resources.device = cpu: the jobs request gpu=1 but train on CPU" in caplog.text
+    tiny = yaml.safe_load((Path(__file__).resolve().parent.parent / ".test" / "config.yaml").read_text())
+    assert tiny["resources"]["device"] == "cpu" and "gpu" not in tiny["resources"]  # gpu=1 by default

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tinystudy import REPO, tiny
+from tinystudy import tiny
 
 from xtc import rehearsal
 
-pytestmark = pytest.mark.skipif(subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0,
+pytestmark = pytest.mark.skipif(subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode != 0,
                                 reason="needs `unshare -n` (root, util-linux) to run the workflow without network")
 
 
@@ -39,7 +39,7 @@ def study(glue: Path) -> dict:
 
 def run(*argv: str, cwd: Path, env: dict, offline: bool = False) -> subprocess.CompletedProcess:
     argv = ("unshare", "-n", *argv) if offline else argv
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
 def test_prefetch_then_the_workflow_runs_in_a_network_namespace(tmp_path):

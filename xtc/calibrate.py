@@ -1,6 +1,6 @@
 """``xtc calibrate``: time a few real steps of each job kind of a study on this device, for the cost model.
 
-Random-weight models of the study's shape (``xtc.plan.study_shape``: the teacher's config, BERT-base for the paper
+Random-weight models of the study's shape (``xtc.cost.study_shape``: the teacher's config, BERT-base for the paper
 studies) run the training code itself -- ``Trainer._train_step`` with the study's KD variant, quantized students
 built by ``build_student`` and ``quantize_`` -- on batches of the study's size and padded length (random token
 ids). Per kind it records samples per second, FLOPs per sample (``xtc.cost``) and, on CUDA, the peak memory:
@@ -195,8 +195,8 @@ def study_calibration(configfile: str, device: torch.device, layers: Sequence[in
                       steps: int = 3, warmup: int = 1, tf32: bool = False, out: Path = CALIBRATION,
                       threads: int | None = None) -> dict:
     """Calibrate the kinds of a study file (or, with ``layers``, FP/W1A8/W2A8 at those depths) on ``device``."""
-    from xtc.cost import model_shape, padded_length
-    from xtc.plan import load, study_shape
+    from xtc.cost import model_shape, padded_length, study_shape
+    from xtc.plan import load
 
     plan = load(configfile)
     settings = plan.settings

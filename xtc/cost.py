@@ -235,12 +235,20 @@ CUDA_CONTEXT = 1 * GIB
 SAFETY = 1.5  # runtime request = overhead_minutes + SAFETY x the estimate (capped at max_runtime)
 
 
+# Shapes of hub models the studies name, for a plan made before they are fetched (their config.json on the hub).
+KNOWN_SHAPES = {"sentence-transformers/all-MiniLM-L6-v2": dict(vocab=30522, hidden=384, layers=6, heads=12,
+                                                              intermediate=1536, positions=512, types=2)}
+
+
 def model_shape(name: str, layers: int = 12, fallback: str = "BERT-base shape assumed") -> Shape:
-    """A model's shape from its local config.json (a run dir's model/ too), else BERT-base's (``layers``)."""
+    """A model's shape from its local config.json (a run dir's model/ too), else a known hub model's, else
+    BERT-base's (``layers``)."""
     folder = Path(resolve_model(name))
     for config in (folder / "model" / "config.json", folder / "config.json"):
         if config.is_file():
             return Shape.from_config(json.loads(config.read_text()), f"{name} (config.json)")
+    if name in KNOWN_SHAPES:
+        return Shape(**KNOWN_SHAPES[name], source=f"{name} (its hub config)")
     return Shape(layers=layers, source=f"{name}: {fallback} (no local config; `xtc prefetch` brings it)")
 
 

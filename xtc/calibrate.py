@@ -147,7 +147,7 @@ def _time_augment(mlm_shape: Shape, device: torch.device, steps: int, warmup: in
     mlm = BertForMaskedLM(_config(mlm_shape, mlm_shape.layers)).to(device).eval()
     row = min(2 * max(seq // 4, 8) + 3, 512)
     rows = max(AUGMENT_ROW_TOKENS // row, 1)
-    ids = torch.randint(1000, mlm_shape.vocab, (rows, row)).to(device)  # (B, T)
+    ids = torch.randint(min(1000, mlm_shape.vocab // 2), mlm_shape.vocab, (rows, row)).to(device)  # (B, T)
 
     def step():
         with torch.inference_mode():
@@ -205,7 +205,9 @@ def study_calibration(configfile: str, device: torch.device, layers: Sequence[in
     if threads:
         torch.set_num_threads(threads)
     shape = study_shape(settings)
-    kinds = grid_kinds(layers, settings["teacher"]["layers"]) if layers else study_kinds(settings, plan.jobs)
+    kinds = study_kinds(settings, plan.jobs)
+    if layers:  # FP/W1A8/W2A8 at these depths, and the study's augmentation
+        kinds = grid_kinds(layers, settings["teacher"]["layers"]) + [k for k in kinds if k.startswith("augment")]
     seq = math.ceil(max(padded_length(settings, t, 0) for t in plan.jobs.tasks))
     entry = calibrate(shape, settings["teacher"]["layers"], kinds, settings["data"]["batch_size"], seq, device,
                       steps, warmup, tf32, out, model_shape(settings["augment"]["mlm"]))

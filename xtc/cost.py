@@ -212,14 +212,14 @@ class Rates:
 
 
 def find_rates(device_type: str, shape: Shape, batch: int, seq: float, threads: int, device_name: str | None = None,
-               path: Path = CALIBRATION) -> Rates:
+               path: Path = CALIBRATION, tf32: bool = False) -> Rates:
     """The calibration of ``device_name`` (default: the first calibrated device of ``device_type``) for this shape
     and batch, the one of the closest padded length; else the documented default (``Rates.note`` says so)."""
     devices = read_calibration(path)["devices"]
     names = [device_name] if device_name else [n for n in devices if n.startswith("cpu: ") == (device_type == "cpu")]
     for name in names:
         entries = [e for e in devices.get(name, []) if e["shape"] == shape.key() and e["batch_size"] == batch
-                   and (device_type != "cpu" or e["threads"] == threads)]
+                   and (device_type != "cpu" or e["threads"] == threads) and e.get("tf32", False) == tf32]
         if entries:
             best = min(entries, key=lambda e: abs(e["seq_length"] - seq))
             return Rates(name, best["kinds"], best["seq_length"], batch, f"calibrated on {name} ({best['measured']})")
@@ -275,8 +275,9 @@ class JobCosts:
         tasks = settings["grid"]["task"]
         seq = max(padded_length(settings, t, 0) for t in tasks)
         batch = settings["data"]["batch_size"]
+        tf32 = "train.tf32=true" in [o.replace(" ", "").lower() for o in settings["train"]["set"]]
         self.rates = find_rates("cuda" if self.gpu else "cpu", self.shape, batch, seq, self.threads, gpu_name,
-                                calibration)
+                                calibration, tf32)
         self.cpu_rates = (self.rates if not self.gpu
                           else find_rates("cpu", self.shape, batch, seq, self.threads, None, calibration))
 

@@ -236,8 +236,8 @@ SAFETY = 1.5  # runtime request = overhead_minutes + SAFETY x the estimate (capp
 
 
 # Shapes of hub models the studies name, for a plan made before they are fetched (their config.json on the hub).
-KNOWN_SHAPES = {"sentence-transformers/all-MiniLM-L6-v2": dict(vocab=30522, hidden=384, layers=6, heads=12,
-                                                              intermediate=1536, positions=512, types=2)}
+KNOWN_SHAPES = {"sentence-transformers/all-MiniLM-L6-v2": Shape(30522, 384, 6, 12, 1536, 512, 2,
+                                                               "sentence-transformers/all-MiniLM-L6-v2 (hub config)")}
 
 
 def model_shape(name: str, layers: int = 12, fallback: str = "BERT-base shape assumed") -> Shape:
@@ -248,7 +248,7 @@ def model_shape(name: str, layers: int = 12, fallback: str = "BERT-base shape as
         if config.is_file():
             return Shape.from_config(json.loads(config.read_text()), f"{name} (config.json)")
     if name in KNOWN_SHAPES:
-        return Shape(**KNOWN_SHAPES[name], source=f"{name} (its hub config)")
+        return KNOWN_SHAPES[name]
     return Shape(layers=layers, source=f"{name}: {fallback} (no local config; `xtc prefetch` brings it)")
 
 

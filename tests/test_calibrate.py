@@ -1,4 +1,4 @@
-"""xtc.calibrate: each job kind of a study timed with the training code on this device; the plan reads it."""
+"""xtc.study.calibrate: each job kind of a study timed with the training code on this device; the plan reads it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 import yaml
 from textdata import tiny_tokenizer, write_glue_tsv
 
-from xtc import cost, plan
 from xtc.cli import main
 from xtc.models import random_model, tiny_bert_config
+from xtc.study import cost, plan
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""xtc.cost and xtc.plan: the runtime model, the calibration lookup, the plan's graph and its disk formula.
+"""xtc.study.cost and xtc.study.plan: the runtime model, the calibration lookup, the plan's graph and its disk formula.
 
 The plan's job counts are checked against the dry-run counts test_workflow.py pins for every paper study (the
 same numbers a real `snakemake -n` prints); the disk formula against run directories that `xtc` really wrote.
@@ -19,7 +19,8 @@ import yaml
 from snakemake.utils import validate
 from test_workflow import ALL, BUDGET, KD_VARIANTS, LAYER_REDUCTION, LR, XTC_MAIN
 
-from xtc import cost, plan, study
+from xtc.study import cost, plan
+from xtc.study import grid as study
 
 REPO = Path(__file__).resolve().parent.parent
 

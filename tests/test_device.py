@@ -168,8 +168,8 @@ def test_the_workflow_device_follows_the_gpu_resource_and_the_override_is_logged
 
     from snakemake.utils import validate
 
-    from xtc import study
-    from xtc.jobs import Jobs
+    from xtc.study import grid as study
+    from xtc.study.jobs import Jobs
 
     monkeypatch.delenv("GLUE_DIR", raising=False)
 

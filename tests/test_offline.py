@@ -1,4 +1,4 @@
-"""Offline compute nodes (xtc.prefetch): fetch once, then a whole workflow runs with no network at all.
+"""Offline compute nodes (xtc.study.prefetch): fetch once, then a whole workflow runs with no network at all.
 
 The rehearsal's stand-ins play the hub (``$XTC_HUB_MIRROR``): a small study names its models by hub ids
 (``standin/pretrained``, ``standin/mlm``) and its GloVe file by name, ``xtc prefetch`` fetches them into the
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from tinystudy import tiny
 
-from xtc import rehearsal
+from xtc.study import rehearsal
 
 pytestmark = pytest.mark.skipif(subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode != 0,
                                 reason="needs `unshare -n` (root, util-linux) to run the workflow without network")

@@ -1,7 +1,7 @@
 """The device a job runs on: the one it was told, or a one-line stop before any data is loaded.
 
 The workflow passes ``--device cuda`` to every job that holds a GPU (``resources.gpu`` > 0) and ``--device cpu``
-otherwise (``xtc.jobs``). :func:`require_device` is the first thing a training, evaluation or augmentation
+otherwise (``xtc.study.jobs``). :func:`require_device` is the first thing a training, evaluation or augmentation
 command does: a job told ``cuda`` on a node whose driver does not match the wheel, or whose GPU SLURM did not
 expose, stops in its first seconds with what it found and the fix -- instead of training on the CPU until the
 scheduler's time limit kills it. Without ``--device`` (the bare command), CUDA is used when it works.
@@ -99,7 +99,7 @@ def cpu_name() -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """``NVIDIA H100 80GB HBM3`` or ``cpu: <model> x<threads>``: the key of a calibration (``xtc.calibrate``)."""
+    """``NVIDIA H100 80GB HBM3`` or ``cpu: <model> x<threads>``: the key of a calibration (``xtc.study.calibrate``)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu: {cpu_name()} x{torch.get_num_threads()}"

@@ -14,9 +14,9 @@ rule augment:
     resources:
         gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
-        runtime=augment_runtime,
+        runtime=JOBS.augment_minutes,
     params:
-        args=augment_args,
+        args=JOBS.augment_args,
         device=JOBS.device(),
     shell:
         "OMP_NUM_THREADS={threads} xtc augment --task {wildcards.task} {params.args} --device {params.device} "

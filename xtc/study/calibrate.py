@@ -1,9 +1,12 @@
 """``xtc calibrate``: time a few real steps of each job kind of a study on this device, for the cost model.
 
-Random-weight models of the study's shape (``xtc.cost.study_shape``: the teacher's config, BERT-base for the paper
+Part of the workflow's wing (``xtc.study``) and importable without torch, like the rehearsal: torch and the
+training code are imported when a calibration runs.
+
+Random-weight models of the study's shape (``xtc.study.cost.study_shape``: the teacher's config, BERT-base for the paper
 studies) run the training code itself -- ``Trainer._train_step`` with the study's KD variant, quantized students
 built by ``build_student`` and ``quantize_`` -- on batches of the study's size and padded length (random token
-ids). Per kind it records samples per second, FLOPs per sample (``xtc.cost``) and, on CUDA, the peak memory:
+ids). Per kind it records samples per second, FLOPs per sample (``xtc.study.cost``) and, on CUDA, the peak memory:
 
 * ``finetune:L:fp``: teacher fine-tuning (labels only); ``distill:L:fp`` step 1, ``distill:L:1`` / ``distill:L:2``
   step 2 (W1A8 / W2A8) with KD from the teacher; ``eval:L:fp`` a forward under ``no_grad`` at the
@@ -11,7 +14,7 @@ ids). Per kind it records samples per second, FLOPs per sample (``xtc.cost``) an
 
 The result is one entry of ``config/calibration.json`` under the device's name (``xtc.device.device_name``);
 an entry of the same shape, batch, length, threads and TF32 setting is replaced. ``xtc plan`` and the workflow's
-runtime requests read it (``xtc.cost.find_rates``).
+runtime requests read it (``xtc.study.cost.find_rates``).
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from xtc.atomic import atomic_write_json
-from xtc.cost import CALIBRATION, Shape, forward_flops, kind_key, read_calibration, train_flops
+from xtc.study.cost import CALIBRATION, Shape, forward_flops, kind_key, read_calibration, train_flops
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 128  # xtc.train.evaluate's batch
@@ -41,7 +46,7 @@ def study_kinds(settings, jobs) -> list[str]:
     kinds += sorted({kind_key("distill", row["layers"], row["wbits"]) for row in jobs.runs.values()})
     kinds += sorted({kind_key("eval", n) for n in {teacher_layers, *(r["layers"] for r in jobs.runs.values())}})
     if jobs.augmented():
-        from xtc.cost import model_shape
+        from xtc.study.cost import model_shape
 
         kinds.append(kind_key("augment", model_shape(settings["augment"]["mlm"]).layers))
     return kinds
@@ -65,6 +70,8 @@ def _config(shape: Shape, layers: int, labels: int = 3):
 
 
 def _features(n: int, seq: int, vocab: int, seed: int = 0) -> list[dict]:
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000 if vocab > 2000 else 5, vocab, (n, seq), generator=g).tolist()
     return [{"input_ids": row, "token_type_ids": [0] * seq, "attention_mask": [1] * seq, "labels": i % 3}
@@ -72,12 +79,16 @@ def _features(n: int, seq: int, vocab: int, seed: int = 0) -> list[dict]:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _timed(device: torch.device, warmup: int, steps: int, step) -> tuple[float, int | None]:
     """Seconds per call of ``step`` after ``warmup`` calls, and the peak CUDA memory (None on CPU)."""
+    import torch
+
     for _ in range(warmup):
         step()
     _sync(device)
@@ -140,9 +151,10 @@ def time_kind(kind: str, shape: Shape, teacher_layers: int, batch: int, seq: int
 
 def _time_augment(mlm_shape: Shape, device: torch.device, steps: int, warmup: int, seq: int) -> dict:
     """Masked-LM rows per second: rows of ``2 x sentence + 3`` tokens, as many as fit ``AUGMENT_ROW_TOKENS``."""
+    import torch
     from transformers import BertForMaskedLM
 
-    from xtc.cost import AUGMENT_ROW_TOKENS
+    from xtc.study.cost import AUGMENT_ROW_TOKENS
 
     mlm = BertForMaskedLM(_config(mlm_shape, mlm_shape.layers)).to(device).eval()
     row = min(2 * max(seq // 4, 8) + 3, 512)
@@ -163,6 +175,8 @@ def calibrate(shape: Shape, teacher_layers: int, kinds: Sequence[str], batch: in
               steps: int = 3, warmup: int = 1, tf32: bool = False, out: Path = CALIBRATION,
               mlm_shape: Shape | None = None) -> dict:
     """Time every kind, then write (or replace) this device's entry in the calibration file; return the entry."""
+    import torch
+
     from xtc.device import device_info, device_name
 
     if device.type == "cuda":
@@ -195,8 +209,10 @@ def study_calibration(configfile: str, device: torch.device, layers: Sequence[in
                       steps: int = 3, warmup: int = 1, tf32: bool = False, out: Path = CALIBRATION,
                       threads: int | None = None) -> dict:
     """Calibrate the kinds of a study file (or, with ``layers``, FP/W1A8/W2A8 at those depths) on ``device``."""
-    from xtc.cost import model_shape, padded_length, study_shape
-    from xtc.plan import load
+    import torch
+
+    from xtc.study.cost import model_shape, padded_length, study_shape
+    from xtc.study.plan import load
 
     plan = load(configfile)
     settings = plan.settings

@@ -5,7 +5,7 @@ The runtime model of one training job (teacher fine-tuning, step 1, step 2) is
     seconds = start-up + train samples x epochs / train rate(kind) + evaluations x dev samples / eval rate(depth)
 
 where *kind* is (job, depth, weight bits) and the rates are samples per second at the study's batch size and
-padded length. ``xtc calibrate`` (``xtc.calibrate``) measures them on the current device with random-weight models
+padded length. ``xtc calibrate`` (``xtc.study.calibrate``) measures them on the current device with random-weight models
 of the study's shape and writes them to ``config/calibration.json``, keyed by device name; a kind the calibration
 did not time takes the calibrated device's effective FLOP rate of its nearest timed kind; with no calibration the
 rate is ``DEFAULT_FLOPS`` (stated as an estimate everywhere it is printed). Evaluations: one every
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from xtc.glue import TASKS
 from xtc.sources import resolve_model
-from xtc.study import teacher_given, train_examples
+from xtc.study.grid import teacher_given, train_examples
+from xtc.tasks import TASKS
 
 CALIBRATION = Path(__file__).resolve().parent.parent / "config" / "calibration.json"
 # Effective FP32 rates when nothing was calibrated (FLOP/s): a GPU of the A100 class in FP32 without TF32 (19.5
@@ -125,7 +125,7 @@ def model_dir_bytes(shape: Shape, layers: int, labels: int) -> int:
 
 
 def packed_bytes(shape: Shape, layers: int, labels: int, wbits: int) -> int:
-    """``packed/``: the packed file (``xtc.export``: quantized encoder linears and word embeddings at ``wbits``,
+    """``packed/``: the packed file (``xtc.packed``: quantized encoder linears and word embeddings at ``wbits``,
     one FP32 scale per linear and per embedding row, everything else FP32, a JSON header), size.json, manifest and
     the tokenizer."""
     h, i = shape.hidden, shape.intermediate

@@ -1,7 +1,7 @@
 """``xtc plan``: what a study will cost before its first job (torch-free).
 
-The plan builds the workflow's job graph from the same ``xtc.jobs.Jobs`` the rules call (one node per Snakemake
-job, so its counts equal a dry run's), gives every job a duration (``xtc.cost``: calibrated rates, or the
+The plan builds the workflow's job graph from the same ``xtc.study.jobs.Jobs`` the rules call (one node per Snakemake
+job, so its counts equal a dry run's), gives every job a duration (``xtc.study.cost``: calibrated rates, or the
 documented default), memory and disk, and schedules the graph as soon as possible with unlimited GPUs: the
 length of that schedule is the critical path, its widest moment the most GPUs usable at once.
 """
@@ -12,7 +12,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from xtc.cost import (
+from xtc.sources import resolve_model
+from xtc.study.cost import (
     CALIBRATION,
     GIB,
     SMALL_JOB_S,
@@ -23,10 +24,9 @@ from xtc.cost import (
     safetensors_bytes,
     tensors,
 )
-from xtc.glue import TASKS
-from xtc.jobs import Jobs
-from xtc.sources import resolve_model
-from xtc.study import data_dir, is_quantized, per_task, run_dir, step1_row, teacher_given
+from xtc.study.grid import data_dir, is_quantized, per_task, run_dir, step1_row, teacher_given
+from xtc.study.jobs import Jobs
+from xtc.tasks import TASKS
 
 # Download sizes that do not follow from a shape (bytes; estimates): GLUE's parquet files per task on the hub,
 # and TinyBERT's GloVe (glove.840B.300d.zip, 2.03 GB; 5.65 GB unzipped).
@@ -252,7 +252,7 @@ def load(configfile: str, gpu_name: str | None = None, calibration: Path = CALIB
     import yaml
     from snakemake.utils import validate
 
-    from xtc.study import load_studies
+    from xtc.study.grid import load_studies
 
     raw = yaml.safe_load(Path(configfile).read_text())
     return Plan(Jobs(load_studies(raw, configfile, validate=validate)), gpu_name, calibration)

@@ -6,12 +6,12 @@ the masked LM and the GloVe file of augmentation, GLUE from the hub when no ``gl
 fetches each into the *store* (default ``prefetched/`` in the repository, which must be on the file system the
 compute nodes share), at the revision the study pins (``revisions:``; ``main`` otherwise), printing sizes as it
 goes. ``<store>/prefetch.json`` records what was fetched and the commit each revision resolved to; every run's
-``manifest.json`` copies it (``xtc.rundir.manifest``).
+``manifest.json`` copies it (``xtc.study.rundir.manifest``).
 
 The workflow reads the store whenever it exists (``$XTC_STORE``, ``--config store=DIR``, or ``prefetched/``):
 hub ids resolve to their copies (``xtc.sources.resolve_model``), GLUE to the datasets cache inside it. With
 ``--config offline=true`` it also switches the hub off for itself and every job (``HF_HUB_OFFLINE=1``), and the
-onstart check (``xtc.jobs.Jobs.check_sources``) stops the workflow before its first submission when a source is
+onstart check (``xtc.study.jobs.Jobs.check_sources``) stops the workflow before its first submission when a source is
 not local. ``$XTC_HUB_MIRROR`` (a folder laid out as ``<owner>/<name>/`` and ``glove/<file>``) replaces the hub
 for the fetch itself: the offline test serves tiny stand-ins that way.
 
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtc.atomic import atomic_dir, atomic_write_json
-from xtc.glue import TASKS
 from xtc.sources import HUB_DATASET, STORE_ENV, is_hub_id, resolve_file, resolve_model
-from xtc.study import data_dir, teacher_given
+from xtc.study.grid import data_dir, teacher_given
+from xtc.tasks import TASKS
 
 log = logging.getLogger(__name__)
 DEFAULT_STORE = "prefetched"  # relative to the repository (the workflow's working directory)
@@ -91,7 +91,7 @@ def offline_environment() -> None:
 
 # ---------------------------------------------------------------------------------------------- what a study opens
 def study_sources(jobs) -> list[Source]:
-    """Every source the jobs of ``jobs`` (an ``xtc.jobs.Jobs``) open, each once, with its pinned revision."""
+    """Every source the jobs of ``jobs`` (an ``xtc.study.jobs.Jobs``) open, each once, with its pinned revision."""
     settings, out = jobs.settings, {}
     revisions = settings.get("revisions") or {}
 

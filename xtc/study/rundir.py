@@ -52,7 +52,7 @@ def _git_commit() -> str | None:
 def manifest(device: str, started: float, argv: Sequence[str], device_info: dict[str, Any] | None = None
              ) -> dict[str, Any]:
     """Versions, commit, command and wall time of a run; ``device_info`` (``xtc.device``) says where it ran, and
-    the sources it read at pinned revisions are listed when they came from a prefetched store (``xtc.prefetch``)."""
+    the sources it read at pinned revisions are listed when they came from a prefetched store (``xtc.study.prefetch``)."""
     versions = {}
     for package in ("xtc", "torch", "transformers", "datasets", "safetensors", "numpy", "scikit-learn"):
         try:

@@ -132,7 +132,7 @@ def _bytes(folder: Path) -> int:
 
 def test_disk_formula_equals_the_bytes_of_real_run_directories(tmp_path):
     """A teacher, an FP step-1 student and a W1A8 student from it, trained and exported by `xtc`: each run
-    directory holds what ``run_dir_bytes`` says, within 1%."""
+    directory holds what ``run_dir_bytes`` says, within 0.5%."""
     sys.path.insert(0, str(REPO / "tests"))
     from textdata import tiny_tokenizer, write_glue_tsv
 
@@ -158,4 +158,4 @@ def test_disk_formula_equals_the_bytes_of_real_run_directories(tmp_path):
     steps, evals = 12, 12 // 4 + 2  # 48 / 8 = 6 steps per epoch, 2 epochs
     for run, layers, bits in (("teacher", 6, None), ("fp3", 3, None), ("w1", 3, 1)):
         planned = cost.run_dir_bytes(shape, layers, 2, steps, evals, bits)
-        assert planned == pytest.approx(_bytes(tmp_path / run), rel=0.01), run
+        assert planned == pytest.approx(_bytes(tmp_path / run), rel=0.005), run

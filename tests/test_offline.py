@@ -18,7 +18,7 @@ import pytest
 import yaml
 from tinystudy import tiny
 
-from xtc.study import rehearsal
+from xtc.study import plan, rehearsal
 
 pytestmark = pytest.mark.skipif(subprocess.run(["unshare", "-n", "true"], capture_output=True, check=False).returncode != 0,
                                 reason="needs `unshare -n` (root, util-linux) to run the workflow without network")
@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(subprocess.run(["unshare", "-n", "true"], captur
 def study(glue: Path) -> dict:
     return {"study": "offline", "description": "offline rehearsal: hub ids served by a prefetched store",
             "teacher": {"model": "standin/pretrained", "layers": 4, "epochs": 1, "lr": 1.0e-3},
-            "data": {"glue_dir": str(glue), "max_seq_length": rehearsal.MAX_SEQ_LENGTH, "batch_size": 8},
+            "data": {"glue_dir": str(glue), "max_seq_length": rehearsal.MAX_SEQ_LENGTH, "batch_size": 8,
+                     "max_train_examples": rehearsal.TRAIN_ROWS},
             "augment": {"mlm": "standin/mlm", "glove": "glove.txt", "copies": 1},
             "grid": {"task": ["rte"], "layers": [4, 2], "wbits": [1], "abits": [8], "epochs": [1], "lr": [1.0e-3],
                      "da": [1]},
@@ -42,7 +43,7 @@ def run(*argv: str, cwd: Path, env: dict, offline: bool = False) -> subprocess.C
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
-def test_prefetch_then_the_workflow_runs_in_a_network_namespace(tmp_path):
+def test_prefetch_then_the_workflow_runs_in_a_network_namespace(tmp_path, monkeypatch):
     workdir = tiny.copy_workflow(tmp_path / "work")
     # the stand-ins, laid out as the hub would serve them
     base = rehearsal.make_inputs(tmp_path / "standins", ["rte"], layers=4)
@@ -81,3 +82,14 @@ def test_prefetch_then_the_workflow_runs_in_a_network_namespace(tmp_path):
     assert manifest["prefetched"]["standin/mlm"] == {"revision": "v1", "commit": "v1"}
     augmented = (workdir / "results" / "data" / "task~rte" / "train_aug.tsv").read_text()
     assert len(augmented.splitlines()) == 1 + 2 * rehearsal.TRAIN_ROWS  # header, each example and one copy
+
+    # the plan's disk figure of every run directory is what the rehearsal's run directories hold
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("XTC_STORE", str(store))  # the plan reads the stand-in teacher's shape from the store
+    planned = plan.load("offline.yaml").summary()["run_dir_bytes"]
+    assert "results/teachers/task~rte/seed~42" in planned and len(planned) == 1 + 3
+    for name, size in planned.items():
+        folder = workdir / name
+        held = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.name != ".owner"
+                   and "packed_eval" not in p.parts)
+        assert size == pytest.approx(held, rel=0.005), name

@@ -114,9 +114,11 @@ def safetensors_bytes(named: list[tuple[str, tuple[int, ...]]], itemsize: int = 
 # the state, one train_log line per step, one evaluation record in each of train_log, metrics.json and the state;
 # config.json, manifest.json and metrics.json of the run; the packed file's JSON header (fixed + per tensor).
 CONFIG_BYTES, TOKENIZER_BYTES, TOKENIZER_PER_WORD = 1_000, 2_800, 23
-STATE_PER_TENSOR, STATE_FIXED = 338, 8_000
-LOG_PER_STEP, PER_EVAL, RUN_FILES = 230, 200, 3_000
-PACKED_HEADER, PACKED_PER_TENSOR, PACKED_FILES = 6_000, 350, 2_000
+STATE_PER_TENSOR, STATE_FIXED = 338, 10_000
+LOG_PER_STEP, PER_EVAL, RUN_FILES = 230, 200, 3_600
+PACKED_HEADER, PACKED_PER_TENSOR, PACKED_FILES = 6_000, 350, 2_800
+# a quantized student: its QuantConfig in each config.json, and the state of each quantized linear
+QUANT_CONFIG, QUANT_STATE_PER_LINEAR = 450, 164
 
 
 def model_dir_bytes(shape: Shape, layers: int, labels: int) -> int:
@@ -142,7 +144,9 @@ def run_dir_bytes(shape: Shape, layers: int, labels: int, steps: int, evals: int
     named = tensors(shape, layers, labels)
     state = 3 * sum(math.prod(d) for _, d in named) * 4 + 3 * len(named) * STATE_PER_TENSOR + STATE_FIXED
     size = 2 * model_dir_bytes(shape, layers, labels) + state + steps * LOG_PER_STEP + evals * 3 * PER_EVAL + RUN_FILES
-    return size + (packed_bytes(shape, layers, labels, wbits) if wbits else 0)
+    if wbits:
+        size += 2 * QUANT_CONFIG + 6 * layers * QUANT_STATE_PER_LINEAR + packed_bytes(shape, layers, labels, wbits)
+    return size
 
 
 # ---------------------------------------------------------------------------------------------- compute

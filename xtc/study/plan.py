@@ -24,7 +24,7 @@ from xtc.study.cost import (
     safetensors_bytes,
     tensors,
 )
-from xtc.study.grid import data_dir, is_quantized, per_task, run_dir, step1_row, teacher_given
+from xtc.study.grid import data_dir, is_quantized, per_task, run_dir, step1_row, teacher_given, teacher_record_dir
 from xtc.study.jobs import Jobs
 from xtc.tasks import TASKS
 
@@ -46,6 +46,7 @@ class PlanJob:
     disk: int = 0
     memory: int | None = None  # peak GPU memory (bytes) of a GPU job
     kind: str = ""
+    folder: str = ""  # the run directory a training job writes
 
 
 class Plan:
@@ -80,7 +81,7 @@ class Plan:
                 self._add(PlanJob(name, "finetune_teacher", cost["seconds"], self.gpu,
                                   s["resources"]["teacher_threads"] or self.threads,
                                   disk=run_dir_bytes(self.shape, L, labels, cost["steps"], cost["evals"], None),
-                                  memory=cost["memory"], kind=cost["kind"]))
+                                  memory=cost["memory"], kind=cost["kind"], folder=teacher_record_dir(s, task)))
             teacher_node[task] = name
         for path in jobs.augmented():
             task = path.split("task~")[1].split("/")[0]
@@ -98,7 +99,7 @@ class Plan:
             bits = int(wbits) if wbits != "fp" else None
             self._add(PlanJob(f"distill {path}", "distill", cost["seconds"], self.gpu, self.threads, deps,
                               run_dir_bytes(self.shape, layers, TASKS[task].num_labels, cost["steps"], cost["evals"],
-                                            bits), cost["memory"], cost["kind"]))
+                                            bits), cost["memory"], cost["kind"], path))
             if is_quantized(row):
                 self._add(PlanJob(f"export {path}", "export", SMALL_JOB_S["export"], 0, 1, [f"distill {path}"]))
                 self._add(PlanJob(f"evaluate_packed {path}", "evaluate_packed",
@@ -214,7 +215,7 @@ class Plan:
             "gpu_hours": sum(r["gpu_hours"] for r in rules.values()),
             "cpu_hours": sum(r["cpu_hours"] for r in rules.values()),
             "critical_path_hours": critical / 3600, "critical_path": chain, "max_gpus_at_once": peak_gpus,
-            "disk_bytes": disk, "run_dir_bytes": {j.name.split(" ", 1)[1]: j.disk for j in runs},
+            "disk_bytes": disk, "run_dir_bytes": {j.folder: j.disk for j in runs},
             "dvc_cache_bytes": disk,  # dvc.yaml caches results/teachers, results/runs and results/data
             "downloads": self.downloads(), "peak_gpu_memory_bytes": kinds,
             "device": self.costs.rates.device, "rates": self.costs.rates.note,

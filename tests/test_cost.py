@@ -159,3 +159,9 @@ def test_disk_formula_equals_the_bytes_of_real_run_directories(tmp_path):
     for run, layers, bits in (("teacher", 6, None), ("fp3", 3, None), ("w1", 3, 1)):
         planned = cost.run_dir_bytes(shape, layers, 2, steps, evals, bits)
         assert planned == pytest.approx(_bytes(tmp_path / run), rel=0.005), run
+
+
+def test_the_cli_and_the_cost_model_name_the_same_calibration_file():
+    from xtc import cli
+
+    assert cli.CALIBRATION == cost.CALIBRATION == REPO / "config" / "calibration.json"

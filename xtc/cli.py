@@ -21,6 +21,8 @@ from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, Attenti
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
+# xtc calibrate writes, xtc plan reads (xtc.study.cost.CALIBRATION; spelled here so that `xtc --help` stays light)
+CALIBRATION = Path(__file__).resolve().parent.parent / "config" / "calibration.json"
 
 
 def _cmd_tasks(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -356,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--configfile", default="config/config.yaml", help="a study file, or config/studies/all.yaml")
     pl.add_argument("--gpu", help="the calibrated GPU to plan for (a device name in the calibration file; default: "
                     "the first calibrated GPU, else the documented default rate)")
-    pl.add_argument("--calibration", default=str(Path(__file__).resolve().parent.parent / "config" / "calibration.json"),
+    pl.add_argument("--calibration", default=str(CALIBRATION),
                     help="calibration file written by `xtc calibrate`")
     pl.add_argument("--json", action="store_true", help="print JSON")
     pl.set_defaults(handler=_cmd_plan)
@@ -377,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--warmup", type=int, default=1, help="untimed steps per kind")
     ca.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA)")
     ca.add_argument("--threads", type=int, help="CPU threads (default: the study's resources.threads on CPU)")
-    ca.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "config" / "calibration.json"),
+    ca.add_argument("--out", default=str(CALIBRATION),
                     help="calibration file (the entry of this device, shape, batch and length is replaced)")
     ca.set_defaults(handler=_cmd_calibrate)
 

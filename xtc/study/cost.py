@@ -28,7 +28,7 @@ from xtc.sources import resolve_model
 from xtc.study.grid import teacher_given, train_examples
 from xtc.tasks import TASKS
 
-CALIBRATION = Path(__file__).resolve().parent.parent / "config" / "calibration.json"
+CALIBRATION = Path(__file__).resolve().parents[2] / "config" / "calibration.json"
 # Effective FP32 rates when nothing was calibrated (FLOP/s): a GPU of the A100 class in FP32 without TF32 (19.5
 # TFLOP/s peak at ~50%), and one CPU thread. Estimates; a calibration replaces them.
 DEFAULT_FLOPS = {"cuda": 10e12, "cpu": 20e9}

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 
 from xtc.glue import TASKS
 from xtc.sources import check_data, check_model
-from xtc.study import (AUGMENTED, PROBS, TEACHER, data_dir, estimate_minutes, fmt_lr, is_quantized, model_label,
-                       parse_layers, per_task, run_dir, run_key, step1_row, study_runs, study_table, teacher_given,
-                       teacher_record_dir)
+from xtc.study import (AUGMENTED, PROBS, TEACHER, StudyError, data_dir, estimate_minutes, fmt_lr, is_quantized,
+                       model_label, parse_layers, per_task, run_dir, run_key, step1_row, study_runs, study_table,
+                       teacher_given, teacher_record_dir)
 
 # The rules whose jobs read models or data that may have to come from the hub.
 DATA_RULES = frozenset({"finetune_teacher", "evaluate_given_teacher", "augment", "distill", "evaluate_packed"})
@@ -32,7 +32,14 @@ class Jobs:
         return next(s for s in self.studies if s["study"] == name)
 
     def run(self, wildcards: Mapping) -> dict:
-        return self.runs[run_key(wildcards)]
+        """The run a target path names; a path outside every study's grid is refused (it would train a run no
+        table lists, with settings the grid never chose)."""
+        key = run_key(wildcards)
+        if key not in self.runs:
+            sources = ", ".join(s["source"] for s in self.studies)
+            raise StudyError(f"{key} is not a run of {sources}; ask for a run listed in results/<study>/runs.tsv, "
+                             "or add its values to the grid")
+        return self.runs[key]
 
     # ------------------------------------------------------------------------------------------------- files
     def teacher_metrics(self) -> list[str]:

@@ -69,6 +69,10 @@ def test_a_bad_rehearsal_value_is_one_clear_line():
     assert rehearsal.root_of(True, REPO) == REPO / "rehearsal"
     assert rehearsal.root_of("true", REPO) == REPO / "rehearsal"
     assert rehearsal.root_of("/tmp/x", REPO) == Path("/tmp/x")
+    for value in (".", "./", "..", str(REPO), f"{REPO}/config/.."):  # the repository (or above it): refused
+        with pytest.raises(ValueError, match=r"which holds the real study's results/, the rehearsal root; use "):
+            rehearsal.root_of(value, REPO)
+    assert rehearsal.root_of("rehearsal-mine", REPO) == REPO / "rehearsal-mine"
 
 
 # ------------------------------------------------------------------------------------------------ what is swapped

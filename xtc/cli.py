@@ -175,7 +175,7 @@ def _cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc import commands
 
-    commands.export(args.model, Path(args.out), args.teacher_config, argv)
+    commands.export(args.model, Path(args.out), args.teacher_config, argv, overwrite=args.overwrite)
     return 0
 
 
@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Pack a trained quantized model: 1-bit weights 8 per byte, ternary 4 per byte.")
     ex.add_argument("--model", required=True, help="an `xtc distill` run dir (its best model) or a model dir")
     ex.add_argument("--out", required=True, help="output dir: model.xtc.safetensors, tokenizer, size.json")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace a non-empty --out that is not an earlier export (never a run or model dir)")
     ex.add_argument("--teacher-config", help="the FP teacher's model dir or config, for the compression ratio "
                     "(default: the run's teacher)")
     ex.set_defaults(handler=_cmd_export)

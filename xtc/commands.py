@@ -285,8 +285,42 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
 PACKED = "model.xtc.safetensors"
 
 
+# What marks a directory as a run or a model dir (export never replaces one): its files, and the run's folders.
+TRAINED_MARKS = ("config.json", "metrics.json", "train_log.jsonl", MODEL, STATE_DIR)
+
+
+def _holds_training(path: Path) -> bool:
+    return any((path / mark).exists() for mark in TRAINED_MARKS)
+
+
+def check_export_out(model: Path, out: Path, overwrite: bool = False) -> None:
+    """``xtc export`` replaces ``out`` wholesale, so it writes only into a new or empty folder or an earlier export
+    (``--overwrite``: any folder), and never where a run, a model dir or the model it exports lies."""
+    target, source = out.resolve(), model.resolve()
+    fix = f"export into a folder of its own, e.g. --out {model.parent if model.name == MODEL else model}/packed"
+    if target == source or target in source.parents:
+        raise ValueError(f"--out {out} holds the model being exported ({model}), which the export would delete; {fix}")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--out {out} is a file; {fix}")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if _holds_training(target):
+        raise ValueError(f"--out {out} is a run or model directory, which export never replaces (even with "
+                         f"--overwrite); {fix}")
+    if (target / PACKED).is_file():
+        return  # an earlier export: replaced (what the workflow's rerun does)
+    if not overwrite:
+        raise ValueError(f"--out {out} is not empty and holds no earlier export ({PACKED}); choose an empty or new "
+                         "folder, or --overwrite to replace what it holds")
+    inside = next((p.parent for p in target.rglob("*") if p.name in TRAINED_MARKS and _holds_training(p.parent)),
+                  None)
+    if inside is not None:
+        raise ValueError(f"--out {out} holds the run or model directory {inside}, which export never replaces "
+                         f"(even with --overwrite); {fix}")
+
+
 def export(model: str | Path, out: Path, teacher_config: str | Path | None = None,
-           argv: Sequence[str] = ()) -> dict[str, Any]:
+           argv: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
     """Write the packed low-bit checkpoint of a trained model, its tokenizer and ``size.json`` into ``out``."""
     from transformers import AutoConfig
 
@@ -296,6 +330,7 @@ def export(model: str | Path, out: Path, teacher_config: str | Path | None = Non
 
     started = time.time()
     path, run_config = model_dir(model), run_config_of(model)
+    check_export_out(path, Path(out), overwrite)
     student = load_model_dir(path)
     recipe = Recipe.from_dict(run_config["recipe"]) if run_config else None
     teacher = None

@@ -307,3 +307,30 @@ def test_evaluate_on_the_engine_matches_the_float_metrics(packed_with_tokenizer,
     int8 = json.loads(capsys.readouterr().out)["metrics"]
     assert main(args) == 0
     assert int8 == json.loads(capsys.readouterr().out)["metrics"]
+
+
+@pytest.mark.parametrize("engine", ["float", "int8", "int8-packed"])
+def test_evaluate_records_its_engine_in_metrics_json(packed_with_tokenizer, tmp_path, capsys, engine):
+    import json
+
+    from xtc.cli import main
+
+    packed, dev = packed_with_tokenizer
+    assert main(["evaluate", "--model", str(packed), "--task", "sst2", "--data-dir", str(dev.parent.parent),
+                 "--max-seq-length", "32", "--engine", engine, "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == engine
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["engine"] == engine
+
+
+@pytest.mark.parametrize("engine", ["int8", "int8-packed"])
+def test_evaluate_on_the_engine_refuses_a_model_dir(tmp_path, capsys, engine):
+    """A run or model dir has no packed weights: the integer engine cannot serve it, and its float model is not
+    what --engine asked for."""
+    from xtc.cli import main
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}")
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--task", "sst2", "--engine", engine]) == 2
+    err = capsys.readouterr().err
+    assert f"--engine {engine} serves a packed checkpoint, but {tmp_path / 'run'} is not one" in err
+    assert err.count("\n") == 1

@@ -255,6 +255,10 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
 
     started = time.time()
     path = model_dir(model)
+    if engine != "float" and not path.is_file():
+        raise ValueError(f"--engine {engine} serves a packed checkpoint, but {model} is not one (its float model would "
+                         f"be evaluated); export it (xtc export --model {model} --out PACKED_DIR) and evaluate "
+                         "PACKED_DIR/model.xtc.safetensors, or drop --engine")
     if path.is_file():
         from xtc.export import load_packed
 
@@ -274,7 +278,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     loaded = align_labels(loaded, recipe.data.task, f"model {model}")
     collate = make_collator(tok, recipe.data.padding, recipe.data.max_seq_length)
     metrics = evaluate_model(loaded.to(target), recipe.data.task, eval_sets, collate, device=target)
-    result = {"model": str(model), "task": recipe.data.task, "metrics": metrics}
+    result = {"model": str(model), "engine": engine, "task": recipe.data.task, "metrics": metrics}
     if out is not None:
         atomic_write_json(out / "metrics.json", result)
         atomic_write_json(out / "manifest.json", manifest(str(target), started, argv))

@@ -4,6 +4,7 @@ study files that stop the workflow before any job starts. Snakemake's `validate`
 in workflow/rules/common.smk."""
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -216,9 +217,10 @@ def test_jobs_give_each_run_its_command_line_inputs_and_priority():
     step2 = next(r for r in jobs.runs.values() if r["layers"] == 2 and r["wbits"] == "1")
     wildcards = {**step2, "layers": "2"}
     parent = study.step1_row(jobs.settings, step2)
-    assert jobs.student_args(wildcards) == (
-        f"--teacher results/teachers/task~rte/seed~42 --init {study.run_dir(parent)} --weight-bits 1 --act-bits 8 "
-        "--kd one_stage --attention-target probs --train-file results/data/task~rte/train_aug.tsv")
+    assert shlex.split(jobs.student_args(wildcards)) == [
+        "--teacher", "results/teachers/task~rte/seed~42", "--init", study.run_dir(parent), "--weight-bits", "1",
+        "--act-bits", "8", "--kd", "one_stage", "--attention-target", "probs", "--train-file",
+        "results/data/task~rte/train_aug.tsv"]
     assert jobs.init_input(wildcards) == [f"{study.run_dir(parent)}/metrics.json"]
     assert jobs.teacher_input(wildcards) == ["results/teachers/task~rte/seed~42/metrics.json"]
     assert jobs.priority(wildcards) == 0 and jobs.priority({**parent, "layers": "2"}) == 1

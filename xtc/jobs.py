@@ -8,6 +8,7 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 
 from xtc.glue import TASKS
@@ -119,7 +120,12 @@ class Jobs:
         return 0 if is_quantized(self.run(wildcards)) else 1
 
     # ------------------------------------------------------------------------------------------ command lines
+    # Each is one string of shell words, every value quoted (shlex.join): study strings (paths, model ids, train.set
+    # values) reach the rules' `shell:` commands, where a space or `;` must stay part of the value.
     def data_args(self) -> str:
+        return shlex.join(self._data_args())
+
+    def _data_args(self) -> list[str]:
         data, args, glue_dir = self.settings["data"], [], data_dir(self.settings)
         if glue_dir:
             args += ["--data-dir", glue_dir]
@@ -127,12 +133,12 @@ class Jobs:
                           ("--padding", "padding")):
             if data[key] is not None:
                 args += [flag, str(data[key])]
-        return " ".join(args)
+        return args
 
     def train_args(self, wildcards: Mapping) -> str:
         """Data and training flags shared by finetune and distill."""
         data, train = self.settings["data"], self.settings["train"]
-        args = [self.data_args(), "--batch-size", str(data["batch_size"])]
+        args = [*self._data_args(), "--batch-size", str(data["batch_size"])]
         # a da=1 run trains on the whole augmented file (made from the max_train_examples subset)
         if data["max_train_examples"] and not int(wildcards.get("da", 0)):
             args += ["--max-train-examples", str(data["max_train_examples"])]
@@ -141,7 +147,7 @@ class Jobs:
         args += ["--eval-every", str(train["eval_every"])]
         if train["warmup_ratio"] is not None:
             args += ["--warmup-ratio", str(train["warmup_ratio"])]
-        return " ".join(args)
+        return shlex.join(args)
 
     def student_args(self, wildcards: Mapping) -> str:
         """The `xtc distill` flags a run's path spells out (plus the study's --set overrides)."""
@@ -164,14 +170,16 @@ class Jobs:
             args += ["--train-file", AUGMENTED.format(task=row["task"])]
         for override in self.settings["train"]["set"]:
             args += ["--set", override]
-        return " ".join(args)
+        return shlex.join(args)
 
     def teacher_args(self, wildcards: Mapping) -> str:
         teacher, task = self.settings["teacher"], wildcards["task"]
-        return f"--model {teacher['model']} --epochs {per_task(teacher['epochs'], task)} --lr {fmt_lr(teacher['lr'])}"
+        return shlex.join(["--model", teacher["model"], "--epochs", str(per_task(teacher["epochs"], task)),
+                           "--lr", fmt_lr(teacher["lr"])])
 
-    def given_teacher(self, wildcards: Mapping) -> str | None:
-        return teacher_given(self.settings, wildcards["task"])
+    def given_teacher_args(self, wildcards: Mapping) -> str:
+        """``--model`` of a given teacher's evaluation, quoted."""
+        return shlex.join(["--model", teacher_given(self.settings, wildcards["task"])])
 
     def augment_args(self, wildcards: Mapping) -> str:
         aug, data = self.settings["augment"], self.settings["data"]
@@ -185,7 +193,7 @@ class Jobs:
         glue_dir = data_dir(self.settings)
         if glue_dir:
             args += ["--data-dir", glue_dir]
-        return " ".join(args)
+        return shlex.join(args)
 
     @staticmethod
     def job_label(wildcards: Mapping) -> str:

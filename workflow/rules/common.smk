@@ -141,8 +141,8 @@ def teacher_args(wildcards):
     return JOBS.teacher_args(wildcards)
 
 
-def given_teacher(wildcards):
-    return JOBS.given_teacher(wildcards)
+def given_teacher_args(wildcards):
+    return JOBS.given_teacher_args(wildcards)
 
 
 def augment_args(wildcards):

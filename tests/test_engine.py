@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from guards import COMPILE, skip_unless
 
 from xtc.config import QuantConfig
 from xtc.engine import ENGINES, MAPPINGS, EngineBertLayer, logit_bound
@@ -249,8 +250,8 @@ def test_compiled_kernels_match_the_eager_ones(monkeypatch, tiny_bert, tiny_batc
     monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
     reset_kernels()
     enable_compiled()
-    if compile_status()["mode"] != "compiled":
-        pytest.skip(f"torch.compile is unavailable here: {compile_status()['reason']}")
+    skip_unless(compile_status()["mode"] == "compiled",
+                f"torch.compile is unavailable here: {compile_status()['reason']}", COMPILE)
     x = torch.randn(33, 64)
     codes, scale = kernels()["quantize_tokens"](x, 8)
     want_codes, want_scale = quantize_tokens(x, 8)

@@ -311,7 +311,7 @@ def test_predict_reads_header_less_pairs_from_stdin(packed_with_tokenizer, monke
 
     packed, _ = packed_with_tokenizer
     monkeypatch.setattr("sys.stdin", io.StringIO("the cat\tsees a dog\n\nthe man\tis happy\n"))
-    assert main(["predict", "--model", str(packed)]) == 0
+    assert main(["predict", "--model", str(packed), "--task", "rte"]) == 0  # the file records no task
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 

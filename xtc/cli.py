@@ -210,7 +210,7 @@ def _cmd_predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc.predict import run
 
     run(args.model, args.input, args.columns, args.scores, args.batch_size, args.max_seq_length, args.engine,
-        args.tokenizer)
+        args.tokenizer, task=args.task)
     return 0
 
 
@@ -281,11 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="labels or scores of sentences from a TSV file or stdin (one line each)")
     pr.add_argument("--model", required=True, help="packed .safetensors file (integer engine), model dir or run dir")
-    pr.add_argument("--input", default="-", help="TSV of 1 or 2 texts per line, or '-' for stdin (default)")
+    pr.add_argument("--input", default="-", help="a GLUE file of the model's task, a TSV of 1 or 2 texts per line, "
+                    "or '-' for stdin (default)")
     pr.add_argument("--columns", type=lambda t: t.split(","), help="header names of the text columns, e.g. sentence")
+    pr.add_argument("--task", help="read the input as this GLUE task's files (default: the task the model records)")
     pr.add_argument("--scores", action="store_true", help="write class probabilities instead of labels")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--max-seq-length", type=int, default=128)
+    pr.add_argument("--max-seq-length", type=int,
+                    help="truncate to this many tokens (default 128, or the model's positions when fewer)")
     pr.add_argument("--engine", choices=ENGINES, default="int8",
                     help="a packed file's engine: int8 (default), int8-packed (weights kept packed: less memory) or "
                          "float (the exact fake-quant model)")

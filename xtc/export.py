@@ -240,6 +240,11 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The xtc header of a packed checkpoint, its framing checked; reads no tensor (cheap)."""
+    return _read_header(Path(path))
+
+
 def _check_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
     """Every tensor is where the header says, with the header's shape; packed sizes agree with module shapes."""
     listed = header["tensors"]

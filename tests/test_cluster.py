@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from snakemake.exceptions import WorkflowError
 
-from xtc import cluster
+from xtc.study import cluster
 
 PROFILE_ACCOUNT = "__import__('os').environ.get('SBATCH_ACCOUNT', '')"  # as slurm/config.v8+.yaml writes it
 

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from xtc.config import QuantConfig
-from xtc.export import export_packed, load_packed
+from xtc.packed import load as load_packed
+from xtc.packed.export import export_packed
 from xtc.quant import quantize_
 
 ENGINES = ("float", "int8", "int8-packed")
@@ -157,8 +158,8 @@ def test_the_untouched_file_loads_on_every_engine(packed, tiny_batch):
 LIMITED = """
 import resource, sys, time
 import torch
-from xtc.export import load_packed
-import xtc.engine, transformers.models.bert.modeling_bert  # imported before the limit: what the loaders need
+from xtc.packed import load as load_packed
+import xtc.packed.engine, xtc.packed.fakequant, transformers.models.bert.modeling_bert  # imported before the limit: what the loaders need
 vm = int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmSize:"))) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), vm + (1 << 30)))  # 1 GiB more address space
 for engine in ("float", "int8", "int8-packed"):

@@ -9,10 +9,10 @@ from textdata import tiny_tokenizer, write_glue_tsv
 
 from xtc.cli import main
 from xtc.config import DataConfig, QuantConfig, Recipe
-from xtc.export import export_packed
 from xtc.glue import read_tsv
 from xtc.models import random_model, tiny_bert_config
-from xtc.predict import read_texts
+from xtc.packed.export import export_packed
+from xtc.packed.predict import read_texts
 from xtc.quant import quantize_
 
 
@@ -108,9 +108,9 @@ def test_predict_of_the_real_sst2_dev_file_gives_872_predictions(sst2_packed, re
     (["--columns", "sentence,label"], "--columns names 2 text column(s), but the model's task 'sst2' reads 1"),
 ])
 def test_predict_settings_are_checked_before_loading(sst2_packed, tmp_path, capsys, monkeypatch, args, message):
-    import xtc.predict
+    import xtc.packed.predict
 
-    monkeypatch.setattr(xtc.predict, "load_for_prediction", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(xtc.packed.predict, "load_for_prediction", lambda *a: pytest.fail("the model was loaded"))
     dev = write_glue_tsv(tmp_path / "glue", "sst2", "validation", 3, seed=2)
     assert main(["predict", "--model", str(sst2_packed), "--input", str(dev), *args]) == 2
     err = capsys.readouterr().err

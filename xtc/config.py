@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from xtc.granularity import (  # noqa: F401 (re-exported: the config's granularity vocabulary)
-    GRANULARITY_SYNTAX, Granularity, NumGroups, PerGroup, PerRow, PerTensor, PerToken, parse_granularity,
+    GRANULARITY_SYNTAX,
+    Granularity,
+    NumGroups,
+    PerGroup,
+    PerRow,
+    PerTensor,
+    PerToken,
+    parse_granularity,
 )
 
 CONFIG_VERSION = 1
@@ -32,6 +39,10 @@ ActRange = Literal["dynamic", "static"]
 # The KD variants, defined here once: the CLI's --kd choices, the report's order and the workflow derive from it.
 KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
 KD_VARIANTS: tuple[str, ...] = get_args(KDVariant)
+# The engines that run a packed checkpoint (xtc.packed.load): float, the exact fake-quant model; int8, weights
+# unpacked to int8 codes once and kept; int8-packed, weights kept packed, each layer's unpacked for its forward
+Engine = Literal["float", "int8", "int8-packed"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 AttentionTarget = Literal["scores", "probs"]
 LayerStrategy = Literal["xtc", "even"]
 # The original XTC recipe is every default below (docs/fidelity.md); the other values are named deviations.

@@ -1,4 +1,4 @@
-"""Bit packing of quantization codes: the low-level half of the packed checkpoint (``xtc.export`` is the file).
+"""Bit packing of quantization codes: the low-level half of the packed checkpoint (``xtc.packed.export`` is the file).
 
 Two layers, both pure vectorised torch (no Python loop over elements):
 

@@ -1,30 +1,25 @@
-"""The packed checkpoint: a truly low-bit file and its exact loader (size accounting: ``xtc.size``).
+"""The packed checkpoint's file format: the one writer's header and the one reader every loader goes through.
 
 No XTC implementation ever saved a packed checkpoint: they stored the quantized values as FP32, so the 1-bit model
-stayed 418 MB on disk. Here each quantized weight is stored as its codes, bit-packed by ``xtc.packing`` (1-bit
-weights 8 per byte, ternary 4 per byte, k-bit k bits each), plus its scales (and zero points) at their real
+stayed 418 MB on disk. Here each quantized weight is stored as its codes, bit-packed by ``xtc.packed.packing``
+(1-bit weights 8 per byte, ternary 4 per byte, k-bit k bits each), plus its scales (and zero points) at their real
 precision, in float32 as the model computes them; every other tensor of ``model.state_dict()`` (LayerNorms, biases,
 position/token-type embeddings, pooler, classifier, static activation ranges) is stored as is.
 
 **Format** (``FORMAT_VERSION`` 1): one safetensors file, whose ``__metadata__["xtc"]`` is a JSON header with
 ``format``, ``format_version``, ``xtc_version``, ``model_config`` (the HF config, ``to_dict``),
 ``attn_implementation``, ``dtype``, ``quant_config`` (the ``QuantConfig`` that ``mark_quantized`` recorded in the
-model's config, else the recipe's, checked against the modules' bits; null when neither is given; ``load_packed``
-records it on the loaded model again), ``recipe`` (or null), ``modules`` (per quantized module: ``kind``, ``group``, ``shape``,
-``bits``, ``granularity``, ``symmetric``, ``encoding``, ``stored_bits``, ``zeros``, ``scales``, and ``bias``/``act``
-for linears or ``padding_idx`` for embeddings) and ``tensors`` (the shape and dtype of every tensor in the file).
-A module ``m`` stores ``m.weight.codes`` (packed uint8), ``m.weight.scale`` (G, 1), ``m.weight.zero_point``
-(asymmetric k-bit only) and ``m.weight.zeros`` (encoding ``sign+zeros`` only). Nothing is ever unpickled.
+model's config, else the recipe's, checked against the modules' bits; null when neither is given; the float loader
+records it on the loaded model again), ``recipe`` (or null), ``modules`` (per quantized module: ``kind``, ``group``,
+``shape``, ``bits``, ``granularity``, ``symmetric``, ``encoding``, ``stored_bits``, ``zeros``, ``scales``, and
+``bias``/``act`` for linears or ``padding_idx`` for embeddings) and ``tensors`` (the shape and dtype of every tensor
+in the file). A module ``m`` stores ``m.weight.codes`` (packed uint8), ``m.weight.scale`` (G, 1),
+``m.weight.zero_point`` (asymmetric k-bit only) and ``m.weight.zeros`` (encoding ``sign+zeros`` only). Nothing is
+ever unpickled.
 
-**Exactness.** Re-quantizing a dequantized weight is *not* bit-exact (BWN's ``alpha' = mean|alpha * sign|`` and the
-k-bit ``max|q|`` are recomputed with float rounding, and the k-bit range shrinks), so ``load_packed`` does not go
-through the quantizers: it rebuilds the model with ``PackedLinear`` / ``PackedEmbedding`` (``xtc.quant.packed``:
-the fake-quant modules with an identity weight rule), which hold ``dequantize(codes, scale)`` -- the very tensor the
-fake-quant forward computes, from the same codes and scales by the same ``dequantize`` -- and run
-``QuantLinear``'s own forward, activation quantizer included. Integrity checks (framing, shapes, finite scales) run
-before any tensor is used. The logits equal the fake-quant model's with
-``torch.equal``. ``trainable=True`` instead rebuilds ``QuantLinear`` / ``QuantEmbedding`` with the dequantized
-weights as latent weights, for fine-tuning (close to, but not bit-identical with, the exported model).
+**One reader.** ``read_packed`` checks the framing, the header and every tensor against the header before any tensor
+is used, and ``build_skeleton`` / ``check_modules`` / ``check_state`` check the model the header describes; both
+loaders (``xtc.packed.fakequant`` and ``xtc.packed.engine``) go through them, so no engine is laxer than another.
 """
 
 from __future__ import annotations
@@ -33,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -44,17 +40,13 @@ from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification, Pre
 from transformers.initialization import no_init_weights
 
 from xtc import __version__
-from xtc.atomic import atomic_path
-from xtc.checkpoint import mark_quantized, quant_config_of
+from xtc.checkpoint import quant_config_of
 from xtc.config import PerToken, QuantConfig, Recipe, parse_granularity
-from xtc.packing import ENCODINGS, PackedCodes, default_encoding, pack_codes, packed_numel, unpack_codes
-from xtc.quant.apply import module_group, quantized_modules
+from xtc.packed.packing import ENCODINGS, PackedCodes, packed_numel, unpack_codes
+from xtc.quant.apply import module_group
 from xtc.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
 from xtc.quant.packed import PackedEmbedding, PackedLinear, num_scales, weight_spec
 from xtc.quant.primitives import dequantize
-
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "FP32_BYTES", "PackedEmbedding", "PackedLinear", "export_packed",
-           "load_packed", "num_scales", "predict_packed_bytes", "read_packed", "weight_spec"]
 
 FORMAT_NAME = "xtc.packed"
 FORMAT_VERSION = 1
@@ -63,7 +55,7 @@ FP32_BYTES = 4
 
 
 # ---------------------------------------------------------------------------------------------- header
-def _module_entry(name: str, module: QuantLinear | QuantEmbedding, encoding: str, stored_bits: int,
+def module_entry(name: str, module: QuantLinear | QuantEmbedding, encoding: str, stored_bits: int,
                   zeros: int) -> dict[str, Any]:
     bits, granularity, symmetric = weight_spec(module)
     shape = list(module.weight.shape)
@@ -107,7 +99,7 @@ def _quant_and_recipe(model: nn.Module, recipe: Recipe | dict | None, modules: d
     return (None if quant is None else dataclasses.asdict(quant)), (None if recipe is None else recipe.to_dict())
 
 
-def _header(model: nn.Module, modules: dict[str, dict[str, Any]], specs: dict[str, tuple[list[int], torch.dtype]],
+def make_header(model: nn.Module, modules: dict[str, dict[str, Any]], specs: dict[str, tuple[list[int], torch.dtype]],
             recipe: Recipe | dict | None) -> dict[str, Any]:
     first = next(model.parameters())
     quant_config, recipe = _quant_and_recipe(model, recipe, modules)
@@ -122,84 +114,8 @@ def _header(model: nn.Module, modules: dict[str, dict[str, Any]], specs: dict[st
     }
 
 
-def _remainder(model: nn.Module, quantized: list[str]) -> dict[str, torch.Tensor]:
-    """Every state-dict tensor except the quantized weights: the FP remainder, stored as is."""
-    skip = {f"{name}.weight" for name in quantized}
-    return {k: v for k, v in model.state_dict().items() if k not in skip}
-
-
-def _check_exportable(model: nn.Module, quantized: list[str], allow_float: bool) -> None:
-    packed = [n for n, m in model.named_modules() if isinstance(m, (PackedLinear, PackedEmbedding))]
-    if packed:
-        raise ValueError(f"module {packed[0]!r} was loaded by load_packed (no latent weight); export the fake-quant "
-                         "model, or load the checkpoint with load_packed(path, trainable=True) first")
-    if not quantized and not allow_float:
-        raise ValueError(f"{type(model).__name__} has no quantized module, so there is nothing to pack; quantize it "
-                         "with xtc.quant.quantize_ first, or pass allow_float=True to store it all in full precision")
-
-
-# ---------------------------------------------------------------------------------------------- export
-def export_packed(model: nn.Module, path: str | os.PathLike, recipe: Recipe | dict | None = None, *,
-                  allow_float: bool = False) -> dict[str, Any]:
-    """Write ``model`` (fake-quant, from ``quantize_``) as a packed checkpoint; returns ``{path, file_bytes, header}``.
-
-    An FP model (no quantized module) is an error unless ``allow_float=True``, which writes a valid all-FP file: a
-    "packed" file that packs nothing is almost always a forgotten ``quantize_``. Written atomically.
-    """
-    quantized = list(quantized_modules(model))
-    _check_exportable(model, [n for n, _ in quantized], allow_float)
-    tensors: dict[str, torch.Tensor] = {}
-    modules: dict[str, dict[str, Any]] = {}
-    for name, module in quantized:
-        codes, scale, *zero_point = module.weight_quantizer.quantize(module.weight)
-        if not torch.isfinite(scale).all():
-            raise ValueError(f"module {name!r} has non-finite weights (its scales are NaN or inf): the training "
-                             "diverged; export a checkpoint from before it (e.g. the run's model/, the best on dev)")
-        packed = pack_codes(codes, module.weight_quantizer.bits, module.weight_quantizer.symmetric)
-        tensors[f"{name}.weight.codes"] = packed.data
-        tensors[f"{name}.weight.scale"] = scale
-        if zero_point:
-            tensors[f"{name}.weight.zero_point"] = zero_point[0]
-        if packed.zeros is not None:
-            tensors[f"{name}.weight.zeros"] = packed.zeros
-        zeros = 0 if packed.zeros is None else packed.zeros.numel()
-        modules[name] = _module_entry(name, module, packed.encoding, packed.stored_bits, zeros)
-    # The remainder is cloned: safetensors refuses tensors that share storage (tied or viewed parameters).
-    tensors.update({k: v.detach().clone() for k, v in _remainder(model, list(modules)).items()})
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    header = _header(model, modules, {k: (list(v.shape), v.dtype) for k, v in tensors.items()}, recipe)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        safetensors.torch.save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
-    return {"path": str(path), "file_bytes": path.stat().st_size, "header": header}
-
-
-def predict_packed_bytes(model: nn.Module, recipe: Recipe | dict | None = None) -> int:
-    """The exact size ``export_packed`` would write, from shapes alone (works on a ``meta``-device model).
-
-    Assumes no binary weight holds an exact zero (each zero adds a 4-byte position; see ``xtc.packing``).
-    """
-    quantized = list(quantized_modules(model))
-    specs: dict[str, tuple[list[int], torch.dtype]] = {}
-    modules: dict[str, dict[str, Any]] = {}
-    for name, module in quantized:
-        bits, granularity, symmetric = weight_spec(module)
-        encoding, stored_bits = default_encoding(bits, symmetric)
-        specs[f"{name}.weight.codes"] = ([packed_numel(module.weight.numel(), stored_bits)], torch.uint8)
-        scale_shape = [num_scales(module.weight.shape, granularity), 1]
-        specs[f"{name}.weight.scale"] = (scale_shape, module.weight.dtype)
-        if not symmetric and bits >= 3:
-            specs[f"{name}.weight.zero_point"] = (scale_shape, module.weight.dtype)
-        modules[name] = _module_entry(name, module, encoding, stored_bits, 0)
-    specs.update({k: (list(v.shape), v.dtype) for k, v in _remainder(model, list(modules)).items()})
-    header = _header(model, modules, specs, recipe)
-    # safetensors orders tensors and pads its header itself: ask it rather than re-implement its layout.
-    zeros = {k: torch.zeros(shape, dtype=dtype) for k, (shape, dtype) in specs.items()}
-    return len(safetensors.torch.save(zeros, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)}))
-
-
-# ---------------------------------------------------------------------------------------------- load
-def _corrupt(path: Path, why: str) -> ValueError:
+# ---------------------------------------------------------------------------------------------- read
+def corrupt(path: Path, why: str) -> ValueError:
     return ValueError(f"truncated or corrupt packed checkpoint {path}: {why}; export it again with export_packed "
                       "(or copy the file again)")
 
@@ -211,7 +127,7 @@ def _whole(value: object, minimum: int = 0) -> bool:
 def _framing_end(path: Path, framing: object) -> int:
     """The end of the data the safetensors framing describes; every entry's types checked (JSON can say anything)."""
     if not isinstance(framing, dict):
-        raise _corrupt(path, "the safetensors header is not a JSON object")
+        raise corrupt(path, "the safetensors header is not a JSON object")
     end = 0
     for key, value in framing.items():
         if key == "__metadata__":
@@ -222,44 +138,45 @@ def _framing_end(path: Path, framing: object) -> int:
                 and isinstance(shape, list) and all(_whole(n) for n in shape)
                 and isinstance(offsets, list) and len(offsets) == 2 and all(_whole(n) for n in offsets)
                 and offsets[0] <= offsets[1]):
-            raise _corrupt(path, f"tensor {key!r} has a malformed safetensors entry {json.dumps(value)[:200]} "
-                                 "(dtype: a name; shape, data_offsets: whole numbers)")
+            raise corrupt(path, f"tensor {key!r} has a malformed safetensors entry {json.dumps(value)[:200]} "
+                                "(dtype: a name; shape, data_offsets: whole numbers)")
         end = max(end, offsets[1])
     return end
 
 
-def _read_header(path: Path) -> dict[str, Any]:
-    """Parse and check the safetensors framing ourselves, so a cut file gets a precise message."""
+def read_header(path: Path) -> dict[str, Any]:
+    """The xtc header, with the safetensors framing parsed and checked here (a cut file gets a precise message) and
+    every header field checked (``check_header``); reads no tensor."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         prefix = f.read(8)
         if len(prefix) < 8:
-            raise _corrupt(path, f"the file has {size} bytes, fewer than the 8-byte safetensors header length")
+            raise corrupt(path, f"the file has {size} bytes, fewer than the 8-byte safetensors header length")
         (length,) = struct.unpack("<Q", prefix)
         if 8 + length > size:
-            raise _corrupt(path, f"the header claims {length} bytes but only {size - 8} follow")
+            raise corrupt(path, f"the header claims {length} bytes but only {size - 8} follow")
         raw = f.read(length)
     try:
         framing = json.loads(raw)
     except ValueError as err:
-        raise _corrupt(path, f"the safetensors header is not valid JSON ({err})") from None
+        raise corrupt(path, f"the safetensors header is not valid JSON ({err})") from None
     end = _framing_end(path, framing)
     if size != 8 + length + end:
-        raise _corrupt(path, f"the header describes {8 + length + end} bytes but the file has {size}")
+        raise corrupt(path, f"the header describes {8 + length + end} bytes but the file has {size}")
     metadata = framing.get("__metadata__") or {}
     if not isinstance(metadata, dict):
-        raise _corrupt(path, "the safetensors metadata is not a JSON object")
+        raise corrupt(path, "the safetensors metadata is not a JSON object")
     if METADATA_KEY not in metadata:
         raise ValueError(f"{path} is a safetensors file but not an xtc packed checkpoint (no {METADATA_KEY!r} entry in "
-                         "its metadata); write packed checkpoints with xtc.export.export_packed")
+                         "its metadata); write packed checkpoints with xtc.packed.export.export_packed")
     if not isinstance(metadata[METADATA_KEY], str):
-        raise _corrupt(path, "the xtc header is not text (a JSON string)")
+        raise corrupt(path, "the xtc header is not text (a JSON string)")
     try:
         header = json.loads(metadata[METADATA_KEY])
     except ValueError as err:
-        raise _corrupt(path, f"the xtc header is not valid JSON ({err})") from err
+        raise corrupt(path, f"the xtc header is not valid JSON ({err})") from err
     if not isinstance(header, dict):
-        raise _corrupt(path, "the xtc header is not a JSON object")
+        raise corrupt(path, "the xtc header is not a JSON object")
     found = header.get("format_version")
     if header.get("format") != FORMAT_NAME or found != FORMAT_VERSION:
         raise ValueError(
@@ -267,7 +184,7 @@ def _read_header(path: Path) -> dict[str, Any]:
             f"{FORMAT_VERSION}; export it again from the fake-quant model with this xtc, or load it with the xtc "
             "release that wrote it"
         )
-    _check_header(path, header)
+    check_header(path, header)
     return header
 
 
@@ -277,27 +194,27 @@ DTYPES = ("float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
-def _check_header(path: Path, header: dict[str, Any]) -> None:
+def check_header(path: Path, header: dict[str, Any]) -> None:
     """Every field the loaders read, of the right JSON type and within its vocabulary; module by module."""
     for key in ("model_config", "modules", "tensors"):
         if not isinstance(header.get(key), dict):
-            raise _corrupt(path, f"the xtc header's {key!r} is not a JSON object")
+            raise corrupt(path, f"the xtc header's {key!r} is not a JSON object")
     for key in ("quant_config", "recipe"):
         if not (header.get(key) is None or isinstance(header[key], dict)):
-            raise _corrupt(path, f"the xtc header's {key!r} is neither null nor a JSON object")
+            raise corrupt(path, f"the xtc header's {key!r} is neither null nor a JSON object")
     if header.get("dtype") not in DTYPES:
-        raise _corrupt(path, f"the xtc header names dtype {header.get('dtype')!r}, not one of {list(DTYPES)}")
+        raise corrupt(path, f"the xtc header names dtype {header.get('dtype')!r}, not one of {list(DTYPES)}")
     attn = header.get("attn_implementation")
     if attn is not None and attn not in ATTN_IMPLEMENTATIONS:
-        raise _corrupt(path, f"its attn_implementation {attn!r} is not one of {list(ATTN_IMPLEMENTATIONS)} (or null)")
+        raise corrupt(path, f"its attn_implementation {attn!r} is not one of {list(ATTN_IMPLEMENTATIONS)} (or null)")
     for key, spec in header["tensors"].items():
         if not (isinstance(spec, dict) and isinstance(spec.get("dtype"), str) and isinstance(spec.get("shape"), list)
                 and all(_whole(n) for n in spec["shape"])):
-            raise _corrupt(path, f"the xtc header's entry of tensor {key!r} is not {{shape: whole numbers, dtype}}")
+            raise corrupt(path, f"the xtc header's entry of tensor {key!r} is not {{shape: whole numbers, dtype}}")
     for name, entry in header["modules"].items():
         _check_module(path, name, entry)
     if header["quant_config"] is not None:
-        _header_quant_config(path, header)
+        header_quant_config(path, header)
 
 
 def _encodings(bits: int, symmetric: bool) -> dict[str, int]:
@@ -309,7 +226,7 @@ def _encodings(bits: int, symmetric: bool) -> dict[str, int]:
 
 def _check_module(path: Path, name: str, entry: object) -> None:
     def bad(what: str) -> ValueError:
-        return _corrupt(path, f"module {name!r} {what}")
+        return corrupt(path, f"module {name!r} {what}")
 
     if not isinstance(entry, dict):
         raise bad("is not a JSON object")
@@ -322,8 +239,8 @@ def _check_module(path: Path, name: str, entry: object) -> None:
         raise bad(f"has bits {bits!r} and symmetric {symmetric!r}; expected 1..8 and true/false")
     granularity = entry.get("granularity")
     try:
-        if isinstance(parse_granularity(str(granularity)), PerToken) or not isinstance(granularity, str):
-            raise ValueError("per token")
+        if not isinstance(granularity, str) or isinstance(parse_granularity(granularity), PerToken):
+            raise ValueError("a weight granularity")
         scales = num_scales(shape, granularity)
     except (ValueError, TypeError):
         raise bad(f"has granularity {granularity!r}; expected tensor, row, group:N or groups:N that divides its "
@@ -349,11 +266,6 @@ def _check_module(path: Path, name: str, entry: object) -> None:
             ActQuantizer(act["bits"], act["range"], act["granularity"], act["momentum"])
         except (TypeError, ValueError, KeyError) as err:
             raise bad(f"has an invalid act {act!r} ({type(err).__name__})") from None
-
-
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The xtc header of a packed checkpoint, its framing checked; reads no tensor (cheap)."""
-    return _read_header(Path(path))
 
 
 def _check_tensors(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
@@ -396,7 +308,7 @@ def _check_codes(path: Path, name: str, entry: dict[str, Any], tensors: dict[str
     """A module's stored tensors hold what export_packed writes: uint8 codes (no ternary field 3), integer zero
     positions inside the weight, scales in the model's dtype. Without this a faster path could read them otherwise."""
     def bad(what: str) -> ValueError:
-        return _corrupt(path, f"module {name!r} {what}")
+        return corrupt(path, f"module {name!r} {what}")
 
     parts = {part: tensors.get(f"{name}.weight.{part}") for part in ("codes", "scale", "zero_point", "zeros")}
     if parts["codes"] is not None and parts["codes"].dtype != torch.uint8:
@@ -416,43 +328,24 @@ def _check_codes(path: Path, name: str, entry: dict[str, Any], tensors: dict[str
             raise bad("holds the 2-bit field 3, which is no ternary code")
 
 
-def _check_model(path: Path, header: dict[str, Any]) -> None:
+def check_model(path: Path, header: dict[str, Any]) -> None:
     """The model the header's config describes, built on the meta device (no memory), against the file: its depth,
-    every quantized module's kind and shape, every other tensor's shape. A small file asking for a huge model
-    stops here, before any loader allocates it."""
-    import re
-
-    config_dict = dict(header["model_config"])
-    model_type = config_dict.get("model_type")
-    if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"packed checkpoint {path} holds model_type {model_type!r}, unknown to transformers "
-                         f"{__import__('transformers').__version__}; upgrade transformers")
-    try:
-        config = CONFIG_MAPPING[model_type].from_dict(config_dict)
-    except Exception as err:  # transformers validates configs with its own exception types
-        raise _corrupt(path, f"its model_config is not a valid {model_type} config ({type(err).__name__})") from None
+    every packed module's kind and shape (``check_modules``), every other tensor's shape. A small file asking for a
+    huge model stops here, before any loader allocates it."""
+    config = _config(path, header)
     names = [*header["tensors"], *header["modules"]]
     held = {int(i) for n in names for i in re.findall(r"\.layer\.(\d+)\.", f"{n}.")}
     layers = getattr(config, "num_hidden_layers", None)
     if held and layers != len(held):
-        raise _corrupt(path, f"its config asks for {layers!r} layers but the file holds {len(held)}")
+        raise corrupt(path, f"its config asks for {layers!r} layers but the file holds {len(held)}")
     kwargs = {"attn_implementation": header["attn_implementation"]} if header["attn_implementation"] else {}
     try:
         with torch.device("meta"):
             model = AutoModelForSequenceClassification.from_config(config, **kwargs)
     except Exception as err:  # a config transformers cannot build a model of
-        raise _corrupt(path, f"transformers cannot build the model of its model_config ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
-    modules = dict(model.named_modules())
-    for name, entry in header["modules"].items():
-        old = modules.get(name)
-        kind = nn.Embedding if entry["kind"] == "embedding" else nn.Linear
-        if not isinstance(old, kind):
-            raise ValueError(f"packed checkpoint {path}: module {name!r} ({entry['kind']}) is not a {kind.__name__} of "
-                             "the model its config describes; the file is inconsistent")
-        if list(old.weight.shape) != entry["shape"]:
-            raise ValueError(f"packed checkpoint {path}: module {name!r} is {entry['shape']} in the header but "
-                             f"{list(old.weight.shape)} in the model its config describes; the file is inconsistent")
+        raise corrupt(path, f"transformers cannot build the model of its model_config ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+    check_modules(path, header, model)
     quantized = {f"{name}.weight" for name in header["modules"]}
     for key, value in model.state_dict().items():
         if key in quantized:
@@ -469,20 +362,91 @@ def _check_model(path: Path, header: dict[str, Any]) -> None:
 def read_packed(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(header, tensors)`` of a packed checkpoint, validated; safetensors and JSON only, never pickle."""
     path = Path(path)
-    header = _read_header(path)
+    header = read_header(path)
     try:
         tensors = safetensors.torch.load_file(str(path))
     except Exception as err:  # safetensors raises its own SafetensorError type
-        raise _corrupt(path, str(err)) from err
+        raise corrupt(path, str(err)) from err
     try:
         _check_tensors(path, header, tensors)
     except (KeyError, TypeError) as err:
-        raise _corrupt(path, f"the xtc header is missing or mistypes {err}") from err
-    _check_model(path, header)
+        raise corrupt(path, f"the xtc header is missing or mistypes {err}") from err
+    check_model(path, header)
     return header, tensors
 
 
-def _build_module(entry: dict[str, Any], trainable: bool, dtype: torch.dtype) -> nn.Module:
+# ---------------------------------------------------------------------------------------------- the model
+def header_dtype(path: Path, header: dict[str, Any]) -> torch.dtype:
+    dtype = getattr(torch, str(header["dtype"]), None)
+    if not isinstance(dtype, torch.dtype):
+        raise corrupt(path, f"the xtc header names dtype {header['dtype']!r}, which is not a torch dtype")
+    return dtype
+
+
+def _config(path: Path, header: dict[str, Any]) -> PretrainedConfig:
+    config_dict = dict(header["model_config"])
+    model_type = config_dict.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise ValueError(f"packed checkpoint {path} holds model_type {model_type!r}, unknown to transformers "
+                         f"{__import__('transformers').__version__}; upgrade transformers")
+    try:
+        return CONFIG_MAPPING[model_type].from_dict(config_dict)
+    except Exception as err:  # transformers validates configs with its own exception types
+        raise corrupt(path, f"its model_config is not a valid {model_type} config ({type(err).__name__})") from None
+
+
+def build_skeleton(path: Path, header: dict[str, Any]) -> nn.Module:
+    """The model the header's config describes, uninitialised (every tensor is overwritten from the file); call it
+    on a header ``read_packed`` returned (``check_model`` has checked it on the meta device)."""
+    config = _config(path, header)
+    kwargs = {"attn_implementation": header["attn_implementation"]} if header["attn_implementation"] else {}
+    # Random initialisation would be wasted: at BERT-base it is most of the load time (0.55 s of ~1 s, 2-core CPU).
+    with no_init_weights():
+        return AutoModelForSequenceClassification.from_config(config, **kwargs)
+
+
+def check_modules(path: Path, header: dict[str, Any], model: nn.Module) -> None:
+    """Every packed module replaces a module of the same kind and shape in the model the config describes."""
+    originals = dict(model.named_modules())
+    for name, entry in header["modules"].items():
+        old = originals.get(name)
+        kind = nn.Embedding if entry["kind"] == "embedding" else nn.Linear
+        if not isinstance(old, kind):
+            raise ValueError(f"packed checkpoint {path}: module {name!r} ({entry['kind']}) is not a {kind.__name__} of "
+                             "the model its config describes; the file is inconsistent")
+        if list(old.weight.shape) != entry["shape"]:
+            raise ValueError(f"packed checkpoint {path}: module {name!r} is {entry['shape']} in the header but "
+                             f"{list(old.weight.shape)} in the model its config describes; the file is inconsistent")
+
+
+def remainder_state(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The file's tensors that are not a packed weight's parts: the model's FP remainder."""
+    return {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.weight.") for m in header["modules"])}
+
+
+def dequantized_weight(name: str, entry: dict[str, Any], tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``dequantize(codes, scale)``: the very weight the fake-quant forward computes, from the stored codes."""
+    scale = tensors[f"{name}.weight.scale"]
+    stored = PackedCodes(entry["encoding"], entry["stored_bits"], tensors[f"{name}.weight.codes"],
+                         tensors.get(f"{name}.weight.zeros"))
+    codes = unpack_codes(stored, math.prod(entry["shape"]), scale.dtype).reshape(entry["shape"])
+    return dequantize(codes, scale, entry["granularity"], tensors.get(f"{name}.weight.zero_point"))
+
+
+def check_state(path: Path, expected: dict[str, torch.Size], state: dict[str, torch.Tensor]) -> None:
+    """The file's remaining tensors are exactly the model's, with the model's shapes."""
+    for key in sorted(set(expected) ^ set(state)):
+        where = "missing from the file" if key in expected else "not part of the model"
+        raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {where} (model built from the stored config)")
+    for key, value in state.items():
+        if value.shape != expected[key]:
+            raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {list(value.shape)} in the file but the "
+                             f"model its config describes needs {list(expected[key])}")
+
+
+def float_module(entry: dict[str, Any], trainable: bool, dtype: torch.dtype) -> nn.Module:
+    """The module of one header entry on the float path: ``PackedLinear``/``PackedEmbedding`` holding the
+    dequantized weight, or (``trainable``) ``QuantLinear``/``QuantEmbedding`` with it as the latent weight."""
     bits, granularity, symmetric = entry["bits"], entry["granularity"], entry["symmetric"]
     if entry["kind"] == "embedding":
         if trainable:
@@ -498,75 +462,12 @@ def _build_module(entry: dict[str, Any], trainable: bool, dtype: torch.dtype) ->
     return PackedLinear(in_features, out_features, entry["bias"], act, bits, granularity, symmetric, dtype)
 
 
-def load_packed(path: str | os.PathLike, device: str | torch.device = "cpu", trainable: bool = False,
-                engine: str = "float") -> nn.Module:
-    """Rebuild the model of a packed checkpoint, in eval mode; its logits equal the exported model's exactly.
-
-    ``trainable=True`` returns fake-quant modules (latent weight = the dequantized weight) that can be fine-tuned;
-    their forward re-quantizes, so logits match only up to float rounding of the recomputed scales.
-    ``engine="int8"`` runs it on the integer CPU engine instead (``xtc.engine``: int8 weights, integer matmuls).
-    """
-    if engine != "float":
-        if trainable or torch.device(device).type != "cpu":
-            raise ValueError(f"engine={engine!r} serves on CPU and cannot be trained: drop trainable=True and pass "
-                             f"device='cpu' (got device={device!r}), or use engine='float'")
-        from xtc.engine import load_engine
-
-        return load_engine(path, engine)
-    path = Path(path)
-    header, tensors = read_packed(path)
-    config_dict = dict(header["model_config"])
-    model_type = config_dict.get("model_type")
-    if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"packed checkpoint {path} holds model_type {model_type!r}, unknown to transformers "
-                         f"{__import__('transformers').__version__}; upgrade transformers")
-    config: PretrainedConfig = CONFIG_MAPPING[model_type].from_dict(config_dict)
-    kwargs = {"attn_implementation": header["attn_implementation"]} if header["attn_implementation"] else {}
-    dtype = getattr(torch, str(header["dtype"]), None)
-    if not isinstance(dtype, torch.dtype):
-        raise _corrupt(path, f"the xtc header names dtype {header['dtype']!r}, which is not a torch dtype")
-    # Every parameter and persistent buffer is overwritten from the file below (strict), so random initialisation
-    # would be wasted: at BERT-base it is most of the load time (0.55 s of ~1 s on a 2-core CPU).
-    with no_init_weights():
-        model = AutoModelForSequenceClassification.from_config(config, **kwargs).to(dtype)
-    state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.weight.") for m in header["modules"])}
-    originals = dict(model.named_modules())  # each name below is replaced once, so this stays valid for lookups
-    for name, entry in header["modules"].items():
-        old = originals.get(name)
-        kind = nn.Embedding if entry["kind"] == "embedding" else nn.Linear
-        if not isinstance(old, kind):
-            raise ValueError(f"packed checkpoint {path}: module {name!r} ({entry['kind']}) is not a {kind.__name__} of "
-                             "the model its config describes; the file is inconsistent")
-        if list(old.weight.shape) != entry["shape"]:
-            raise ValueError(f"packed checkpoint {path}: module {name!r} is {entry['shape']} in the header but "
-                             f"{list(old.weight.shape)} in the model its config describes; the file is inconsistent")
-        stored = PackedCodes(entry["encoding"], entry["stored_bits"], tensors[f"{name}.weight.codes"],
-                             tensors.get(f"{name}.weight.zeros"))
-        scale = tensors[f"{name}.weight.scale"]
-        codes = unpack_codes(stored, math.prod(entry["shape"]), scale.dtype).reshape(entry["shape"])
-        zero_point = tensors.get(f"{name}.weight.zero_point")
-        state[f"{name}.weight"] = dequantize(codes, scale, entry["granularity"], zero_point)
-        model.set_submodule(name, _build_module(entry, trainable, dtype))
-    expected = model.state_dict()
-    for key in sorted(set(expected) ^ set(state)):
-        where = "missing from the file" if key in expected else "not part of the model"
-        raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {where} (model built from the stored config)")
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(f"packed checkpoint {path}: tensor {key!r} is {list(value.shape)} in the file but the "
-                             f"model its config describes needs {list(expected[key].shape)}")
-    model.load_state_dict(state, strict=True)
-    if header["quant_config"] is not None:  # the recorded QuantConfig: a trainable load saves as a fake-quant dir
-        mark_quantized(model, _header_quant_config(path, header))
-    return model.to(device).eval()
-
-
-def _header_quant_config(path: Path, header: dict[str, Any]) -> QuantConfig:
+def header_quant_config(path: Path, header: dict[str, Any]) -> QuantConfig:
     raw = header["quant_config"]
     try:
         cfg = QuantConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     except (TypeError, ValueError, AttributeError) as err:
-        raise _corrupt(path, f"its quant_config is not a valid QuantConfig ({err})") from None
+        raise corrupt(path, f"its quant_config is not a valid QuantConfig ({err})") from None
     _check_bits(cfg, header["modules"], f"packed checkpoint {path}: the header's quant_config",
                 "the checkpoint was edited or corrupted; export it again")
     return cfg

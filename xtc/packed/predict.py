@@ -1,6 +1,6 @@
 """``xtc predict``: labels (or scores) of sentences read from a TSV file or stdin, one output line per input line.
 
-A packed checkpoint runs on the integer CPU engine by default (``load_packed(path, engine="int8")``); a model or
+A packed checkpoint runs on the integer CPU engine by default (``xtc.packed.load(path, engine="int8")``); a model or
 run directory runs its float (fake-quant) model.
 
 Input is read as the model's task reads it (``--task``, or the task its packed header or run directory records):
@@ -141,7 +141,7 @@ def read_texts(lines: Iterable[str], columns: Sequence[str] | None = None, sourc
 def predict_logits(model, tokenizer, texts: Sequence[tuple[str, str | None]], batch_size: int = 32,
                    max_length: int = 128) -> torch.Tensor:
     """``(N, num_labels)`` logits in input order; batches of similar length."""
-    from xtc.glue import make_collator
+    from xtc.collate import make_collator
 
     if batch_size < 1:
         raise ValueError(f"batch size {batch_size} must be at least 1")
@@ -174,11 +174,11 @@ def describe(model: str | Path) -> dict[str, Any]:
     """What predict needs to know before loading: ``path`` (a packed file, or the model dir), ``packed``, the HF
     ``config`` dict, the recorded ``task`` (None when nothing records it) and the ``tokenizer`` dir. Cheap: the
     packed file's header or the dir's JSON files, no weights."""
-    from xtc.rundir import model_dir, run_config_of
+    from xtc.study.rundir import model_dir, run_config_of
 
     path = Path(model)
     if path.is_file():
-        from xtc.export import read_header
+        from xtc.packed.format import read_header
 
         header = read_header(path)
         recipe = header.get("recipe") or {}
@@ -242,9 +242,9 @@ def load_for_prediction(info: dict[str, Any], engine: str = "int8"):
     from xtc.checkpoint import load_model_dir
 
     if info["packed"]:
-        from xtc.export import load_packed
+        from xtc.packed import load
 
-        return load_packed(info["path"], engine=engine)
+        return load(info["path"], engine=engine)
     if engine != "float":
         log.info("%s is not a packed checkpoint: running its float model (the integer engine serves packed files)",
                  info["path"])

@@ -5,7 +5,7 @@ first violation as one line naming the file, the key and the fix; Snakemake's ``
 defaults; ``check_study`` adds what a schema cannot express. ``load_studies`` returns one invocation's studies
 (``config/studies/all.yaml`` lists several; their shared sections must agree); ``study_runs`` the runs of one
 (grid product minus exclusions, plus the step-1 students); ``estimate_minutes`` a job's runtime request.
-``xtc.jobs`` turns them into what the workflow's rules ask for; ``workflow/rules/common.smk`` only forwards.
+``xtc.study.jobs`` turns them into what the workflow's rules ask for; ``workflow/rules/common.smk`` only forwards.
 
 The run key: a run is a dict of ``AXES`` (``run_row``); ``run_dir`` spells it as a path (``RUN``), ``run_key``
 reads a path's values back, ``table_row`` is its line of ``results/<study>/runs.tsv`` (``RUNS_COLUMNS``),
@@ -28,10 +28,10 @@ import jsonschema
 import yaml
 
 from xtc.config import KD_VARIANTS, MODULE_GROUPS, Recipe, parse_override, suggest, with_values
-from xtc.glue import TASKS
+from xtc.tasks import TASKS
 from xtc.sources import resolve_model
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 FP = "fp"
 FP_SPELLINGS = frozenset({"", "fp", "fp32", "32", "none", "null", "nan"})
 # The grid axes: every one but teacher_layer is a path component (teacher_layer joins the layer value).
@@ -47,6 +47,7 @@ AUGMENTED = "results/data/task~{task}/train_aug.tsv"
 PROBS = "_probs"
 KD_GRID = (*KD_VARIANTS, *(variant + PROBS for variant in KD_VARIANTS if variant.endswith("_stage")))
 WBITS, ABITS = (1, 2, FP), (8, FP)  # the grid's bit widths (the schema's enums)
+QUANTIZED_WBITS = tuple(b for b in WBITS if b != FP)  # the runs that are exported and served packed
 # Settings that are not in the run paths: every study built in one invocation must agree on them.
 SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources")
 SCHEMA_HINT = "(see workflow/schemas/config.schema.yaml)"

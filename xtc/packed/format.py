@@ -17,9 +17,13 @@ in the file). A module ``m`` stores ``m.weight.codes`` (packed uint8), ``m.weigh
 ``m.weight.zero_point`` (asymmetric k-bit only) and ``m.weight.zeros`` (encoding ``sign+zeros`` only). Nothing is
 ever unpickled.
 
-**One reader.** ``read_packed`` checks the framing, the header and every tensor against the header before any tensor
-is used, and ``build_skeleton`` / ``check_modules`` / ``check_state`` check the model the header describes; both
-loaders (``xtc.packed.fakequant`` and ``xtc.packed.engine``) go through them, so no engine is laxer than another.
+**One reader.** ``read_packed`` checks the framing (every JSON type), the header (``check_header``: each field in its
+vocabulary -- dtype, ``attn_implementation``, kind, shape, granularity, the encoding and stored bits of the bits),
+every tensor against the header (uint8 codes, integer zero positions inside the weight, no ternary field 3, scales
+in the model's dtype), and, on the meta device, the model the header's config describes against the file
+(``check_model``: depth, module kinds and shapes) -- before any tensor is used or any model allocated. Both loaders
+(``xtc.packed.fakequant`` and ``xtc.packed.engine``) go through it and then ``build_skeleton`` / ``check_modules`` /
+``check_state``, so no engine is laxer than another: each refuses a corrupt file with the same one line.
 """
 
 from __future__ import annotations

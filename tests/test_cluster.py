@@ -1,4 +1,4 @@
-"""The workflow's cluster guards (xtc/cluster.py) that need no SLURM: reading the profile's default resources."""
+"""The workflow's cluster guards (xtc/study/cluster.py) that need no SLURM: reading the profile's default resources."""
 
 from __future__ import annotations
 

@@ -92,6 +92,7 @@ def format_rows(logits: torch.Tensor, id2label: dict[int, str], scores: bool) ->
 def load_for_prediction(model: str | Path, engine: str = "int8"):
     """``(model, tokenizer_dir)``: a packed file on ``engine``, else a model or run directory (float)."""
     from xtc.checkpoint import load_model_dir
+    from xtc.study.rundir import model_dir
 
     path = Path(model)
     if path.is_file():
@@ -103,8 +104,7 @@ def load_for_prediction(model: str | Path, engine: str = "int8"):
     if engine != "float":
         log.info("%s is not a packed checkpoint: running its float model (the integer engine serves packed files)",
                  path)
-    if (path / "model" / "config.json").is_file():
-        path = path / "model"
+    path = model_dir(path)
     return load_model_dir(path).eval(), path
 
 

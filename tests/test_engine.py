@@ -10,9 +10,9 @@ from guards import COMPILE, skip_unless
 
 from xtc.config import ENGINES, QuantConfig
 from xtc.packed import load as load_packed
-from xtc.packed.engine import MAPPINGS, EngineBertLayer, logit_bound
+from xtc.packed.engine import EngineBertLayer, logit_bound
 from xtc.packed.export import export_packed
-from xtc.packed.packing import pack_codes
+from xtc.quant.packing import code_mapping, pack_codes
 from xtc.quant import int8 as int8_module
 from xtc.quant import quantize_
 from xtc.quant.int8 import (
@@ -128,7 +128,7 @@ def test_packed_weight_unpacks_to_the_exact_int8_codes(bits):
     for w in weights:
         codes, _ = quantize_weight(w, bits, "tensor")
         stored = pack_codes(codes, bits)
-        mul, sub = MAPPINGS.get(stored.encoding, (1, 2 ** (stored.stored_bits - 1)))
+        mul, sub = code_mapping(stored.encoding, stored.stored_bits)
         parts.append(PackedWeight(stored.data, stored.stored_bits, mul, sub, 16, 24, stored.zeros))
         want.append(codes.t().to(torch.int8))  # (in, out)
         assert torch.equal(parts[-1].weight_codes(), want[-1])

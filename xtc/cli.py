@@ -17,7 +17,7 @@ from typing import get_args
 
 from xtc import __version__
 from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, LayerStrategy, Padding,
-                        Recipe, RepFirst, parse_override, suggest, with_values)
+                        Recipe, RepFirst, parse_bits, parse_override, suggest, with_values)
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
@@ -92,12 +92,10 @@ STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_lay
 
 
 def _bits(text: str) -> int | None:
-    if text.lower() in ("fp", "none", "null", "32"):
-        return None
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a bit-width: use 1, 2, 3..8, or fp/none") from None
+        return parse_bits(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _flag_group(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:

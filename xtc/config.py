@@ -52,6 +52,24 @@ Padding = Literal["max_length", "dynamic"]
 OptimizerRule = Literal["original", "torch"]
 
 
+# Every way a study file or the command line may say "full precision" instead of a bit width (the one list).
+FP_SPELLINGS = frozenset({"", "fp", "fp32", "32", "none", "null", "nan"})
+
+
+def parse_bits(value: object) -> int | None:
+    """A bit width from text or a number, or None for full precision (``FP_SPELLINGS``); ``ValueError`` otherwise."""
+    text = "" if value is None else str(value).strip().lower()
+    if text in FP_SPELLINGS:
+        return None
+    try:
+        bits = int(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a bit width: use 1..31, or fp") from None
+    if not 1 <= bits < 32:
+        raise ValueError(f"{value!r} is not a bit width: use 1..31, or fp")
+    return bits
+
+
 def suggest(value: object, choices: typing.Iterable[object]) -> str:
     """``; did you mean 'x'?`` for the closest choice, or an empty string (the one "did you mean" of the project)."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)

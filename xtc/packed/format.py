@@ -1,7 +1,7 @@
 """The packed checkpoint's file format: the one writer's header and the one reader every loader goes through.
 
 No XTC implementation ever saved a packed checkpoint: they stored the quantized values as FP32, so the 1-bit model
-stayed 418 MB on disk. Here each quantized weight is stored as its codes, bit-packed by ``xtc.packed.packing``
+stayed 418 MB on disk. Here each quantized weight is stored as its codes, bit-packed by ``xtc.quant.packing``
 (1-bit weights 8 per byte, ternary 4 per byte, k-bit k bits each), plus its scales (and zero points) at their real
 precision, in float32 as the model computes them; every other tensor of ``model.state_dict()`` (LayerNorms, biases,
 position/token-type embeddings, pooler, classifier, static activation ranges) is stored as is.
@@ -46,7 +46,7 @@ from transformers.initialization import no_init_weights
 from xtc import __version__
 from xtc.checkpoint import quant_config_of
 from xtc.config import PerToken, QuantConfig, Recipe, parse_granularity
-from xtc.packed.packing import ENCODINGS, PackedCodes, packed_numel, unpack_codes
+from xtc.quant.packing import ENCODINGS, PackedCodes, packed_numel, unpack_codes
 from xtc.quant.apply import module_group
 from xtc.quant.modules import ActQuantizer, QuantEmbedding, QuantLinear, WeightQuantizer
 from xtc.quant.packed import PackedEmbedding, PackedLinear, num_scales, weight_spec

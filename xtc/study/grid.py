@@ -27,13 +27,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from xtc.config import KD_VARIANTS, MODULE_GROUPS, Recipe, parse_override, suggest, with_values
-from xtc.tasks import TASKS
+from xtc.config import KD_VARIANTS, MODULE_GROUPS, Recipe, parse_bits, parse_override, suggest, with_values
 from xtc.sources import resolve_model
+from xtc.study.rundir import model_dir
+from xtc.tasks import TASKS
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 FP = "fp"
-FP_SPELLINGS = frozenset({"", "fp", "fp32", "32", "none", "null", "nan"})
 # The grid axes: every one but teacher_layer is a path component (teacher_layer joins the layer value).
 AXES = ("task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "seed")
 RUNS_COLUMNS = ("study", *AXES, "run_dir", "packed_dir")
@@ -70,14 +70,10 @@ class StudyError(ValueError):
 
 # ------------------------------------------------------------------------------------------------- spellings
 def precision(value: object) -> str:
-    """``'fp'`` or a bit width as text (``'1'``, ``'8'``): the one map of full-precision spellings."""
-    text = "" if value is None else str(value).strip().lower()
-    if text in FP_SPELLINGS:
-        return FP
-    bits = int(text)
-    if not 1 <= bits < 32:
-        raise ValueError("expected 1..31 bits or 'fp'")
-    return str(bits)
+    """``'fp'`` or a bit width as text (``'1'``, ``'8'``), by ``xtc.config.parse_bits`` (the one map of
+    full-precision spellings)."""
+    bits = parse_bits(value)
+    return FP if bits is None else str(bits)
 
 
 def fmt_lr(lr: object) -> str:
@@ -206,8 +202,7 @@ def data_dir(study: Mapping) -> str | None:
 
 
 def local_teacher_layers(path: str) -> int | None:
-    config = Path(path) / "model" / "config.json"
-    config = config if config.is_file() else Path(path) / "config.json"
+    config = model_dir(path) / "config.json"
     return yaml.safe_load(config.read_text()).get("num_hidden_layers") if config.is_file() else None
 
 

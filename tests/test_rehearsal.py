@@ -43,7 +43,7 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def load_study(name: str) -> dict:
+def load_rehearsed_study(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / "studies" / f"{name}.yaml").read_text())
 
 
@@ -80,7 +80,7 @@ def test_config_rewrite_is_torch_free():
 
 def _validated(name: str) -> dict:
     """The study as the workflow sees it (defaults filled), without Snakemake: the keys apply() touches."""
-    study = load_study(name)
+    study = load_rehearsed_study(name)
     study.setdefault("augment", {}).setdefault("copies", None)
     study["augment"].setdefault("glove", None)
     study.setdefault("resources", {})

@@ -2,8 +2,8 @@
 
 Each command takes a typed ``Recipe`` (built by the CLI) and explicit paths -- ``RunPaths`` for the training
 commands, ``AugmentRequest`` for augmentation -- never an argparse ``Namespace``. The run directory's layout,
-its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``. Together with
-``cli.py`` and ``rundir.py`` this is the only code that touches files.
+its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``; what files each
+part writes, always atomically (``xtc.atomic``), is said where it writes them.
 """
 
 from __future__ import annotations

@@ -65,8 +65,8 @@ rehearse: venv
 	$(WITH_VENV) $(BIN)/snakemake --cores $(REHEARSAL_CORES) $(REHEARSAL) $(SNAKEMAKE_ARGS)
 	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html all
 
-# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds, 274
-# jobs, about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
+# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds (the
+# job count: snakemake -n $(FINDINGS)), about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
 FINDINGS := --configfile config/findings/findings-cpu.yaml
 
 findings: $(VENV)/.demo-installed

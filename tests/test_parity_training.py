@@ -1,7 +1,7 @@
 """XTC training steps against an oracle built from the original's pieces (docs/fidelity.md).
 
-Side A is xtc's own code path, the functions ``xtc distill`` calls: ``resolve_teacher_layer`` -> ``build_student``
--> ``quantize_`` -> ``layer_maps`` -> ``Trainer`` (``make_collator`` padding, ``forward_with_internals``,
+Side A is xtc's own code path, the functions ``xtc distill`` calls: ``commands.prepare_student`` (``build_student``
+-> ``quantize_`` -> ``layer_maps``) -> ``Trainer`` (``make_collator`` padding, ``forward_with_internals``,
 ``kd_loss``, ``xtc.optim``). Side B, the oracle, is what DeepSpeedExamples' ``run_glue_no_trainer.py`` does, made of:
 DeepSpeed 0.19.6's ``init_compression`` (its ``student_initialization`` for the layer reduction) and its
 ``compression_scheduler`` stepped as DeepSpeed's engine steps it; transformers 4.x ``AdamW`` (written out below from
@@ -35,14 +35,14 @@ from deepspeed.compression.scheduler import compression_scheduler  # noqa: E402
 from deepspeed.compression.utils import AsymQuantizer  # noqa: E402
 
 from bench.deepspeed_step import xtc_ds_config  # noqa: E402
-from xtc.checkpoint import mark_quantized  # noqa: E402
+from xtc.commands import prepare_student  # noqa: E402
 from xtc.config import QuantConfig, Recipe, apply_overrides  # noqa: E402
-from xtc.distill import forward_with_internals, kd_loss, layer_maps, stages  # noqa: E402
+from xtc.distill import forward_with_internals, kd_loss, stages  # noqa: E402
 from xtc.collate import make_collator  # noqa: E402
 from xtc.models import random_model  # noqa: E402
 from xtc.quant import quantize_  # noqa: E402
 from xtc.quant.primitives import fake_quantize_weight  # noqa: E402
-from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer  # noqa: E402
+from xtc.reduce import build_student, encoder_layers  # noqa: E402
 from xtc.train import Hooks, Trainer  # noqa: E402
 
 TOL = 1e-6
@@ -237,13 +237,9 @@ def oracle(teacher, batches, lr, warmup, weight_decay=0.01):
 
 # ---------------------------------------------------------------------------------------------- side A: xtc
 def _xtc_student(teacher, recipe):
-    """What ``xtc.commands.distill`` does before training (no --init)."""
-    n_teacher = len(encoder_layers(teacher))
-    teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
-    student = build_student(teacher, teacher_layer)
-    quantize_(student, recipe.quant)
-    mark_quantized(student, recipe.quant)
-    return student.train(), layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
+    """What ``xtc distill`` trains (no --init): the very function ``xtc.commands.distill`` calls."""
+    student, maps, _ = prepare_student(recipe, teacher)
+    return student, maps
 
 
 def _recipe(lr: float, switched: tuple[str, ...] = ()) -> Recipe:

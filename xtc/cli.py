@@ -1,4 +1,5 @@
-"""The ``xtc`` command line: the only module that reads argv, configures logging and writes files.
+"""The ``xtc`` command line: the only module that reads argv and configures logging (``xtc.report.__main__``
+does the same for the report).
 
 Each subcommand imports what it needs inside its handler, so ``xtc --help`` stays fast (no torch import). The
 handlers build a typed ``Recipe`` (flags as typed values, then ``--set`` overrides, validated once) and paths, and

@@ -2,8 +2,8 @@
 
 Each command takes a typed ``Recipe`` (built by the CLI) and explicit paths -- ``RunPaths`` for the training
 commands, ``AugmentRequest`` for augmentation -- never an argparse ``Namespace``. The run directory's layout,
-its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``. Together with
-``cli.py`` and ``rundir.py`` this is the only code that touches files.
+its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``; what files each
+part writes, always atomically (``xtc.atomic``), is said where it writes them.
 """
 
 from __future__ import annotations
@@ -155,21 +155,34 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
 
 def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> dict[str, Any]:
     """Train a student by KD from a fine-tuned teacher: layer-reduced (step 1) and/or quantized (step 2)."""
-    import copy
-
-    from xtc.checkpoint import load_tokenizer, mark_quantized
-    from xtc.distill import layer_maps
-    from xtc.quant import quantize_
-    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
+    from xtc.checkpoint import load_tokenizer
 
     check_inputs(recipe)
     init_dir = model_dir(init) if init else None
     if init_dir is not None:
         _check_init(recipe, init_dir)
     teacher_model, teacher_dir = _load_teacher(teacher, recipe)
+    start = _load_init(init_dir, teacher_model, teacher) if init_dir is not None else None
+    student, maps, teacher_layer = prepare_student(recipe, teacher_model, start)
+    inputs = {"teacher": str(teacher), "init": str(init) if init else None, "teacher_layer": list(teacher_layer)}
+    return run_training(recipe, student, load_tokenizer(teacher_dir), paths, teacher_model, maps, inputs=inputs)
+
+
+def prepare_student(recipe: Recipe, teacher_model, start: tuple[Any, tuple[int, ...]] | None = None):
+    """``(student, layer maps, teacher_layer)``: what ``xtc distill`` trains, in train mode. From ``start`` (an
+    ``--init`` step-1 student and its teacher layers), else the teacher's kept layers (``build_student``; all of
+    them: a copy of the teacher), then quantized and marked when the recipe quantizes. The step-parity test
+    (tests/test_parity_training.py) trains exactly this."""
+    import copy
+
+    from xtc.checkpoint import mark_quantized
+    from xtc.distill import layer_maps
+    from xtc.quant import quantize_
+    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
+
     n_teacher = len(encoder_layers(teacher_model))
-    if init_dir is not None:
-        student, teacher_layer = _load_init(init_dir, teacher_model, teacher)
+    if start is not None:
+        student, teacher_layer = start
     else:
         teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
         student = (build_student(teacher_model, teacher_layer) if len(teacher_layer) < n_teacher
@@ -177,10 +190,7 @@ def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> 
     if recipe.quant.enabled:
         quantize_(student, recipe.quant)
         mark_quantized(student, recipe.quant)
-    maps = layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
-    student.train()
-    inputs = {"teacher": str(teacher), "init": str(init) if init else None, "teacher_layer": list(teacher_layer)}
-    return run_training(recipe, student, load_tokenizer(teacher_dir), paths, teacher_model, maps, inputs=inputs)
+    return student.train(), layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first), tuple(teacher_layer)
 
 
 def _check_init(recipe: Recipe, init_dir: Path) -> None:

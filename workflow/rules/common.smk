@@ -34,7 +34,10 @@ def configured():
 
 
 # Rehearsal (--config rehearsal=true): the same jobs on tiny local stand-ins, in their own root (xtc/study/rehearsal.py).
-REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
+try:
+    REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
 # The schemas' messages and checks of xtc.study.grid first, then Snakemake's validate() fills the defaults.
 try:
     _studies = study.load_studies(

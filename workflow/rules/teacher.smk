@@ -42,10 +42,10 @@ rule evaluate_given_teacher:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=JOBS.small_minutes,
     params:
-        model=JOBS.given_teacher,
+        model=JOBS.given_teacher_args,
         data=JOBS.data_args(),
         device=JOBS.device(),
         out=output_dir,
     shell:
-        "OMP_NUM_THREADS={threads} xtc evaluate --model {params.model} --task {wildcards.task} {params.data} "
+        "OMP_NUM_THREADS={threads} xtc evaluate {params.model} --task {wildcards.task} {params.data} "
         "--device {params.device} --out {params.out} > {log} 2>&1"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from xtc.config import KD_VARIANTS, suggest
+from xtc.config import KD_VARIANTS, MODULE_GROUPS, Recipe, parse_bits, parse_override, suggest, with_values
 from xtc.sources import resolve_model
+from xtc.study.rundir import model_dir
 from xtc.tasks import TASKS
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 FP = "fp"
-FP_SPELLINGS = frozenset({"", "fp", "fp32", "32", "none", "null", "nan"})
 # The grid axes: every one but teacher_layer is a path component (teacher_layer joins the layer value).
 AXES = ("task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "seed")
 RUNS_COLUMNS = ("study", *AXES, "run_dir", "packed_dir")
@@ -49,6 +50,15 @@ QUANTIZED_WBITS = tuple(b for b in WBITS if b != FP)  # the runs that are export
 # Settings that are not in the run paths: every study built in one invocation must agree on them.
 SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources", "revisions")
 SCHEMA_HINT = "(see workflow/schemas/config.schema.yaml)"
+# The recipe keys the grid owns, and the axis that sets each: a run's path and label name their values (and the
+# workflow passes the init and train files), so a study's `train.set` may not change them.
+GRID_OWNED = {
+    "data.task": "grid.task", "reduce.layers": "grid.layers", "reduce.teacher_layer": "grid.teacher_layer",
+    "reduce.strategy": "grid.teacher_layer", "quant.weight_bits": "grid.wbits",
+    **{f"quant.{group}_bits": "grid.wbits" for group in MODULE_GROUPS}, "quant.act_bits": "grid.abits",
+    "distill.kd": "grid.kd", "distill.attention_target": "grid.kd", "train.epochs": "grid.epochs",
+    "train.lr": "grid.lr", "train.seed": "grid.seed", "data.train_file": "grid.da",
+}
 
 Validate = Callable[[dict, str], Any]  # snakemake.utils.validate(data, schema_path): validates, fills defaults
 
@@ -59,14 +69,10 @@ class StudyError(ValueError):
 
 # ------------------------------------------------------------------------------------------------- spellings
 def precision(value: object) -> str:
-    """``'fp'`` or a bit width as text (``'1'``, ``'8'``): the one map of full-precision spellings."""
-    text = "" if value is None else str(value).strip().lower()
-    if text in FP_SPELLINGS:
-        return FP
-    bits = int(text)
-    if not 1 <= bits < 32:
-        raise ValueError("expected 1..31 bits or 'fp'")
-    return str(bits)
+    """``'fp'`` or a bit width as text (``'1'``, ``'8'``), by ``xtc.config.parse_bits`` (the one map of
+    full-precision spellings)."""
+    bits = parse_bits(value)
+    return FP if bits is None else str(bits)
 
 
 def fmt_lr(lr: object) -> str:
@@ -195,9 +201,70 @@ def data_dir(study: Mapping) -> str | None:
 
 
 def local_teacher_layers(path: str) -> int | None:
-    config = Path(path) / "model" / "config.json"
-    config = config if config.is_file() else Path(path) / "config.json"
+    config = model_dir(path) / "config.json"
     return yaml.safe_load(config.read_text()).get("num_hidden_layers") if config.is_file() else None
+
+
+def _per_task_values(value, key: str) -> list[tuple[str, Any]]:
+    """``(key as written, value)`` of a per-task setting: ``grid.epochs`` or ``grid.epochs.rte``, list items flat."""
+    pairs = list(value.items()) if isinstance(value, dict) else [(None, value)]
+    return [(key if task is None else f"{key}.{task}", item) for task, values in pairs
+            for item in (values if isinstance(values, list) else [values])]
+
+
+def check_budgets(study: Mapping) -> None:
+    """Every epoch count is at least 1 and every learning rate a finite number above 0 (the schema lets `0` and
+    the string "0" through)."""
+    source = study["source"]
+    epochs = [*_per_task_values(study["grid"]["epochs"], "grid.epochs"),
+              *_per_task_values(study["teacher"]["epochs"], "teacher.epochs"),
+              *_per_task_values(study["step1"]["epochs"], "step1.epochs")]
+    for key, value in epochs:
+        if value < 1:
+            raise StudyError(f"{source}: {key} = {value} is not allowed; train for at least 1 epoch")
+    rates = [("grid.lr", lr) for lr in study["grid"]["lr"]] + [("teacher.lr", study["teacher"]["lr"]),
+                                                              ("step1.lr", study["step1"]["lr"])]
+    for key, lr in rates:
+        if not (math.isfinite(float(lr)) and float(lr) > 0):
+            raise StudyError(f"{source}: {key} = {lr!r} is not allowed; a learning rate is a number above 0, "
+                             "e.g. 5.0e-5")
+
+
+def check_finetuned(study: Mapping) -> None:
+    """A ``teacher.finetuned`` template names no placeholder but ``{task}``."""
+    given, source = study["teacher"]["finetuned"], study["source"]
+    if not isinstance(given, str):
+        return
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(given) if name is not None]
+    except ValueError as err:
+        raise StudyError(f"{source}: teacher.finetuned = {given!r} is not a valid template ({err}); write "
+                         "{task} where the task name goes, and double other braces ({{ }})") from None
+    for name in fields:
+        if name != "task":
+            raise StudyError(f"{source}: teacher.finetuned = {given!r} names {{{name}}}; the only placeholder is "
+                             "{task} (the GLUE task name): fix the template")
+
+
+def check_overrides(study: Mapping) -> None:
+    """Every ``train.set`` entry parses, names a recipe key the grid does not own, and the set validates."""
+    source, values = study["source"], {}
+    for item in study["train"]["set"]:
+        try:
+            key, value = parse_override(item)
+            with_values(Recipe(), {key: value})
+        except ValueError as err:
+            raise StudyError(f"{source}: train.set {item!r}: {err}") from None
+        if key in GRID_OWNED:
+            axis = GRID_OWNED[key]
+            raise StudyError(
+                f"{source}: train.set {item!r} sets {key}, which the grid owns ({axis} names it in every run's path "
+                f"and label); vary {axis} instead, or drop the entry")
+        values[key] = value
+    try:
+        with_values(Recipe(), values)
+    except ValueError as err:
+        raise StudyError(f"{source}: train.set: {err}") from None
 
 
 def check_study(study: Mapping) -> None:
@@ -208,11 +275,17 @@ def check_study(study: Mapping) -> None:
             raise StudyError(
                 f"{source}: grid.layers = {layers} is more than the teacher's {n_teacher} layers (teacher.layers); "
                 f"use student layer counts from 1 to {n_teacher}, or set teacher.layers to the teacher's depth")
+    check_budgets(study)
+    check_finetuned(study)
+    check_overrides(study)
     for task in grid["task"]:
         for flag in per_task(grid["da"], task):
             if flag not in (0, 1):
                 raise StudyError(f"{source}: grid.da = {flag} is not allowed; use 0 (off) or 1 (on)")
     for key, choices in grid["teacher_layer"].items():
+        if int(key) not in grid["layers"]:
+            raise StudyError(f"{source}: grid.teacher_layer.{key} gives layer choices for {key}-layer students, but "
+                             f"grid.layers = {grid['layers']} has none; add {key} to grid.layers or drop the entry")
         for choice in choices:
             if len(choice) != int(key) or any(i >= n_teacher for i in choice) or sorted(set(choice)) != list(choice):
                 raise StudyError(f"{source}: grid.teacher_layer.{key} = {choice} must list {key} increasing 0-based "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from xtc.study.grid import (
     AUGMENTED,
     PROBS,
     TEACHER,
+    StudyError,
     data_dir,
     fmt_lr,
     is_quantized,
@@ -57,7 +59,14 @@ class Jobs:
         return next(s for s in self.studies if s["study"] == name)
 
     def run(self, wildcards: Mapping) -> dict:
-        return self.runs[run_key(wildcards)]
+        """The run a target path names; a path outside every study's grid is refused (it would train a run no
+        table lists, with settings the grid never chose)."""
+        key = run_key(wildcards)
+        if key not in self.runs:
+            sources = ", ".join(s["source"] for s in self.studies)
+            raise StudyError(f"{key} is not a run of {sources}; ask for a run listed in results/<study>/runs.tsv, "
+                             "or add its values to the grid")
+        return self.runs[key]
 
     # ------------------------------------------------------------------------------------------------- files
     def teacher_metrics(self) -> list[str]:
@@ -144,7 +153,13 @@ class Jobs:
         gpu = resources["gpu"] if gpu is None else gpu
         return resources.get("device") or ("cuda" if gpu > 0 else "cpu")
 
+
+    # Each is one string of shell words, every value quoted (shlex.join): study strings (paths, model ids, train.set
+    # values) reach the rules' `shell:` commands, where a space or `;` must stay part of the value.
     def data_args(self) -> str:
+        return shlex.join(self._data_args())
+
+    def _data_args(self) -> list[str]:
         data, args, glue_dir = self.settings["data"], [], data_dir(self.settings)
         if glue_dir:
             args += ["--data-dir", glue_dir]
@@ -152,12 +167,12 @@ class Jobs:
                           ("--padding", "padding")):
             if data[key] is not None:
                 args += [flag, str(data[key])]
-        return " ".join(args)
+        return args
 
     def train_args(self, wildcards: Mapping) -> str:
         """Data and training flags shared by finetune and distill."""
         data, train = self.settings["data"], self.settings["train"]
-        args = [self.data_args(), "--batch-size", str(data["batch_size"])]
+        args = [*self._data_args(), "--batch-size", str(data["batch_size"])]
         # a da=1 run trains on the whole augmented file (made from the max_train_examples subset)
         if data["max_train_examples"] and not int(wildcards.get("da", 0)):
             args += ["--max-train-examples", str(data["max_train_examples"])]
@@ -166,7 +181,7 @@ class Jobs:
         args += ["--eval-every", str(train["eval_every"])]
         if train["warmup_ratio"] is not None:
             args += ["--warmup-ratio", str(train["warmup_ratio"])]
-        return " ".join(args)
+        return shlex.join(args)
 
     def student_args(self, wildcards: Mapping) -> str:
         """The `xtc distill` flags a run's path spells out (plus the study's --set overrides)."""
@@ -189,14 +204,16 @@ class Jobs:
             args += ["--train-file", AUGMENTED.format(task=row["task"])]
         for override in self.settings["train"]["set"]:
             args += ["--set", override]
-        return " ".join(args)
+        return shlex.join(args)
 
     def teacher_args(self, wildcards: Mapping) -> str:
         teacher, task = self.settings["teacher"], wildcards["task"]
-        return f"--model {teacher['model']} --epochs {per_task(teacher['epochs'], task)} --lr {fmt_lr(teacher['lr'])}"
+        return shlex.join(["--model", teacher["model"], "--epochs", str(per_task(teacher["epochs"], task)),
+                           "--lr", fmt_lr(teacher["lr"])])
 
-    def given_teacher(self, wildcards: Mapping) -> str | None:
-        return teacher_given(self.settings, wildcards["task"])
+    def given_teacher_args(self, wildcards: Mapping) -> str:
+        """``--model`` of a given teacher's evaluation, quoted."""
+        return shlex.join(["--model", teacher_given(self.settings, wildcards["task"])])
 
     def augment_args(self, wildcards: Mapping) -> str:
         aug, data = self.settings["augment"], self.settings["data"]
@@ -210,7 +227,7 @@ class Jobs:
         glue_dir = data_dir(self.settings)
         if glue_dir:
             args += ["--data-dir", glue_dir]
-        return " ".join(args)
+        return shlex.join(args)
 
     @staticmethod
     def job_label(wildcards: Mapping) -> str:

@@ -14,7 +14,6 @@ import yaml
 from snakemake.utils import validate
 
 from xtc.config import KD_VARIANTS
-from xtc.tasks import TASKS
 from xtc.study import grid as study
 from xtc.study.jobs import Jobs
 

@@ -41,7 +41,9 @@ def study_kinds(settings, jobs) -> list[str]:
     """The kinds a study's jobs run: its teacher fine-tuning, each (depth, bits) of its students, the evaluations
     at each depth, augmentation."""
     teacher_layers, kinds = settings["teacher"]["layers"], []
-    if any(not jobs.given_teacher({"task": t}) for t in jobs.tasks):
+    from xtc.study.grid import teacher_given
+
+    if any(not teacher_given(settings, t) for t in jobs.tasks):
         kinds.append(kind_key("finetune", teacher_layers))
     kinds += sorted({kind_key("distill", row["layers"], row["wbits"]) for row in jobs.runs.values()})
     kinds += sorted({kind_key("eval", n) for n in {teacher_layers, *(r["layers"] for r in jobs.runs.values())}})

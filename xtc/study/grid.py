@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import os
 import string
 from collections.abc import Callable, Mapping

@@ -45,3 +45,21 @@ def real_glue():
     """The public GLUE files (tests/guards.py): a skip where they are not, a failure under CI."""
     skip_unless(REAL_GLUE.is_dir(), f"real GLUE files not found at {REAL_GLUE} (set XTC_GLUE_DIR)", GLUE)
     return REAL_GLUE
+
+
+@pytest.fixture
+def packed_with_tokenizer(tmp_path):
+    """A tiny W1A8 packed checkpoint with its tokenizer beside it (as `xtc export` writes), and a GLUE SST-2 dir."""
+    from textdata import tiny_tokenizer, write_glue_tsv
+    from xtc.packed.export import export_packed
+    from xtc.config import QuantConfig
+    from xtc.quant import quantize_
+
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    model = random_model(tiny_bert_config(vocab_size=len(tokenizer)), seed=0).eval()
+    quantize_(model, QuantConfig(weight_bits=1))
+    out = tmp_path / "packed"
+    export_packed(model, out / "model.xtc.safetensors")
+    tokenizer.save_pretrained(out)
+    dev = write_glue_tsv(tmp_path / "glue", "sst2", "validation", 12, seed=2)
+    return out / "model.xtc.safetensors", dev

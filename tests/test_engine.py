@@ -283,61 +283,6 @@ def test_engine_cannot_be_trained_or_put_on_another_device(tiny_bert, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-@pytest.fixture
-def packed_with_tokenizer(tmp_path):
-    """A tiny W1A8 packed checkpoint with its tokenizer beside it (as `xtc export` writes), and a GLUE SST-2 dir."""
-    from tests.textdata import tiny_tokenizer, write_glue_tsv
-    from xtc.models import random_model, tiny_bert_config
-
-    tokenizer = tiny_tokenizer(tmp_path / "tok")
-    model = random_model(tiny_bert_config(vocab_size=len(tokenizer)), seed=0).eval()
-    quantize_(model, QuantConfig(weight_bits=1))
-    out = tmp_path / "packed"
-    export_packed(model, out / "model.xtc.safetensors")
-    tokenizer.save_pretrained(out)
-    dev = write_glue_tsv(tmp_path / "glue", "sst2", "validation", 12, seed=2)
-    return out / "model.xtc.safetensors", dev
-
-
-def test_predict_writes_one_label_per_line_like_the_float_model(packed_with_tokenizer, tmp_path, capsys):
-    from xtc.cli import main
-
-    packed, dev = packed_with_tokenizer
-    args = ["predict", "--model", str(packed), "--input", str(dev), "--columns", "sentence"]
-    assert main([*args, "--scores"]) == 0
-    int8 = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
-    assert main([*args, "--scores", "--engine", "float"]) == 0
-    exact = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
-    assert len(int8) == len(exact) == 12 and torch.allclose(torch.tensor(int8), torch.tensor(exact), atol=1e-5)
-    assert main(args) == 0
-    labels = capsys.readouterr().out.splitlines()
-    assert labels == [("LABEL_1" if b > a else "LABEL_0") for a, b in int8]
-    assert main([*args, "--scores", "--engine", "int8-packed"]) == 0  # weights kept packed: the same numbers
-    assert [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()] == int8
-
-
-def test_predict_reads_header_less_pairs_from_stdin(packed_with_tokenizer, monkeypatch, capsys):
-    import io
-
-    from xtc.cli import main
-
-    packed, _ = packed_with_tokenizer
-    monkeypatch.setattr("sys.stdin", io.StringIO("the cat\tsees a dog\n\nthe man\tis happy\n"))
-    assert main(["predict", "--model", str(packed), "--task", "rte"]) == 0  # the file records no task
-    assert len(capsys.readouterr().out.splitlines()) == 2
-
-
-def test_predict_rejects_lines_of_three_texts(packed_with_tokenizer, monkeypatch, capsys):
-    import io
-
-    from xtc.cli import main
-
-    packed, _ = packed_with_tokenizer
-    monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\tc\n"))
-    assert main(["predict", "--model", str(packed)]) == 2
-    assert "line 1: 3 tab-separated fields" in capsys.readouterr().err
-
-
 def test_evaluate_on_the_engine_matches_the_float_metrics(packed_with_tokenizer, capsys):
     import json
 

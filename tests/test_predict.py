@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 from textdata import tiny_tokenizer, write_glue_tsv
 
 from xtc.cli import main
@@ -141,3 +142,43 @@ def test_a_recipe_less_packed_file_refuses_ambiguous_input(tmp_path, capsys):
     assert "and the model records no task" in err and "--task" in err and "--columns" in err and err.count("\n") == 1
     assert main([*args, "--task", "sst2"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
+
+
+# ---------------------------------------------------------------------------------------------- the command
+def test_predict_writes_one_label_per_line_like_the_float_model(packed_with_tokenizer, tmp_path, capsys):
+    from xtc.cli import main
+
+    packed, dev = packed_with_tokenizer
+    args = ["predict", "--model", str(packed), "--input", str(dev), "--columns", "sentence"]
+    assert main([*args, "--scores"]) == 0
+    int8 = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
+    assert main([*args, "--scores", "--engine", "float"]) == 0
+    exact = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
+    assert len(int8) == len(exact) == 12 and torch.allclose(torch.tensor(int8), torch.tensor(exact), atol=1e-5)
+    assert main(args) == 0
+    labels = capsys.readouterr().out.splitlines()
+    assert labels == [("LABEL_1" if b > a else "LABEL_0") for a, b in int8]
+    assert main([*args, "--scores", "--engine", "int8-packed"]) == 0  # weights kept packed: the same numbers
+    assert [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()] == int8
+
+
+def test_predict_reads_header_less_pairs_from_stdin(packed_with_tokenizer, monkeypatch, capsys):
+    import io
+
+    from xtc.cli import main
+
+    packed, _ = packed_with_tokenizer
+    monkeypatch.setattr("sys.stdin", io.StringIO("the cat\tsees a dog\n\nthe man\tis happy\n"))
+    assert main(["predict", "--model", str(packed), "--task", "rte"]) == 0  # the file records no task
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_predict_rejects_lines_of_three_texts(packed_with_tokenizer, monkeypatch, capsys):
+    import io
+
+    from xtc.cli import main
+
+    packed, _ = packed_with_tokenizer
+    monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\tc\n"))
+    assert main(["predict", "--model", str(packed)]) == 2
+    assert "line 1: 3 tab-separated fields" in capsys.readouterr().err

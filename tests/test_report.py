@@ -333,3 +333,20 @@ def test_a_given_teacher_evaluated_once_joins_the_tables(study):
                                                                  / teacher_avg)
     md = tables["md"].read_text()
     assert "| FP 12L | 12 | all | fp | fp | none | given | given | 1 | 84.0 |" in md, md
+
+
+def test_figure_legends_name_a_given_teacher_given():
+    """The budget and kd figures of a paper study hold its given teacher (no epochs or lr): 'given', not 'lr 0'."""
+    import pandas as pd
+
+    from xtc.report.columns import GIVEN
+    from xtc.report.figures import _variant_label
+
+    base = {"task": "rte", "teacher_layer": "", "kd": "none", "da": 0, "seed": 42}
+    frame = pd.DataFrame([
+        {**base, "layers": 12, "wbits": "fp", "abits": "fp", "epochs": GIVEN, "lr": float(GIVEN), "seed": GIVEN},
+        {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 2e-5, "kd": "one_stage"},
+        {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 5e-5, "kd": "one_stage"},
+    ])
+    labels = list(_variant_label(frame, exclude={"epochs", "kd", "task"}))
+    assert labels == ["FP 12L, given", "W1A8 12L, lr 2e-05", "W1A8 12L, lr 5e-05"]

@@ -1,4 +1,4 @@
-"""`xtc finetune` / `xtc distill` / `xtc evaluate` as a user runs them: run directories, kill/resume, bad input."""
+"""Run directories (xtc.study.rundir) as `xtc finetune` / `distill` / `evaluate` leave them: layout, kill/resume, bad input."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The packed model's life after training: the file format and its one reader (``format``), bit packing
-(``packing``), export (``export``), the two loaders -- the exact float path (``fakequant``) and the integer CPU
+"""The packed model's life after training: the file format and its one reader (``format``; bit packing itself is
+``xtc.quant.packing``), export (``export``), the two loaders -- the exact float path (``fakequant``) and the integer CPU
 engine (``engine``) -- behind one front door, ``load(path, engine=...)``, and what serves and measures a packed model
 (``predict``, ``serving``, ``size``).
 """

@@ -52,7 +52,7 @@ from xtc.packed.format import (
     read_packed,
     remainder_state,
 )
-from xtc.packed.packing import PackedCodes, unpack_codes
+from xtc.quant.packing import PackedCodes, code_mapping, unpack_codes
 from xtc.quant.int8 import (
     Int8Linear,
     PackedRowEmbedding,
@@ -77,15 +77,15 @@ def logit_bound(logits: torch.Tensor, float_noise: float = 0.0) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- one module
-MAPPINGS = {"sign": (2, 1), "sign+zeros": (2, 1), "ternary": (1, 1)}  # unsigned u -> code u * mul - sub
+EXPANDABLE = ("sign", "sign+zeros", "ternary", "offset")  # encodings whose codes are a bit expansion of signed ints
 
 
 def _int8_codes(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     """The weight's int8 codes in ``_int_mm``'s ``(in, out)`` layout, unpacked straight from the packed bytes."""
     encoding, stored_bits, (out_features, in_features) = entry["encoding"], entry["stored_bits"], entry["shape"]
     zeros = tensors.get(f"{name}.weight.zeros")
-    if stored_bits in (1, 2, 4, 8) and encoding in (*MAPPINGS, "offset"):
-        mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
+    if stored_bits in (1, 2, 4, 8) and encoding in EXPANDABLE:
+        mul, sub = code_mapping(encoding, stored_bits)
         codes = unpack_transposed(tensors[f"{name}.weight.codes"], stored_bits, mul, sub, out_features,
                                   in_features)  # (in, out)
         if zeros is not None and zeros.numel():
@@ -125,10 +125,9 @@ def _why_not_int8(entry: dict[str, Any]) -> str | None:
 def _packed_weight(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: str) -> PackedWeight | None:
     """The weight kept packed (``engine="int8-packed"``), or None when its codes need more than a bit expansion."""
     encoding, stored_bits, (out_features, in_features) = entry["encoding"], entry["stored_bits"], entry["shape"]
-    if stored_bits not in (1, 2, 4, 8) or encoding not in (*MAPPINGS, "offset") or \
-            out_features * in_features * stored_bits % 8:
+    if stored_bits not in (1, 2, 4, 8) or encoding not in EXPANDABLE or out_features * in_features * stored_bits % 8:
         return None
-    mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
+    mul, sub = code_mapping(encoding, stored_bits)
     return PackedWeight(as_inference(tensors[f"{name}.weight.codes"]), stored_bits, mul, sub, out_features,
                         in_features, tensors.get(f"{name}.weight.zeros"))
 

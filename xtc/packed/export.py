@@ -20,7 +20,7 @@ from torch import nn
 from xtc.atomic import atomic_path
 from xtc.config import Recipe
 from xtc.packed.format import METADATA_KEY, make_header, module_entry
-from xtc.packed.packing import default_encoding, pack_codes, packed_numel
+from xtc.quant.packing import default_encoding, pack_codes, packed_numel
 from xtc.quant.apply import quantized_modules
 from xtc.quant.packed import PackedEmbedding, PackedLinear, num_scales, weight_spec
 
@@ -80,7 +80,7 @@ def export_packed(model: nn.Module, path: str | os.PathLike, recipe: Recipe | di
 def predict_packed_bytes(model: nn.Module, recipe: Recipe | dict | None = None) -> int:
     """The exact size ``export_packed`` would write, from shapes alone (works on a ``meta``-device model).
 
-    Assumes no binary weight holds an exact zero (each zero adds a 4-byte position; see ``xtc.packed.packing``).
+    Assumes no binary weight holds an exact zero (each zero adds a 4-byte position; see ``xtc.quant.packing``).
     """
     quantized = list(quantized_modules(model))
     specs: dict[str, tuple[list[int], torch.dtype]] = {}

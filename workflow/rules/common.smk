@@ -75,16 +75,11 @@ PARTITION = cluster.partitions(workflow, SETTINGS["resources"]["gpu"])
 # Snakemake reruns as their params changed, discard the old run (docs/cluster.md, "Recipe changes"; rundir.py).
 if config.get("recipe_change") == "replace":
     rundir.replace_changed_recipes()
-if workflow.is_main_process:
-    _clashes = rundir.recipe_clashes(JOBS.training_commands(), recipe_of)
-    if _clashes and config.get("recipe_change") != "replace":
-        _path, _diffs = next(iter(_clashes.items()))
-        raise WorkflowError(
-            f"{_path} ({_diffs}): this run directory holds another recipe than its job would train"
-            f"{f' (and {len(_clashes) - 1} more)' if len(_clashes) > 1 else ''}; the study changed, or another "
-            "study shares this run key with a different setting: restore the setting, or retrain such runs with "
-            "--config recipe_change=replace"
-        )
+elif workflow.is_main_process:
+    try:
+        rundir.refuse_recipe_clashes(JOBS.training_commands(), recipe_of)
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
 
 
 onstart:

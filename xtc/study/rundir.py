@@ -53,6 +53,17 @@ def recipe_clashes(commands: dict[str, list[str]], recipe_of) -> dict[str, str]:
     return clashes
 
 
+def refuse_recipe_clashes(commands: dict[str, list[str]], recipe_of) -> None:
+    """One line naming the first run directory of another recipe (``recipe_clashes``), and the fix."""
+    clashes = recipe_clashes(commands, recipe_of)
+    if clashes:
+        path, diffs = next(iter(clashes.items()))
+        more = f" (and {len(clashes) - 1} more)" if len(clashes) > 1 else ""
+        raise ValueError(f"{path} ({diffs}): this run directory holds another recipe than its job would train{more}; "
+                         "the study changed, or another study shares this run key with a different setting: restore "
+                         "the setting, or retrain such runs with --config recipe_change=replace")
+
+
 MODEL, LAST, STATE_DIR = "model", "last", "state"
 
 

@@ -40,11 +40,11 @@ def test_largest_request_of_each_partition():
     largest = cluster.largest_requests(jobs, default_partition="")
     assert largest == {
         "gpu": {"runtime": (600, "distill (task=mnli)"), "mem_mb": (24000, "distill (task=rte)"),
-                "gpu": (1, "distill (task=mnli)")},
+                "gpu": (1, "distill (task=mnli)"), "runtime_gpu": (1, "distill (task=mnli)")},
         "cpu": {"runtime": (10, "export (task=mnli)"), "mem_mb": (4000, "export (task=mnli)"),
-                "gpu": (0, "export (task=mnli)")},
+                "gpu": (0, "export (task=mnli)"), "runtime_gpu": (0, "export (task=mnli)")},
         "": {"runtime": (30, "finetune_teacher (task=rte)"), "mem_mb": (8000, "finetune_teacher (task=rte)"),
-             "gpu": (1, "finetune_teacher (task=rte)")},
+             "gpu": (1, "finetune_teacher (task=rte)"), "runtime_gpu": (1, "finetune_teacher (task=rte)")},
     }  # the local job never reaches SLURM
 
 

@@ -195,6 +195,8 @@ def largest_requests(jobs, default_partition: str) -> dict[str, dict[str, tuple[
             value = int(job.resources.get(key) or 0)
             if value > mine.get(key, (-1, ""))[0]:
                 mine[key] = (value, name)
+                if key == "runtime":  # whether the longest job is a GPU job (which variable moves it)
+                    mine["runtime_gpu"] = (int(job.resources.get("gpu") or 0), name)
     return largest
 
 
@@ -215,7 +217,7 @@ def check_slurm_submission(workflow) -> None:
         runtime, job = largest.get("runtime", (0, ""))
         limit = limits.get(where)
         if limit is not None and runtime > limit:
-            env = CPU_PARTITION_ENV if not largest.get("gpu", (0,))[0] else ENV["slurm_partition"]
+            env = CPU_PARTITION_ENV if not largest.get("runtime_gpu", (0,))[0] else ENV["slurm_partition"]
             shown = where or "(the default)"
             raise WorkflowError(
                 f"{job} asks for {runtime} min, more than partition {shown}'s MaxTime of {limit:g} min; choose a "

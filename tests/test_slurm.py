@@ -244,7 +244,7 @@ def time_limited(cluster, tmp_path_factory):
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config["teacher"]["epochs"], config["train"]["eval_every"] = SIGNAL_TEACHER_EPOCHS, 1000
     (workdir / ".test" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    reference = workdir.parent / "reference"
+    reference = workdir.parent / "limited-reference"  # beside the tiny study's "reference"
     shutil.copytree(workdir, reference)
     started = time.monotonic()
     target = [f"{TEACHER}/metrics.json", "--configfile", ".test/config.yaml"]

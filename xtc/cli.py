@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import get_args
 
 from xtc import __version__
-from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, LayerStrategy, Padding,
+from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, AugmentConfig, LayerStrategy,
+                        Padding,
                         Recipe, RepFirst, parse_bits, parse_override, suggest, with_values)
 from xtc.sources import SourceError
 
@@ -400,15 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     ca.set_defaults(handler=_cmd_calibrate)
 
     au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
-                        description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "
-                        "words) or GloVe neighbours (multi-piece words, when --glove is given; kept otherwise).")
+                        description=f"Replace words (p={AugmentConfig.p}) by one of the top-k masked-LM candidates "
+                        "(single-piece words) or GloVe neighbours (multi-piece words, when --glove is given; kept otherwise).")
     au.add_argument("--task", required=True, type=_task, metavar=TASK_METAVAR, help="GLUE task")
     au.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the hub)")
     au.add_argument("--mlm", required=True, help="masked-LM model (hub id or dir), e.g. bert-base-uncased")
     au.add_argument("--glove", help="GloVe text file for multi-piece words")
     au.add_argument("--copies", type=int, help="augmented copies per example (default: TinyBERT's per task)")
-    au.add_argument("--p", type=float, default=0.4, help="replacement probability per word (0.4)")
-    au.add_argument("--k", type=int, default=15, help="candidates per word (15)")
+    au.add_argument("--p", type=float, default=AugmentConfig.p,
+                    help=f"replacement probability per word ({AugmentConfig.p})")
+    au.add_argument("--k", type=int, default=AugmentConfig.k, help=f"candidates per word ({AugmentConfig.k})")
     au.add_argument("--max-train-examples", type=int, help="augment a seeded subset only")
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", required=True, help="the augmented train TSV to write")

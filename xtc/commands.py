@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xtc.atomic import atomic_dir, atomic_path, atomic_write_json
-from xtc.config import Recipe
+from xtc.config import AugmentConfig, Recipe
 from xtc.sources import check_model, is_hub_id, resolve_file
 from xtc.study.rundir import (  # noqa: F401 (re-exported: the run directory's names)
     LAST,
@@ -384,8 +384,8 @@ class AugmentRequest:
     data_dir: str | None = None
     glove: str | None = None
     copies: int | None = None
-    p: float = 0.4
-    k: int = 15
+    p: float = AugmentConfig.p
+    k: int = AugmentConfig.k
     max_train_examples: int | None = None
     seed: int = 0
     device: str | None = None

@@ -19,7 +19,8 @@ SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
 SLURM_BINARIES := munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacct
 CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
-.PHONY: test demo rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate calibrate-gpu
+.PHONY: test demo study report rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate \
+	calibrate-gpu
 
 venv: $(VENV)/.installed
 
@@ -54,13 +55,29 @@ demo: $(VENV)/.demo-installed
 		$(WITH_VENV) $(BIN)/snakemake --report $(DEMO_REPORT) --quiet all; fi
 	@$(BIN)/python -m xtc.report.show demo --report $(DEMO_REPORT)
 
+# One study by name, locally or through a profile (docs/cluster.md): make study STUDY=xtc-main PROFILE=slurm;
+# STUDY=demo is config/config.yaml. Its report: make report STUDY=xtc-main (results/report-<study>.html).
+STUDY ?= xtc-main
+STUDY_CORES ?= 8
+STUDY_FILE = $(if $(filter demo,$(STUDY)),config/config.yaml,config/studies/$(STUDY).yaml)
+STUDIES = $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')
+CHECK_STUDY = test -f $(STUDY_FILE) || { echo "make $@: STUDY=$(STUDY) has no $(STUDY_FILE); use demo or one of: \
+	$(STUDIES)"; exit 2; }
+
+study: venv
+	@$(CHECK_STUDY)
+	$(WITH_VENV) $(BIN)/snakemake --cores $(STUDY_CORES) $(if $(PROFILE),--profile $(PROFILE)) \
+		--configfile $(STUDY_FILE) $(SNAKEMAKE_ARGS)
+
+report: venv
+	@$(CHECK_STUDY)
+	$(WITH_VENV) $(BIN)/snakemake --configfile $(STUDY_FILE) --report results/report-$(STUDY).html all
+
 # A study rehearsed end to end on tiny local stand-ins (docs/rehearsal.md): the real study's jobs, offline, in
 # minutes, under rehearsal/ (results/, figures/, report-<study>.html). STUDY=all rehearses the five together.
-STUDY ?= xtc-main
 REHEARSAL_CORES ?= 2
 REHEARSAL := --configfile config/studies/$(STUDY).yaml --config rehearsal=true
 # plan, prefetch, calibrate: STUDY names a paper study (config/studies/STUDY.yaml); STUDY=demo the default study
-STUDY_FILE = $(if $(filter demo,$(STUDY)),config/config.yaml,config/studies/$(STUDY).yaml)
 
 rehearse: venv
 	@test -f config/studies/$(STUDY).yaml || { echo "make rehearse: STUDY=$(STUDY) has no config/studies/$(STUDY).yaml; use one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

@@ -5,9 +5,10 @@ socket, slurm.conf / slurmdbd.conf / gres.conf reached through ``SLURM_CONF``, s
 munged, mariadbd, slurmdbd, slurmctld and slurmd run in the foreground of their own process groups, started here
 and stopped by their PIDs; nothing in /etc or a database someone else runs is touched. The node declares one GPU
 without hardware (``GresTypes=gpu``, ``Gres=gpu:1``, ``gres.conf`` ``File=/dev/null``), so ``--gpus=1`` is
-accepted, scheduled and accounted. Accounts: ``xtcdefault`` (root's default) and ``xtcother``; partition ``gpu``
-(the default). Needs root (slurmd starts jobs as their user) -- ``python tests/slurm_cluster.py`` brings one up by
-hand and prints the environment to use it.
+accepted, scheduled and accounted. Accounts: ``xtcdefault`` (root's default) and ``xtcother``; partitions over the
+one node: ``gpu`` (the default), ``cpu`` (for CPU-only jobs) and ``short`` (``MaxTime`` of 1 minute, for the
+walltime pre-flight). Needs root (slurmd starts jobs as their user) -- ``python tests/slurm_cluster.py`` brings one
+up by hand and prints the environment to use it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _which(name: str) -> str:
 
 class OneNodeSlurm:
     ACCOUNT, OTHER_ACCOUNT, PARTITION, CLUSTER, NODE = "xtcdefault", "xtcother", "gpu", "xtc", "xtcnode"
+    CPU_PARTITION, SHORT_PARTITION = "cpu", "short"
 
     def __init__(self, root: Path, cpus: int = 4, mem_mb: int = 8000) -> None:
         self.root = Path(root)
@@ -88,6 +90,8 @@ class OneNodeSlurm:
             f"NodeName={self.NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={self.cpus} "
             f"RealMemory={self.mem_mb} Gres=gpu:1 State=UNKNOWN\n"
             f"PartitionName={self.PARTITION} Nodes={self.NODE} Default=YES MaxTime=INFINITE State=UP\n"
+            f"PartitionName={self.CPU_PARTITION} Nodes={self.NODE} MaxTime=INFINITE State=UP\n"
+            f"PartitionName={self.SHORT_PARTITION} Nodes={self.NODE} MaxTime=1 State=UP\n"
         )
         (r / "etc" / "gres.conf").write_text(f"NodeName={self.NODE} Name=gpu File=/dev/null\n")
         dbd = r / "etc" / "slurmdbd.conf"

@@ -191,3 +191,38 @@ def test_crash_waiting_trainer_continues_after_the_owner(tmp_path):
                             timeout=60)
     assert first.wait(timeout=30) == 0 and second.returncode == 0
     assert f"is being trained by PID {first.pid}" in second.stderr and "waiting for it to finish" in second.stderr
+
+
+REPLACE = """
+import json, os, sys, time
+from pathlib import Path
+from xtc.study import rundir, runlock
+out = Path(sys.argv[1])
+runlock.hold_run_dir(out)
+rundir.prepare_out_dir(out, {"recipe": {"lr": 1}, "inputs": {}}, overwrite=False)
+(out / "state").mkdir()
+os.environ[rundir.RECIPE_CHANGE_ENV] = "replace"
+rundir.prepare_out_dir(out, {"recipe": {"lr": 2}, "inputs": {}}, overwrite=False)  # the workflow's replace
+print("replaced", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_crash_a_second_trainer_waits_while_the_first_replaces_the_run_dir(tmp_path):
+    """Replacing a run of another recipe empties the directory around the held `.owner`: the lock never lapses,
+    so a second trainer of the same directory (a retry, an orphan's twin) waits instead of training alongside."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-c", REPLACE, str(out), "2"], env=env, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert first.stdout.readline().strip() == "replaced"
+        assert sorted(p.name for p in out.iterdir()) == [runlock.OWNER, "config.json"]
+        with pytest.raises(RuntimeError, match=f"is being trained by PID {first.pid} on "):
+            runlock.hold_run_dir(out, wait=False)
+        second = subprocess.run([sys.executable, "-c", HOLD, str(out), "0"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert first.wait(timeout=30) == 0 and second.returncode == 0
+        assert f"is being trained by PID {first.pid}" in second.stderr and "waiting for it to finish" in second.stderr
+    finally:
+        first.kill()

@@ -126,6 +126,10 @@ def test_paper_join_and_delta(study):
     assert "paper_glue_avg" not in summary.columns  # a 2-task average is never compared with the paper's
     assert len(results.comparison) == 4 and set(results.comparison["metric"]) == {"MNLI-m", "MNLI-mm"}
     assert all(results.comparison["source"].str.contains("arXiv 2206.01859"))
+    # retention beside retention: ours over our teacher (MNLI-m 85.0), the paper's over the paper's (84.9)
+    cell = results.comparison.set_index(["model", "metric"]).loc[("W1A8 6L", "MNLI-m")]
+    assert cell["ours_retention"] == pytest.approx(100 * 81.0 / 85.0)
+    assert cell["paper_retention"] == pytest.approx(100 * 82.9 / 84.9)
 
 
 def test_tables_written_with_conventions(study):
@@ -145,7 +149,9 @@ def test_tables_written_with_conventions(study):
     assert "over the tasks present only" in md and "Fixed across this study: Epochs 3, LR 5e-05, DA off." in md
     assert "| W1A8 6L | 6 | [1,3,5,7,9,11] | 1 | 8 | one_stage | 2 | 81.0 ± 1.4 | 82.0 ± 1.4 | 81.0 ± 1.4 | " \
            f"72.0 ± 2.8 | 76.5 ± 2.1† | {retention:.1f} | 13.5 | 51.8x | 34.9x |" in md  # partial average, dagger
-    assert "| 82.9 | -1.9 |" in md  # paper and delta
+    assert "| 82.9 | -1.9 | 95.3 | 97.6 |" in md  # paper, delta, and both retentions
+    paper = ", ".join(PAPER)
+    assert f"No paper value (none in {paper}) for: MRPC F1, MRPC acc of FP 12L, W1A8 6L." in md
     assert "MNLI-m | MNLI-mm | MRPC F1 | MRPC acc | Avg | Retention" in md
     tex = tables["tex"].read_text()
     assert r"\toprule" in tex and r"81.0 $\pm$ 1.4" in tex and r"$-$1.9" in tex and "%" in tex

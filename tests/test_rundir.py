@@ -205,7 +205,7 @@ def test_resume_into_a_directory_of_another_recipe_is_refused(workspace, capsys)
 
 
 def test_a_changed_recipe_replaces_the_run_when_the_workflow_says_so(tmp_path, monkeypatch, caplog):
-    """Snakemake reruns a job whose parameters changed; the workflow sets XTC_RECIPE_CHANGE=replace for its jobs."""
+    """With `--config recipe_change=replace` the workflow sets XTC_RECIPE_CHANGE=replace for its jobs."""
     from xtc.study.rundir import RECIPE_CHANGE_ENV, prepare_out_dir
 
     out = tmp_path / "run"
@@ -222,6 +222,27 @@ def test_a_changed_recipe_replaces_the_run_when_the_workflow_says_so(tmp_path, m
     assert prepare_out_dir(out, new, overwrite=False) == "new"
     assert not (out / "state").exists() and json.loads((out / "config.json").read_text()) == new
     assert "recipe.train.epochs: 3 -> 10" in caplog.text
+
+
+def test_overwrite_discards_only_a_run_directory_and_keeps_its_lock(tmp_path):
+    from xtc.study.rundir import prepare_out_dir
+    from xtc.study.runlock import OWNER
+
+    other = tmp_path / "glue"
+    other.mkdir()
+    (other / "train.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(ValueError, match=r"--overwrite discards only an xtc run directory, and \S+ is none \(it holds "
+                                         r"train.tsv but no run config.json\); choose the run directory itself"):
+        prepare_out_dir(other, {"recipe": {}, "inputs": {}}, overwrite=True)
+    assert (other / "train.tsv").is_file()  # refused: nothing touched
+    run, config = tmp_path / "run", {"recipe": {"train": {"epochs": 3}}, "inputs": {}}
+    assert prepare_out_dir(run, config, overwrite=False) == "new"
+    (run / "model").mkdir()
+    (run / "metrics.json").write_text("{}")
+    (run / OWNER).write_text("the trainer that holds the lock")
+    inode = (run / OWNER).stat().st_ino
+    assert prepare_out_dir(run, config, overwrite=True) == "new"
+    assert sorted(p.name for p in run.iterdir()) == [OWNER, "config.json"] and (run / OWNER).stat().st_ino == inode
 
 
 @pytest.fixture(scope="module")

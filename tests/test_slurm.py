@@ -1,7 +1,8 @@
 """`snakemake --cores 8 --profile slurm` on a real one-node SLURM (tests/slurm_cluster.py: Debian's slurm-wlm,
-munge, slurmdbd and MariaDB, private in a temporary directory, one GPU declared without hardware). Everything is
-asserted from SLURM's accounting (`sacct`): what ran where, with which GPU, memory, time limit, account and
-partition, and which job SLURM cancelled. `make test` installs the packages when it runs as root with apt-get
+munge, slurmdbd and MariaDB, private in a temporary directory, one GPU declared without hardware, partitions gpu,
+cpu and short). Everything is asserted from SLURM's accounting (`sacct`): what ran where, with which GPU, memory,
+time limit, account and partition, which job SLURM cancelled, which one stopped at its time limit's warning, and
+that a refused command submitted nothing. `make test` installs the packages when it runs as root with apt-get
 (as CI does); elsewhere these tests skip with the reason. Under CI (CI=true) or XTC_REQUIRE_SLURM=1 they must run.
 """
 
@@ -93,7 +94,8 @@ def slurm_study(cluster, tmp_path_factory):
                               ".test/config.yaml"], cwd=reference, env=tiny.workflow_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = (workdir.parent / "study.log").open("w")
-    env = {**tiny.workflow_env(cluster.bin), "SLURM_CONF": str(cluster.conf)}
+    env = {**tiny.workflow_env(cluster.bin), "SLURM_CONF": str(cluster.conf),
+           "XTC_CPU_PARTITION": cluster.CPU_PARTITION}  # CPU-only jobs to the cpu partition
     run = subprocess.Popen([str(BIN / "snakemake"), *FIRST_COMMAND, "--configfile", ".test/config.yaml"],
                            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -142,13 +144,15 @@ def test_real_slurm_tiny_study_runs_as_the_rules_ask(cluster, slurm_study):
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
-def test_real_slurm_first_command_as_typed_uses_slurm_defaults(cluster, slurm_study):
+def test_real_slurm_first_command_as_typed_uses_slurm_defaults_and_the_cpu_partition(cluster, slurm_study):
     workdir, _, _, output = slurm_study
     assert "CHANGE_ME" not in (REPO / "slurm" / "config.v8+.yaml").read_text()  # no placeholder to reach sbatch
     jobs = _jobs(cluster, workdir)
     assert len(jobs) == 6  # 5 jobs (the serving report among them) and the cancelled teacher
-    for job in jobs:  # root's default account (sacctmgr) and the default partition (sinfo)
-        assert job["Account"] == cluster.ACCOUNT and job["Partition"] == cluster.PARTITION, job
+    for job in jobs:  # root's default account (sacctmgr); GPU jobs in the default partition (sinfo), CPU-only jobs
+        cpu_only = job["rule"] in ("export", "evaluate_packed", "serving_report")  # in XTC_CPU_PARTITION's
+        assert job["Account"] == cluster.ACCOUNT, job
+        assert job["Partition"] == (cluster.CPU_PARTITION if cpu_only else cluster.PARTITION), job
     assert "CHANGE_ME" not in output
 
 
@@ -193,3 +197,85 @@ def test_real_slurm_missing_required_value_stops_before_submission(cluster, slur
     assert done.returncode != 0
     assert "slurm/config.v8+.yaml: default-resources slurm_account is still the placeholder" in done.stderr
     assert len(_jobs(cluster, workdir)) == before  # nothing was submitted
+
+
+def test_real_slurm_the_command_without_a_study_stops_before_submission(cluster, slurm_study):
+    """`snakemake --cores 8 --profile slurm` as typed, no --configfile: the default study is the CPU demo, so it
+    stops with one line naming the study files and the flag, and SLURM sees no job."""
+    workdir, *_ = slurm_study
+    before = len(_jobs(cluster, workdir))
+    done = _snakemake(cluster, workdir, *FIRST_COMMAND)
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if "no study named" in ln]
+    assert len(lines) == 1 and "--configfile config/studies/{" in lines[0] and "xtc-main" in lines[0], done.stderr
+    assert len(_jobs(cluster, workdir)) == before
+
+
+def test_real_slurm_walltime_preflight_stops_before_submission(cluster, slurm_study):
+    """A partition whose MaxTime (1 minute) is below the study's longest request: one line naming the job, its
+    request, the limit and the fix, and no job reaches sacct (this SLURM, like many, accepts such a job at
+    submission and would leave it pending forever)."""
+    workdir, *_ = slurm_study
+    before = len(_jobs(cluster, workdir))
+    done = _snakemake(cluster, workdir, *FIRST_COMMAND, "--configfile", ".test/config.yaml", "--forcerun",
+                      "finetune_teacher", SBATCH_PARTITION=cluster.SHORT_PARTITION)
+    assert done.returncode != 0
+    lines = [ln for ln in done.stderr.splitlines() if "MaxTime" in ln]
+    assert len(lines) == 1, done.stderr[-3000:]
+    # the longest request: the export's 10 minutes (resources.overhead_minutes x 2), more than the teacher's
+    assert lines[0].startswith("export (task=rte, layers=4, wbits=1, abits=8, kd=one_stage, epochs=1, lr=0.001, "
+                               "da=0, seed=42) asks for 10 min, more than partition short's MaxTime of 1 min"), lines
+    assert "export XTC_CPU_PARTITION=..." in lines[0] and "--set-resources export:runtime=1" in lines[0]
+    assert len(_jobs(cluster, workdir)) == before
+
+
+# ------------------------------------------------------------------------------------- time limit: warn, save, resume
+SIGNAL_TEACHER_EPOCHS = 60  # 2,400 steps: about a minute on a 2-core VM, longer than the first attempt's limit
+
+
+@pytest.fixture(scope="module")
+def time_limited(cluster, tmp_path_factory):
+    """The tiny teacher trained on SLURM with a 1-minute limit on its first attempt (20 on the retry) and the
+    profile's warning signal 10 s ahead; an uninterrupted local run of the same teacher is the reference."""
+    workdir = tiny.copy_workflow(tmp_path_factory.mktemp("limited"))
+    tiny.make_inputs(workdir, train_rows=640)
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["teacher"]["epochs"], config["train"]["eval_every"] = SIGNAL_TEACHER_EPOCHS, 1000
+    (workdir / ".test" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    reference = workdir.parent / "reference"
+    shutil.copytree(workdir, reference)
+    started = time.monotonic()
+    target = [f"{TEACHER}/metrics.json", "--configfile", ".test/config.yaml"]
+    local = subprocess.Popen([str(BIN / "snakemake"), *target, "--cores", "1"], cwd=reference,
+                             env=tiny.workflow_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # the profile's slurm_extra, with the warning 10 s ahead of this short limit instead of 180 s
+        done = _snakemake(cluster, workdir, *target, *FIRST_COMMAND, "--set-resources",
+                          "finetune_teacher:runtime=20 if attempt > 1 else 1",
+                          "finetune_teacher:slurm_extra='--signal=URG@10'", timeout=600)
+        assert local.wait(timeout=300) == 0
+    finally:
+        local.kill()
+    print(f"time-limited teacher on SLURM, warned, saved and resumed: {time.monotonic() - started:.1f} s")
+    assert done.returncode == 0, done.stderr[-5000:]
+    return workdir, reference, done.stderr
+
+
+def test_real_slurm_a_job_warned_before_its_time_limit_saves_and_its_retry_resumes(cluster, time_limited):
+    workdir, reference, output = time_limited
+    jobs = sorted(_jobs(cluster, workdir), key=lambda j: int(j["JobIDRaw"]))
+    assert [j["rule"] for j in jobs] == ["finetune_teacher", "finetune_teacher"], jobs
+    first, retry = jobs
+    # the first attempt ran under its 1-minute limit, got the warning, saved and exited on its own (not TIMEOUT)
+    assert _minutes(first["Timelimit"]) == 1 and first["State"] == "FAILED", first
+    assert _minutes(retry["Timelimit"]) == 20 and retry["State"] == "COMPLETED", retry
+    first_log = next((workdir / ".snakemake/slurm_logs").rglob(f"{first['JobIDRaw']}.log")).read_text()
+    stopped = re.search(r"stopped by SIGURG after step (\d+)", first_log)
+    assert stopped, first_log[-3000:]
+    log = (workdir / "results/logs/teachers/task~rte/seed~42/finetune.log").read_text()  # the retry's
+    assert f"resuming {TEACHER} from global step {stopped[1]}" in log, log[-2000:]
+    assert int(stopped[1]) % 40  # mid-epoch: the step in progress, not the last evaluation (every 40 steps)
+    resumed = json.loads((workdir / TEACHER / "metrics.json").read_text())
+    uninterrupted = json.loads((reference / TEACHER / "metrics.json").read_text())
+    for key in ("best", "last", "history"):
+        assert resumed[key] == uninterrupted[key], key

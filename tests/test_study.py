@@ -133,6 +133,21 @@ def test_xtc_main_runs_and_all_yaml_trains_shared_runs_once():
     assert len(every.study_table("xtc-main")) == 8 + 64  # teachers, then runs
 
 
+def test_xtc_main_three_seeds_for_the_small_tasks_is_a_one_line_switch():
+    """The commented line of xtc-main.yaml, put in place of `seed: [42]`: 3 seeds for CoLA, MRPC, STS-B and RTE, as
+    its comment counts them (64 more runs; one more teacher per task is not needed: the teacher seed is fixed)."""
+    text = (REPO / "config/studies/xtc-main.yaml").read_text()
+    switch = next(line for line in text.splitlines() if line.startswith("  # seed: {default: [42]"))
+    raw = yaml.safe_load(text.replace("  seed: [42]\n", "").replace(switch, switch.replace("# ", "", 1)))
+    os.chdir(REPO)
+    jobs = Jobs(load(raw))
+    seeds = {task: sorted({r["seed"] for r in jobs.runs.values() if r["task"] == task}) for task in jobs.tasks}
+    assert seeds == {**{t: [42] for t in ("mnli", "qnli", "qqp", "sst2")},
+                     **{t: [42, 43, 44] for t in ("cola", "mrpc", "rte", "stsb")}}
+    assert len(jobs.runs) == 64 + 64 and "adds 64 training jobs (+96 exports and evaluations)" in text
+    assert sum(map(study.is_quantized, jobs.runs.values())) == 48 + 48
+
+
 def _studies_file(tmp_path, first, second):
     for name, raw in (("a.yaml", first), ("b.yaml", second)):
         (tmp_path / name).write_text(yaml.safe_dump(raw))

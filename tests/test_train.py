@@ -39,13 +39,13 @@ TRAIN, DEV = learnable_features(96, 0), {"validation": learnable_features(48, 1)
 COLLATE = PaddingCollator(0)
 
 
-def make_trainer(seed=42, kd="none", teacher=None, model=None, maps=None, hooks=None, epochs=2.0, **train):
+def make_trainer(seed=42, kd="none", teacher=None, model=None, maps=None, hooks=None, epochs=2.0, stop=None, **train):
     # torch's AdamW: the original rule's eps (1e-6) dwarfs this tiny random BERT's gradients (tests/test_optim.py)
     train = {"optimizer": "torch", **train}
     cfg = TrainConfig(lr=3e-3, epochs=epochs, batch_size=16, eval_every_steps=4, seed=seed, warmup_epochs=0.5, **train)
     model = model if model is not None else random_model(tiny_bert_config(), seed=0)
     return Trainer(model, "sst2", TRAIN, DEV, COLLATE, cfg, DistillConfig(kd=kd), teacher=teacher, maps=maps,
-                   hooks=hooks, device=torch.device("cpu"), progress=False)
+                   hooks=hooks, device=torch.device("cpu"), progress=False, stop=stop)
 
 
 def test_same_seed_same_metrics_different_seed_different_run():
@@ -120,6 +120,37 @@ def test_resume_from_any_checkpoint_gives_exactly_the_uninterrupted_run():
     middle = saved[len(saved) // 2]
     resumed = make_trainer(epochs=3.0, model=random_model(tiny_bert_config(), seed=5))  # other init: all restored
     resumed.load_state_dict(middle)
+    state = resumed.fit()
+    assert state.history == full.history
+    assert (state.best_score, state.best_step) == (full.best_score, full.best_step)
+
+
+def test_a_stop_signal_saves_the_step_in_progress_and_the_resumed_run_equals_the_uninterrupted_one():
+    """SLURM's warning before a time limit (xtc.preempt): the run stops after the step it is in (step 7: between
+    evaluations: 6 steps an epoch, every 4 steps), saves that step's state, and resuming from it gives exactly the
+    full run."""
+    import os
+    import signal
+
+    from xtc.preempt import Preempted, StopRequest
+
+    full = make_trainer(epochs=3.0).fit()
+    saved, stop = [], StopRequest().install()
+    previous = signal.getsignal(signal.SIGURG)
+    try:
+        def on_log(record):
+            if record["kind"] == "train" and record["global_step"] == 7:
+                os.kill(os.getpid(), signal.SIGURG)  # a real signal, delivered to this process
+
+        hooks = Hooks(on_checkpoint=lambda state: saved.append(copy.deepcopy(state)), on_log=on_log)
+        with pytest.raises(Preempted, match="stopped by SIGURG after step 7"):
+            make_trainer(hooks=hooks, epochs=3.0, model=random_model(tiny_bert_config(), seed=0), stop=stop).fit()
+    finally:
+        signal.signal(signal.SIGURG, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert saved[-1]["state"]["global_step"] == 7 and saved[-2]["state"]["global_step"] == 6  # the epoch end
+    resumed = make_trainer(epochs=3.0, model=random_model(tiny_bert_config(), seed=5))
+    resumed.load_state_dict(saved[-1])
     state = resumed.fit()
     assert state.history == full.history
     assert (state.best_score, state.best_step) == (full.best_score, full.best_step)

@@ -144,12 +144,24 @@ def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None
         g.add_argument("--overwrite", action="store_true", help="discard what --out holds and start again")
 
 
+FINETUNE_FIXED = {"distill.kd": "none", "quant.weight_bits": None}  # a teacher: labels only, full precision
+
+
 def build_recipe(args: argparse.Namespace, *tables: dict[str, str], fixed: dict | None = None) -> Recipe:
     """The recipe of a run: the flags given (typed values), then ``fixed`` keys, then ``--set`` (later wins)."""
     values = {key: getattr(args, dest) for table in tables for dest, key in table.items() if hasattr(args, dest)}
     values.update(fixed or {})
     values.update(parse_override(item) for item in args.set)
     return with_values(Recipe(), values)
+
+
+def recipe_of(argv: Sequence[str]) -> dict:
+    """The recipe (as ``config.json`` holds it) that ``xtc finetune|distill ARGV`` would train; the workflow uses it
+    to compare a job with the run directory it would write before any job starts."""
+    args = build_parser().parse_args(list(argv))
+    if args.command == "finetune":
+        return build_recipe(args, DATA_FLAGS, TRAIN_FLAGS, fixed=FINETUNE_FIXED).to_dict()
+    return build_recipe(args, DATA_FLAGS, TRAIN_FLAGS, STUDENT_FLAGS).to_dict()
 
 
 def _run_paths(args: argparse.Namespace, argv: Sequence[str]):
@@ -161,7 +173,7 @@ def _run_paths(args: argparse.Namespace, argv: Sequence[str]):
 def _cmd_finetune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc import commands
 
-    recipe = build_recipe(args, DATA_FLAGS, TRAIN_FLAGS, fixed={"distill.kd": "none", "quant.weight_bits": None})
+    recipe = build_recipe(args, DATA_FLAGS, TRAIN_FLAGS, fixed=FINETUNE_FIXED)
     commands.finetune(recipe, args.model, _run_paths(args, argv))
     return 0
 
@@ -415,8 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()  # one progress display: ours
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from xtc.preempt import EXIT_CODE, Preempted
+
     try:
         return args.handler(args, argv)
+    except Preempted as stopped:  # a cluster job's time limit or preemption: state saved, the retry resumes
+        print(f"xtc {args.command}: {stopped}", file=sys.stderr)
+        return EXIT_CODE
     except (ValueError, SourceError) as err:  # user errors and unreachable sources: one line, no traceback
         print(f"xtc {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -90,6 +90,7 @@ def run_training(
     from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.collate import make_collator
     from xtc.device import describe, device_info
+    from xtc.preempt import StopRequest
     from xtc.study.runlock import hold_run_dir
     from xtc.train import Hooks, Trainer
 
@@ -97,6 +98,7 @@ def run_training(
     device = require_device(paths.device)
     info = device_info(device, recipe.train.tf32, recipe.train.bf16)
     log.info("%s", describe(info))
+    stop = StopRequest().install()  # SLURM's warning before a time limit, or a preemption: save, exit, resume
     check_inputs(recipe, model.config)
     run_config = json.loads(json.dumps({"recipe": recipe.to_dict(), "inputs": inputs}))  # as config.json holds it
     hold_run_dir(out)  # one trainer per run directory: waits while a live process (e.g. an orphan) trains into it
@@ -112,7 +114,7 @@ def run_training(
         model, recipe.data.task, train_features, eval_sets,
         make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length), recipe.train, recipe.distill,
         teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
-        device=device, progress=progress,
+        device=device, progress=progress, stop=stop,
     )
     if saved:
         log.info("resuming %s from global step %d", out, resumed_step)
@@ -149,7 +151,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     import torch
 
     from xtc.checkpoint import load_tokenizer
-    from xtc.labels import set_task_labels
+    from xtc.models import set_task_labels
     from xtc.models import load_classifier
     from xtc.tasks import get_task
 
@@ -160,7 +162,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     torch.manual_seed(recipe.train.seed)  # the fresh classification head
     spec = get_task(recipe.data.task)
     classifier = load_classifier(source, num_labels=spec.num_labels)
-    set_task_labels(classifier, spec)  # the teacher's label2id/id2label name the task's labels (xtc.labels)
+    set_task_labels(classifier, spec)  # the teacher's label2id/id2label name the task's labels (xtc.models)
     inputs = {"model": str(model), **({"model_dir": source} if source != str(model) else {})}
     return run_training(recipe, classifier, tokenizer, paths, inputs=inputs)
 
@@ -242,7 +244,7 @@ def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
     if teacher.config.num_labels != want:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
                          f"{want}; fine-tune a teacher on this task first (xtc finetune)")
-    from xtc.labels import align_labels
+    from xtc.models import align_labels
 
     return align_labels(teacher, recipe.data.task, f"teacher {source}"), path
 
@@ -276,7 +278,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     check_inputs(recipe, loaded.config)
     tok = load_tokenizer(tokenizer or tokenizer_dir)
     eval_sets = load_eval_features(recipe, tok)
-    from xtc.labels import align_labels
+    from xtc.models import align_labels
 
     loaded = align_labels(loaded, recipe.data.task, f"model {model}")
     collate = make_collator(tok, recipe.data.padding, recipe.data.max_seq_length)

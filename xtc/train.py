@@ -151,6 +151,7 @@ class Trainer:
         eval_sets: Mapping[str, Sequence[Mapping[str, Any]]], collate: Collate, train_cfg: TrainConfig,
         distill_cfg: DistillConfig, teacher: nn.Module | None = None, maps: LayerMaps | None = None,
         hooks: Hooks | None = None, device: torch.device | None = None, progress: bool | None = None,
+        stop: Callable[[], str | None] | None = None,
     ) -> None:
         if not train_features:
             raise ValueError("no training examples; check data.task, data.data_dir and data.max_train_examples")
@@ -166,6 +167,7 @@ class Trainer:
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.train_features, self.eval_sets, self.collate = train_features, eval_sets, collate
         self.maps, self.hooks = maps, hooks or Hooks()
+        self.stop = stop or (lambda: None)  # a signal's name once the run must stop (xtc.preempt)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.steps_per_epoch = math.ceil(len(train_features) / train_cfg.batch_size)
         self.lengths = (torch.tensor([len(f["input_ids"]) for f in train_features])
@@ -286,8 +288,16 @@ class Trainer:
         epoch_end = st.batch_in_epoch == self.steps_per_epoch
         if epoch_end:
             st.epoch, st.batch_in_epoch = st.epoch + 1, 0
-        if epoch_end or st.step % self.cfg.eval_every_steps == 0 or st.step == total:
+        evaluated = epoch_end or st.step % self.cfg.eval_every_steps == 0 or st.step == total
+        if evaluated:
             self._evaluate_and_checkpoint(stage)
+        signame = self.stop()
+        if signame:  # time limit or preemption near: keep this step, not only the last evaluation
+            if not evaluated:
+                self.hooks.on_checkpoint(self.state_dict())
+            from xtc.preempt import Preempted
+
+            raise Preempted(signame, st.global_step)
 
     def _next_stage(self) -> None:
         st = self.state

@@ -36,6 +36,7 @@ for _study in STUDIES:
             runs=f"results/{_name}/runs.tsv",
             metrics=JOBS.study_metrics(_name),
             sizes=JOBS.study_sizes(_name),
+            paper=JOBS.paper_files(_name),
         output:
             md=report(
                 f"results/tables/{_name}.md",
@@ -69,6 +70,8 @@ for _study in STUDIES:
             study=_name,
             paper=_study["report"]["paper"],
             figures=_kinds,
+            # the paper CSVs' and xtc/report's content: a changed value or function rebuilds the table
+            sources=JOBS.report_digest(_name),
         script:
             "../scripts/aggregate.py"
 

@@ -6,14 +6,12 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from xtc.cli import recipe_of
 from xtc.sources import SourceError
+from xtc.study import cluster
 from xtc.study import grid as study
 from xtc.study import prefetch, rehearsal, rundir
 from xtc.study.jobs import Jobs
-
-# Snakemake reruns a job whose parameters changed (say, the study's teacher.epochs); the run directory it owns then
-# holds the old recipe's state, which the job discards instead of refusing (xtc/study/rundir.py; same recipe: resume).
-rundir.replace_changed_recipes()
 
 RUN = study.RUN
 TEACHER = study.TEACHER
@@ -67,6 +65,26 @@ if prefetch.is_on(config.get("offline")):
 JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)
 STUDIES = JOBS.studies
+# under SLURM the default study (the demo) is never run unless named; CPU-only jobs go to $XTC_CPU_PARTITION when
+# it is set (xtc/study/cluster.py)
+NAMED_STUDY = bool(workflow.config_settings.configfiles)
+PARTITION = cluster.partitions(workflow, SETTINGS["resources"]["gpu"])
+
+# A run directory of another recipe than its job's (the study changed, or two studies share a run key but differ in
+# a setting outside the path) is refused here, before any job; with --config recipe_change=replace their jobs, which
+# Snakemake reruns as their params changed, discard the old run (docs/cluster.md, "Recipe changes"; rundir.py).
+if config.get("recipe_change") == "replace":
+    rundir.replace_changed_recipes()
+if workflow.is_main_process:
+    _clashes = rundir.recipe_clashes(JOBS.training_commands(), recipe_of)
+    if _clashes and config.get("recipe_change") != "replace":
+        _path, _diffs = next(iter(_clashes.items()))
+        raise WorkflowError(
+            f"{_path} ({_diffs}): this run directory holds another recipe than its job would train"
+            f"{f' (and {len(_clashes) - 1} more)' if len(_clashes) > 1 else ''}; the study changed, or another "
+            "study shares this run key with a different setting: restore the setting, or retrain such runs with "
+            "--config recipe_change=replace"
+        )
 
 
 onstart:

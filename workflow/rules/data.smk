@@ -13,6 +13,7 @@ rule augment:
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=PARTITION["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=JOBS.augment_minutes,
     params:

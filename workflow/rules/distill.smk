@@ -20,6 +20,7 @@ rule distill:
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=PARTITION["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=JOBS.run_minutes,
     params:

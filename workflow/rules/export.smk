@@ -19,6 +19,7 @@ rule export:
     resources:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=JOBS.small_minutes,
+        slurm_partition=PARTITION["cpu"],
     params:
         run=input_dir,
         out=output_dir,
@@ -43,6 +44,7 @@ rule evaluate_packed:
     resources:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=JOBS.small_minutes,
+        slurm_partition=PARTITION["cpu"],
     params:
         data=JOBS.data_args(),
         out=output_dir,
@@ -69,6 +71,7 @@ rule serving_report:
     resources:
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=JOBS.small_minutes,
+        slurm_partition=PARTITION["cpu"],
     params:
         plan=JOBS.serving_plan,
         batch=SETTINGS["data"]["batch_size"],

@@ -13,6 +13,7 @@ rule finetune_teacher:
     threads: JOBS.teacher_threads
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=PARTITION["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
         runtime=JOBS.teacher_minutes,
     params:
@@ -39,6 +40,7 @@ rule evaluate_given_teacher:
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
+        slurm_partition=PARTITION["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=JOBS.small_minutes,
     params:

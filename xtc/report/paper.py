@@ -100,10 +100,16 @@ def join_paper(summary: pd.DataFrame, paper: pd.DataFrame, tasks: Collection[str
 
     A configuration matches a paper row on weight bits, activation bits, layers, the KD variant (when the paper
     row names one) and the kept teacher layers (when both name them); lr, budget and augmentation are ignored.
-    Returns the widened summary and the comparison in long form (one row per matched cell).
+    Returns the widened summary and the comparison in long form (one row per matched cell), with both retentions:
+    ours over our FP teacher and the paper's over the paper's FP teacher (same metric; NaN where a teacher value
+    is missing), so a teacher that differs from the paper's does not read as a gap of the method.
     """
+    from xtc.report.summary import teacher_rows
+
     summary = summary.copy()
     reference = paper[paper["method"] == REFERENCE_METHOD]
+    our_teacher = teacher_rows(summary)
+    our_teacher = our_teacher.iloc[0] if len(our_teacher) == 1 else None
     columns = {(c.task, c.key): c for c in study_columns(tasks)}
     comparisons = []
     for index, row in summary.iterrows():
@@ -122,12 +128,23 @@ def join_paper(summary: pd.DataFrame, paper: pd.DataFrame, tasks: Collection[str
             ours = row[f"{slug}_best_mean"]
             summary.loc[index, f"paper_{slug}"] = cell["value"]
             summary.loc[index, f"delta_{slug}"] = ours - cell["value"]
+            ours_teacher = our_teacher[f"{slug}_best_mean"] if our_teacher is not None else np.nan
             comparisons.append({"config": row["config"], "model": row["model"], "metric": label, "slug": slug,
                                 "ours": ours, "ours_std": row[f"{slug}_best_std"], "paper": cell["value"],
-                                "delta": ours - cell["value"], "paper_model": cell["model"],
-                                "source": cell["source"]})
+                                "delta": ours - cell["value"], "ours_retention": 100 * ours / ours_teacher,
+                                "paper_retention": 100 * cell["value"] / _paper_teacher(reference, cell),
+                                "paper_model": cell["model"], "source": cell["source"]})
     return summary, pd.DataFrame(comparisons, columns=["config", "model", "metric", "slug", "ours", "ours_std",
-                                                       "paper", "delta", "paper_model", "source"])
+                                                       "paper", "delta", "ours_retention", "paper_retention",
+                                                       "paper_model", "source"])
+
+
+def _paper_teacher(reference: pd.DataFrame, cell: dict) -> float:
+    """The paper's FP teacher value of ``cell``'s task and metric (full precision, no KD), or NaN."""
+    teacher = reference[(reference["task"] == cell["task"]) & (reference["metric"] == cell["metric"])
+                        & (reference["weight_bits"] == "fp") & (reference["act_bits"] == "fp")
+                        & (reference["kd"] == "none")]
+    return float(teacher["value"].iloc[0]) if len(teacher) == 1 else np.nan
 
 
 def _matches(row: pd.Series, cell: dict) -> bool:

@@ -112,13 +112,17 @@ def add_retention(summary: pd.DataFrame, tasks: set[str]) -> pd.DataFrame:
     fine-tuned teacher every student distils from, whose best checkpoint is the one distilled); without exactly one
     such row the column is NaN."""
     _, prefix, _ = headline(summary, tasks)
-    teacher = summary[(summary["wbits"] == FP) & (summary["abits"] == FP) & (summary["kd"] == "none")
-                      & (summary["layers"] == summary["layers"].max())
-                      & summary["teacher_layer"].map(lambda t: not t)]
+    teacher = teacher_rows(summary)
     reference = teacher[f"{prefix}_best_mean"].iloc[0] if len(teacher) == 1 else np.nan
     for checkpoint in CHECKPOINTS:
         summary[f"retention_{checkpoint}"] = 100 * summary[f"{prefix}_{checkpoint}_mean"] / reference
     return summary
+
+
+def teacher_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """The FP teacher's row(s): full depth, full precision, trained without KD, all layers kept."""
+    return summary[(summary["wbits"] == FP) & (summary["abits"] == FP) & (summary["kd"] == "none")
+                   & (summary["layers"] == summary["layers"].max()) & summary["teacher_layer"].map(lambda t: not t)]
 
 
 def _glue_average(point: pd.DataFrame, tasks: list[str], checkpoint: str) -> dict:

@@ -127,9 +127,10 @@ def _as_printed(value: float) -> str:
 
 
 def _comparison_table(comparison: pd.DataFrame, flavor: _Flavor) -> tuple[list[str], list[list[str]]]:
-    header = ["Model", "Metric", "Ours", "Paper", "Delta", "Paper's model"]
+    header = ["Model", "Metric", "Ours", "Paper", "Delta", "Ret. ours", "Ret. paper", "Paper's model"]
     rows = [[flavor.text(r["model"]), flavor.text(r["metric"]), pct(r["ours"], r["ours_std"], flavor),
-             _as_printed(r["paper"]), signed(r["delta"], flavor), flavor.text(r["paper_model"])]
+             _as_printed(r["paper"]), signed(r["delta"], flavor), _number(r["ours_retention"], "", 1),
+             _number(r["paper_retention"], "", 1), flavor.text(r["paper_model"])]
             for r in comparison.to_dict("records")]
     return [flavor.text(h) for h in header], rows
 
@@ -169,10 +170,31 @@ def notes(summary: pd.DataFrame, tasks: Collection[str], comparison: pd.DataFram
                      "). Delta = ours (best checkpoint, seed mean) minus the paper, in points; matched on weight and "
                      "activation bits, layers, KD variant and kept teacher layers (lr, budget and augmentation not "
                      "matched). The paper's GLUE average is compared only with complete 8-task averages; its "
-                     "sub-metric convention is not stated by the source.")
+                     "sub-metric convention is not stated by the source. Ret. ours: ours over our FP teacher's same "
+                     "metric; Ret. paper: the paper's value over the paper's FP teacher's (in percent; empty where "
+                     "a teacher value is missing): compare these where the teachers differ.")
+    if paper_files:
+        lines += _missing_paper_values(summary, tasks, paper_files)
     elif paper_files:
         lines.append("Paper: no cell of this study is reported in " + ", ".join(paper_files) + ".")
     return lines
+
+
+def _missing_paper_values(summary: pd.DataFrame, tasks: Collection[str], paper_files: Sequence[str]) -> list[str]:
+    """One footnote naming every cell of the tables that has no paper value, grouped by the missing columns."""
+    columns = study_columns(tasks)
+    missing: dict[tuple[str, ...], list[str]] = {}
+    for _, row in summary.iterrows():
+        absent = tuple(c.label for c in columns
+                       if _isnan(row.get(f"paper_{c.slug}", math.nan)) and not _isnan(row[f"{c.slug}_best_mean"]))
+        if absent:
+            missing.setdefault(absent, []).append(row["model"])
+    if not missing:
+        return []
+    groups = "; ".join(f"{', '.join(labels) if len(labels) < len(columns) else 'every column'} of "
+                       f"{', '.join(models)}" for labels, models in missing.items())
+    return [f"No paper value (none in {', '.join(paper_files)}) for: {groups}. These cells have no Paper, Delta or "
+            "retention comparison."]
 
 
 def study_columns_tasks(tasks: Collection[str]) -> list[str]:

@@ -1,13 +1,15 @@
-"""Workflow-level guards the Snakefile calls: recovery from a killed ``snakemake`` and a SLURM pre-flight check.
+"""Workflow-level guards for SLURM runs, called by the Snakefile (the stale-lock check: ``xtc.study.driverlock``).
 
-* ``clear_stale_lock`` (at parse time, before Snakemake takes its lock): a ``snakemake`` killed with ``-9``
-  leaves ``.snakemake/locks``; the next run would stop and ask for ``--unlock``. When no other live ``snakemake``
-  process works in this directory (same host: ``/proc``), the locks are stale and are removed; otherwise they
-  stay and the user is told which process holds them. Incomplete outputs are handled by ``rerun-incomplete``
-  (profiles/default and the slurm profile): their jobs resume from the run directory's saved state.
-* ``check_slurm_submission`` (onstart, before the first job is submitted): what the profile would pass as
-  account and partition must be accepted by SLURM (``sbatch --test-only``), so a missing required value or a
-  leftover placeholder stops the workflow with one line naming the key and the file.
+* ``require_named_study`` (onstart): under the SLURM executor the default study (``config/config.yaml``, the CPU
+  demo) is never run by accident; the command must name a study file.
+* ``partition`` (a resource of the rules): CPU-only jobs go to ``$XTC_CPU_PARTITION`` when it is set, GPU jobs to
+  the profile's partition (``$SBATCH_PARTITION``, or SLURM's default).
+* ``check_slurm_submission`` (onstart, before the first job is submitted): SLURM must accept the largest request
+  of each partition the study uses -- account, partition, ``--gpus``, ``--time`` and ``--mem`` of its largest job
+  (``sbatch --test-only``), and no job may ask for more time than the partition's ``MaxTime`` (``sinfo``;
+  clusters that do not enforce partition limits at submission accept such a job and leave it pending forever).
+  A refusal stops the workflow with one line naming the value and the fix.
+* ``report_failures`` (onerror): with ``keep-going`` the failed jobs are listed at the end, with their logs.
 """
 
 from __future__ import annotations
@@ -24,64 +26,75 @@ from snakemake.exceptions import WorkflowError
 log = logging.getLogger("snakemake.xtc")
 PROFILE = "slurm/config.v8+.yaml"
 ENV = {"slurm_account": "SBATCH_ACCOUNT", "slurm_partition": "SBATCH_PARTITION"}
+CPU_PARTITION_ENV = "XTC_CPU_PARTITION"
+DEFAULT_STUDY = "config/config.yaml"
 
 
-# ---------------------------------------------------------------------------------------------- stale locks
-def _is_snakemake(argv: list[str]) -> bool:
-    """A main ``snakemake`` process; the ones it spawns inside jobs (``--mode remote``, e.g. in SLURM jobs a killed
-    run left behind) take no lock and do not count."""
-    if any(a == "--mode" and b in ("remote", "subprocess") for a, b in zip(argv, argv[1:])):
-        return False
-    names = [os.path.basename(a) for a in argv[:3]]
-    if names and names[0] == "snakemake":
-        return True
-    if names and names[0].startswith("python"):
-        return (len(names) > 1 and names[1] == "snakemake") or argv[1:3] == ["-m", "snakemake"]
-    return False
+def _is_slurm(workflow) -> bool:
+    plugin = workflow.executor_plugin
+    return plugin is not None and plugin.name == "slurm" and workflow.is_main_process
 
 
-def _ancestors() -> set[int]:
-    pids, pid = set(), os.getpid()
-    while pid > 1:
-        pids.add(pid)
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            pid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
+# ---------------------------------------------------------------------------------------------- the study
+def study_names(root: Path | str = ".") -> list[str]:
+    return sorted(p.stem for p in (Path(root) / "config" / "studies").glob("*.yaml"))
 
 
-def other_snakemakes(workdir: Path) -> list[int]:
-    """PIDs of live ``snakemake`` processes (not this one or its parents) whose working directory is ``workdir``."""
-    workdir, mine, found = Path(workdir).resolve(), _ancestors(), []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            pid = int(proc.name)
-            if pid in mine:
-                continue
-            argv = [a.decode(errors="replace") for a in (proc / "cmdline").read_bytes().split(b"\0") if a]
-            if _is_snakemake(argv) and Path(os.readlink(proc / "cwd")).resolve() == workdir:
-                found.append(pid)
-        except (OSError, ValueError):
-            continue
-    return found
-
-
-def clear_stale_lock(workflow) -> None:
-    """Remove ``.snakemake/locks`` a killed ``snakemake`` left, if no other ``snakemake`` works here."""
-    locks = Path.cwd() / ".snakemake" / "locks"
-    if not workflow.is_main_process or not locks.is_dir() or not any(locks.iterdir()):
+def require_named_study(workflow, named: bool) -> None:
+    """Under SLURM, stop before any submission when no ``--configfile`` names the study (the default is the demo)."""
+    if named or not _is_slurm(workflow):
         return
-    if not Path("/proc/self/cwd").exists():
-        return  # no /proc: cannot tell a live lock from a stale one; Snakemake's own message applies
-    others = other_snakemakes(Path.cwd())
-    if others:
-        log.warning("another snakemake (PID %s) works in %s; wait for it to finish (this run stops at its lock)",
-                    ", ".join(map(str, others)), Path.cwd())
+    names = "|".join(study_names(workflow.basedir))
+    raise WorkflowError(f"no study named: without --configfile this is the CPU demo ({DEFAULT_STUDY}), not for a "
+                        f"cluster; add --configfile config/studies/{{{names}}}.yaml (or: make study STUDY=xtc-main "
+                        f"PROFILE=slurm; the demo on SLURM anyway: --configfile {DEFAULT_STUDY})")
+
+
+# ---------------------------------------------------------------------------------------------- partitions
+def partitions(workflow, gpu: int) -> dict[str, str]:
+    """The ``slurm_partition`` of the rules: ``"gpu"`` for those that ask for the study's ``resources.gpu`` GPUs,
+    ``"cpu"`` for the CPU-only ones (exports, packed evaluations, serving reports)."""
+    return {"gpu": partition(workflow, gpu), "cpu": partition(workflow, 0)}
+
+
+def partition(workflow, gpu: int) -> str:
+    """The ``slurm_partition`` of a job asking for ``gpu`` GPUs: a CPU-only job goes to ``$XTC_CPU_PARTITION``
+    when it is set; otherwise (and GPU jobs always) where the profile sends every job (its ``slurm_partition``:
+    ``$SBATCH_PARTITION``, or empty for SLURM's default)."""
+    cpu = os.environ.get(CPU_PARTITION_ENV, "")
+    return cpu if cpu and not gpu else _default_resource(workflow, "slurm_partition")
+
+
+def check_lock_scope(workflow, root: str = "results") -> None:
+    """Under SLURM, say where the run locks (``xtc.study.runlock``) hold on one node only (a mount option)."""
+    if not _is_slurm(workflow):
         return
-    shutil.rmtree(locks)
-    log.warning("removed the stale lock of a snakemake that no longer runs in %s", Path.cwd())
+    from xtc.study.runlock import lock_scope
+
+    reason = lock_scope(Path(root) if Path(root).exists() else Path.cwd())
+    if reason:
+        log.warning("run locks are node-local here (%s): a job cannot see a trainer left running on another node "
+                    "by a killed workflow; scancel a killed workflow's jobs before running it again "
+                    "(docs/cluster.md, \"Locks\")", reason)
+
+
+def report_failures(workflow, logfiles: str | list[str] | None = None) -> None:
+    """List the jobs that failed for good (after their retries), each with its log, on stderr and at the end of
+    Snakemake's log file (``onerror``'s ``log``); a rerun of the same command retries them."""
+    scheduler = getattr(workflow, "scheduler", None)
+    failed = sorted(getattr(scheduler, "failed", ()) or (), key=lambda job: (job.rule.name, str(job.wildcards)))
+    if not failed:
+        return
+    lines = [f"{len(failed)} job(s) failed; the others ran on (keep-going). Run the same command again to retry them:"]
+    for job in failed:
+        wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards.items())
+        lines.append(f"  failed: rule {job.rule.name} ({wildcards or 'no wildcards'}): "
+                     f"{', '.join(map(str, job.log)) or 'no log'}")
+    for line in lines:
+        log.error("%s", line)
+    for logfile in [logfiles] if isinstance(logfiles, str) else logfiles or []:
+        with open(logfile, "a") as handle:
+            handle.write("".join(f"{line}\n" for line in lines))
 
 
 # ---------------------------------------------------------------------------------------------- SLURM pre-flight
@@ -141,24 +154,102 @@ def _default_resource(workflow, key: str) -> str:
     return ""
 
 
+def _minutes(limit: str) -> float:
+    """A SLURM time limit (``sinfo %l``: ``infinite``, ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH[:MM[:SS]]``), in
+    minutes."""
+    if limit.strip().lower() in ("infinite", "unlimited", "n/a", ""):
+        return float("inf")
+    days, _, clock = limit.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    if days:
+        h, m, sec = (parts + [0, 0])[:3]
+    else:
+        h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    return (int(days or 0) * 24 + h) * 60 + m + sec / 60
+
+
+def partition_time_limits() -> dict[str, float]:
+    """Partition -> MaxTime in minutes, from ``sinfo``; the default partition also under ``""``."""
+    done = subprocess.run(["sinfo", "-h", "-o", "%P %l"], capture_output=True, text=True, timeout=60)
+    limits: dict[str, float] = {}
+    for line in done.stdout.splitlines():
+        if len(line.split()) == 2:
+            name, limit = line.split()
+            limits[name.rstrip("*")] = _minutes(limit)
+            if name.endswith("*"):
+                limits[""] = limits[name.rstrip("*")]
+    return limits
+
+
+def largest_requests(jobs, default_partition: str) -> dict[str, dict[str, tuple[int, str]]]:
+    """Per partition, the largest ``runtime`` (minutes), ``mem_mb`` and ``gpu`` any of ``jobs`` asks for, each
+    with the job that asks (``rule (wildcards)``). Local jobs never reach SLURM and are left out."""
+    largest: dict[str, dict[str, tuple[int, str]]] = {}
+    for job in jobs:
+        if job.is_local:
+            continue
+        where = str(job.resources.get("slurm_partition") or default_partition)
+        name = f"{job.rule.name} ({', '.join(f'{k}={v}' for k, v in job.wildcards.items()) or 'no wildcards'})"
+        mine = largest.setdefault(where, {})
+        for key in ("runtime", "mem_mb", "gpu"):
+            value = int(job.resources.get(key) or 0)
+            if value > mine.get(key, (-1, ""))[0]:
+                mine[key] = (value, name)
+    return largest
+
+
 def check_slurm_submission(workflow) -> None:
-    """Stop before the first submission if SLURM would refuse this profile's account or partition."""
-    plugin = workflow.executor_plugin
-    if plugin is None or plugin.name != "slurm" or not workflow.is_main_process or shutil.which("sbatch") is None:
+    """Stop before the first submission if SLURM would refuse the account, a partition or a job's request."""
+    if not _is_slurm(workflow) or shutil.which("sbatch") is None:
         return
     values = {key: _default_resource(workflow, key) for key in ENV}
     for key, value in values.items():
         if "CHANGE_ME" in value:
             raise WorkflowError(f"{PROFILE}: default-resources {key} is still the placeholder {value!r}; set your "
                                 f"SLURM value there (or export {ENV[key]}), or delete the key to use SLURM's default")
+    requests = largest_requests(workflow.dag.needrun_jobs(), values["slurm_partition"]) or {
+        values["slurm_partition"]: {}}
+    limits = partition_time_limits() if shutil.which("sinfo") else {}
+    for where, largest in requests.items():
+        _test_submission(values["slurm_account"], where, largest, values)
+        runtime, job = largest.get("runtime", (0, ""))
+        limit = limits.get(where)
+        if limit is not None and runtime > limit:
+            env = CPU_PARTITION_ENV if not largest.get("gpu", (0,))[0] else ENV["slurm_partition"]
+            shown = where or "(the default)"
+            raise WorkflowError(
+                f"{job} asks for {runtime} min, more than partition {shown}'s MaxTime of {limit:g} min; choose a "
+                f"partition whose MaxTime covers it (export {env}=...), or cap the rule's request, e.g. "
+                f"--set-resources {job.split()[0]}:runtime={int(limit)} (the job then stops at the limit, saved, and "
+                "its retries resume it)")
+
+
+def _test_submission(account: str, where: str, largest: dict[str, tuple[int, str]], values: dict[str, str]) -> None:
+    """``sbatch --test-only`` with the account, the partition and the largest time, memory and GPUs asked there."""
     argv = ["sbatch", "--test-only", "--wrap", "true"]
-    argv += ["-A", values["slurm_account"]] if values["slurm_account"] else []
-    argv += ["-p", values["slurm_partition"]] if values["slurm_partition"] else []
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    argv += ["-A", account] if account else []
+    argv += ["-p", where] if where else []
+    asked = []
+    if largest.get("runtime", (0,))[0]:
+        asked += [f"--time={largest['runtime'][0]}"]
+    if largest.get("mem_mb", (0,))[0]:
+        asked += [f"--mem={largest['mem_mb'][0]}"]
+    if largest.get("gpu", (0,))[0]:
+        asked += [f"--gpus={largest['gpu'][0]}"]
+    done = subprocess.run(argv + asked, capture_output=True, text=True, timeout=60)
     if done.returncode == 0:
         return
     reason = (done.stderr.strip().splitlines() or ["sbatch --test-only failed"])[-1].replace("sbatch: error: ", "")
+    if asked and subprocess.run(argv, capture_output=True, text=True, timeout=60).returncode == 0:
+        jobs = sorted({job for _, job in largest.values()})
+        raise WorkflowError(f"SLURM refuses the largest request of partition {where or '(the default)'} "
+                            f"({' '.join(asked)}; asked by {'; '.join(jobs)}): {reason}; lower that resource "
+                            "(--set-resources RULE:KEY=VALUE) or choose a partition that grants it "
+                            f"(export {ENV['slurm_partition']}/{CPU_PARTITION_ENV})")
     key = "slurm_partition" if "partition" in reason.lower() else "slurm_account"
     given = f"{values[key]!r}" if values[key] else "not set"
+    if key == "slurm_partition" and where and where != values[key]:
+        raise WorkflowError(f"SLURM refuses partition {where!r} ({reason}); set {CPU_PARTITION_ENV} to a "
+                            "partition of this cluster (sinfo lists them) or unset it")
     raise WorkflowError(f"{PROFILE}: SLURM refuses a job with {key} {given} ({reason}); set default-resources "
                         f"{key} in {PROFILE} or export {ENV[key]}")

@@ -420,7 +420,7 @@ def grid_runs(study: Mapping) -> list[dict]:
             choices = [tuple(c) if c else None for c in grid["teacher_layer"].get(str(layers)) or [None]]
             for values in itertools.product(choices, grid["wbits"], grid["abits"], grid["kd"],
                                             per_task(grid["epochs"], task), grid["lr"], per_task(grid["da"], task),
-                                            grid["seed"]):
+                                            per_task(grid["seed"], task)):
                 row = run_row(task, layers, *values)
                 if not is_quantized(row) and layers == n_teacher:
                     continue  # an FP student as deep as the teacher is the teacher

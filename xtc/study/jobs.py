@@ -9,6 +9,8 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
 import logging
 import shlex
 from collections.abc import Iterable, Mapping
@@ -86,6 +88,20 @@ class Jobs:
 
     def study_sizes(self, name: str | Mapping) -> list[str]:
         return [f"{run_dir(row)}/packed/size.json" for row in study_runs(self.study(name)) if is_quantized(row)]
+
+    def paper_files(self, name: str) -> list[str]:
+        """The paper CSVs a study's tables join (inputs of its aggregate rule)."""
+        return list(self.study(name)["report"]["paper"])
+
+    def report_digest(self, name: str) -> str:
+        """A content hash of what a study's tables are computed from besides its runs: its paper CSVs and the
+        reporting code (``xtc/report``). A param of the aggregate rule, so a changed paper value or report function
+        rebuilds the table under any ``--rerun-triggers`` (``dvc.yaml`` leaves out ``mtime``)."""
+        report = Path(importlib.util.find_spec("xtc.report").origin).parent
+        digest = hashlib.sha256()
+        for path in [*map(Path, self.paper_files(name)), *sorted(report.glob("*.py"))]:
+            digest.update(path.name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"missing"))
+        return digest.hexdigest()[:16]
 
     def study_table(self, name: str | Mapping) -> list[dict]:
         return study_table(self.study(name))
@@ -228,6 +244,27 @@ class Jobs:
         if glue_dir:
             args += ["--data-dir", glue_dir]
         return shlex.join(args)
+
+    def training_commands(self) -> dict[str, list[str]]:
+        """Run dir -> the ``xtc finetune|distill`` argv (after ``xtc``) its rule runs: the rules' shell lines, as
+        words, so that the recipe a job would train can be compared with a run directory's before any job."""
+        def words(text: str) -> list[str]:
+            return shlex.split(text)
+
+        commands = {}
+        for task in self.tasks:
+            if not teacher_given(self.settings, task):
+                seed = self.settings["teacher"]["seed"]
+                wildcards = {"task": task, "seed": seed}
+                commands[self.teacher_dir(task)] = [
+                    "finetune", *words(self.teacher_args(wildcards)), "--task", task,
+                    *words(self.train_args(wildcards)), "--seed", str(seed), "--out", self.teacher_dir(task)]
+        for path in self.runs:
+            w = dict(part.split("~", 1) for part in path.split("/") if "~" in part)
+            commands[path] = ["distill", *words(self.student_args(w)), "--task", w["task"],
+                              *words(self.train_args(w)), "--epochs", w["epochs"], "--lr", w["lr"],
+                              "--seed", w["seed"], "--out", path]
+        return commands
 
     @staticmethod
     def job_label(wildcards: Mapping) -> str:

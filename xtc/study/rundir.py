@@ -34,8 +34,24 @@ RECIPE_CHANGE_ENV = "XTC_RECIPE_CHANGE"
 
 
 def replace_changed_recipes() -> None:
-    """Let this process's child jobs replace a run directory of another recipe (what the workflow does)."""
+    """Let this process's child jobs replace a run directory of another recipe (``--config recipe_change=replace``)."""
     os.environ[RECIPE_CHANGE_ENV] = "replace"
+
+
+def recipe_clashes(commands: dict[str, list[str]], recipe_of) -> dict[str, str]:
+    """The run directories whose ``config.json`` holds another recipe than their job's command would train:
+    dir -> its first differences; ``recipe_of(argv)`` is the CLI's own argv -> recipe dict."""
+    clashes = {}
+    for path, argv in commands.items():
+        try:
+            stored = json.loads((Path(path) / "config.json").read_text())["recipe"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no run there yet (or not an xtc run: the job itself refuses it)
+        diffs = _diff(stored, json.loads(json.dumps(recipe_of(argv))))
+        if diffs:
+            clashes[path] = "; ".join(diffs[:3])
+    return clashes
+
 
 MODEL, LAST, STATE_DIR = "model", "last", "state"
 
@@ -70,13 +86,16 @@ def manifest(device: str, started: float, argv: Sequence[str], device_info: dict
 
 
 def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> str:
-    """``'new'``, ``'resume'`` or ``'done'``; refuses a directory made by a different recipe (never mixes runs)."""
+    """``'new'``, ``'resume'`` or ``'done'``; refuses a directory made by a different recipe (never mixes runs).
 
+    The caller holds the run's lock (``xtc.study.runlock``, the ``.owner`` file inside ``out``): a directory that is
+    overwritten or replaced is emptied around that file, never deleted, so no second trainer can lock a fresh one
+    and train alongside.
+    """
     config_path = out / "config.json"
     if overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+        _check_is_run_dir(out)
+        _empty(out)
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
         if previous != run_config:
@@ -86,11 +105,9 @@ def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> s
                     f"{out} was made by a different recipe ({'; '.join(diffs[:5])}); use another --out, "
                     "or --overwrite to discard it"
                 )
-            import shutil
-
             log.warning("%s was made by a different recipe (%s): discarding it and training anew (%s=replace)",
                         out, "; ".join(diffs[:5]), RECIPE_CHANGE_ENV)
-            shutil.rmtree(out)
+            _empty(out)
             atomic_write_json(config_path, run_config)
             return "new"
         if (out / "metrics.json").is_file():
@@ -100,6 +117,36 @@ def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> s
         raise ValueError(f"{out} exists and is not an xtc run directory; choose an empty or new --out")
     atomic_write_json(config_path, run_config)
     return "new"
+
+
+def _check_is_run_dir(out: Path) -> None:
+    """``--overwrite`` discards a run directory (its ``config.json`` holds a recipe) or an empty one, nothing else."""
+    try:
+        config = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        config = None
+    if isinstance(config, dict) and {"recipe", "inputs"} <= set(config):
+        return
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if others:
+        raise ValueError(f"--overwrite discards only an xtc run directory, and {out} is none (it holds "
+                         f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''} but no run config.json); "
+                         "choose the run directory itself or a new --out")
+
+
+def _empty(out: Path) -> None:
+    """Delete everything in ``out`` but the run lock (``xtc.study.runlock.OWNER``), which its holder keeps."""
+    import shutil
+
+    from xtc.study.runlock import OWNER
+
+    for path in out.iterdir():
+        if path.name == OWNER:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

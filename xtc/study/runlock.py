@@ -4,8 +4,14 @@ After a crashed workflow an orphaned ``xtc`` (or a SLURM job the killed ``snakem
 train into a run directory when the next workflow starts the same job again. The new process finds the lock
 held, logs who holds it (PID, host, SLURM job id, start time: the file's content) and waits for it to end; then
 the directory holds a finished run (nothing to do) or a resumable state. The kernel drops the lock when its
-holder dies, even by ``kill -9``, so a stale file never blocks anyone. Works on local disks and on NFS (Linux
-emulates ``flock`` with NFS byte-range locks). The file stays, emptied, when its owner exits.
+holder dies, even by ``kill -9``, so a stale file never blocks anyone. The file stays, emptied, when its owner
+exits, and a run directory is only ever emptied around it (``xtc.study.rundir``), never deleted, so its lock holds while
+the run is replaced.
+
+Across nodes: on NFS Linux turns ``flock`` into NFS byte-range locks, which hold cluster-wide unless the mount says
+``nolock`` or ``local_lock=flock|all``; on Lustre they hold cluster-wide with the ``flock`` mount option, not with
+``localflock`` (or none). ``lock_scope`` reads the mount options; the workflow warns at onstart where the lock is
+node-local (``xtc.study.cluster.check_lock_scope``).
 """
 
 from __future__ import annotations
@@ -80,3 +86,33 @@ def release_all() -> None:
         except OSError:
             pass
     _held.clear()
+
+
+# ---------------------------------------------------------------------------------------------- across nodes
+def _mount_of(path: Path, mounts: str) -> tuple[str, str, set[str]]:
+    """(mount point, file system type, options) of the mount holding ``path``, from ``/proc/mounts`` text."""
+    path, best = Path(path).resolve(), ("/", "", set())
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (path == Path(point) or Path(point) in path.parents) and len(point) >= len(best[0]):
+            best = (point, fields[2], set(fields[3].split(",")))
+    return best
+
+
+def lock_scope(path: Path, mounts: str | None = None) -> str | None:
+    """Why a run lock under ``path`` holds on this node only (a mount option), or None where it holds for every
+    node that mounts it (NFS with a lock manager, Lustre with ``flock``) or the disk is local to one node."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    point, fstype, options = _mount_of(path, mounts)
+    if fstype.startswith("nfs") and ("nolock" in options or {"local_lock=flock", "local_lock=all"} & options):
+        return f"{point} is NFS mounted with {sorted(options & {'nolock', 'local_lock=flock', 'local_lock=all'})[0]}"
+    if fstype == "lustre" and "flock" not in options:
+        return f"{point} is Lustre mounted {'with localflock' if 'localflock' in options else 'without flock'}"
+    return None

@@ -9,7 +9,9 @@
   ``ort_fp32``, the exported model itself. Every session: ``ORT_ENABLE_ALL``, intra-op threads equal to torch's,
   one inter-op thread, the CPU execution provider.
 * PyTorch: ``torchao_int8``, torchao's ``Int8DynamicActivationInt8WeightConfig`` (int8 weights per channel,
-  activations quantized per token at run time, like XTC's) run through ``torch.compile`` (torchao's documented way:
+  activations quantized per token at run time, like XTC's), only where torchao is installed (the ``serve-torchao``
+  extra, kept out of ``make test``'s environment: transformers imports an installed torchao in every process that
+  loads a model, seconds of start-up for every ``xtc`` command), run through ``torch.compile`` (torchao's way:
   eagerly its int8 tensor subclass was slower than the FP32 model here), and ``torch_ao_int8``, the deprecated
   ``torch.ao.quantization.quantize_dynamic`` (FBGEMM/oneDNN int8 linears, per-tensor activation scales), eager.
 
@@ -28,11 +30,17 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SERVE_EXTRA = ("onnx", "onnxruntime", "torchao")
+SERVE_EXTRA = ("onnx", "onnxruntime")
 ORT_PEERS = ("ort_fp32", "ort_int8", "ort_int8_per_channel", "ort_int8_fused")
 ORT_INT8 = ORT_PEERS[1:]
 TORCH_PEERS = ("torchao_int8", "torch_ao_int8")
 PEERS = ORT_PEERS + TORCH_PEERS
+
+
+def available() -> tuple[str, ...]:
+    """The peers this environment can build: all of them, less ``torchao_int8`` without torchao."""
+    has_torchao = importlib.util.find_spec("torchao") is not None
+    return tuple(name for name in PEERS if name != "torchao_int8" or has_torchao)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
 

@@ -53,8 +53,8 @@ REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = ("fp32", "fake_quant", "engine", "engine_packed")
 ENGINE_OF = {"engine": "int8", "engine_packed": "int8-packed"}  # candidate -> load_packed(engine=...)
 # peers: the peers timed beside the engine at the deepest depth (bench/peers.py)
-FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "latency_rounds": 5, "peers": peers.PEERS}
-QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "latency_rounds": 3, "peers": peers.PEERS}
+FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "latency_rounds": 5, "peers": "available"}
+QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "latency_rounds": 3, "peers": "available"}
 ENGINES = ("engine", "engine_packed")
 
 
@@ -225,6 +225,11 @@ def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = Tr
     mode = mode or (QUICK if quick else FULL)
     if mode.get("peers") and (why := peers.missing_extra()):
         raise SystemExit(why)
+    left_out = {}
+    if mode.get("peers") == "available":
+        mode = {**mode, "peers": peers.available()}
+        left_out = {name: "torchao is not installed: pip install -c constraints.txt -e '.[serve-torchao]'"
+                    for name in peers.PEERS if name not in mode["peers"]}
     deepest = max(mode["depths"])
     depths = {f"{d}L": _depth(d, mode, measure_memory, with_peers=d == deepest) for d in mode["depths"]}
     head = depths[f"{deepest}L"]
@@ -243,6 +248,7 @@ def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = Tr
         "engine_packed_speedup_vs_fp32": throughput["engine_packed_speedup_vs_fp32"],
         "engine_load_ratio_vs_fp32": head["engine_load_ratio_vs_fp32"],
         "numerics_within_bound": all(d["numerics"]["within_bound"] for d in depths.values()),
+        "peers_left_out": left_out,
     }
     if measure_memory:
         result["engine_memory_ratio_vs_fp32"] = head["engine_memory_ratio_vs_fp32"]

@@ -1,12 +1,12 @@
 # xtc: the XTC study as a Snakemake workflow -- this file is only a table of contents.
-# The grid is built once by xtc/study.py (workflow/rules/common.smk forwards to it); every job calls the `xtc` CLI.
+# The grid is built once by xtc/study/grid.py (workflow/rules/common.smk forwards to it); every job calls the `xtc` CLI.
 from snakemake.utils import min_version
 
-from xtc.cluster import check_slurm_submission, clear_stale_lock
+from xtc.study.cluster import check_slurm_submission, clear_stale_lock
 
 min_version("9.0")
 
-# After a killed snakemake: its stale lock goes if no other snakemake works here (xtc/cluster.py).
+# After a killed snakemake: its stale lock goes if no other snakemake works here (xtc/study/cluster.py).
 clear_stale_lock(workflow)
 
 

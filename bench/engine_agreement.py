@@ -2,10 +2,10 @@
 
 For each run directory given (a quantized `xtc distill` run with its `packed/model.xtc.safetensors`), the run's
 best model (``model/``, reloaded by ``load_model_dir`` as the fake-quant model, float arithmetic) and its packed file
-on the integer engine (``load_packed(..., engine="int8")``) predict the task's whole dev set with the same
-tokenizer, batches and length (``xtc.predict.predict_logits``). Reported per run: the dev metrics of each, the
+on the integer engine (``xtc.packed.load(..., engine="int8")``) predict the task's whole dev set with the same
+tokenizer, batches and length (``xtc.packed.predict.predict_logits``). Reported per run: the dev metrics of each, the
 number of predictions that differ, the max abs logit difference, the fake-quant model's own float noise (its
-logits under another thread count: the same arithmetic summed in another order), ``xtc.engine.logit_bound`` of the
+logits under another thread count: the same arithmetic summed in another order), ``xtc.packed.engine.logit_bound`` of the
 fake-quant logits and that noise, and whether every differing prediction lies within that bound of the fake-quant decision boundary
 (``differences_within_margin``: its fake-quant top-2 margin is at most twice the bound).
 
@@ -24,11 +24,12 @@ import torch
 
 def agreement(run_dir: str | Path, data_dir: str | Path, max_length: int = 128) -> dict:
     from xtc.checkpoint import load_model_dir, load_tokenizer
-    from xtc.engine import logit_bound
-    from xtc.export import load_packed
-    from xtc.glue import get_task, load_local
+    from xtc.tasks import get_task
+    from xtc.glue import load_local
     from xtc.metrics import compute_metrics
-    from xtc.predict import predict_logits
+    from xtc.packed import load as load_packed
+    from xtc.packed.engine import logit_bound
+    from xtc.packed.predict import predict_logits
 
     run_dir = Path(run_dir)
     config = json.loads((run_dir / "config.json").read_text())

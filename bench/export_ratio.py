@@ -1,8 +1,8 @@
 """Packed checkpoint bytes over the theoretical minimum, for 1- and 2-bit students of 12, 6 and 5 layers (exact).
 
 For each depth and bit-width a random BERT student (BERT-base width, the XTC recipe: ``QuantConfig(weight_bits=b)``,
-8-bit activations, per-row embeddings) is written with ``xtc.export.export_packed`` and measured on disk. The
-theoretical minimum is ``xtc.size.size_report``'s ``whole_model``: every weight of the XTC module set at exactly its
+8-bit activations, per-row embeddings) is written with ``xtc.packed.export.export_packed`` and measured on disk. The
+theoretical minimum is ``xtc.packed.size.size_report``'s ``whole_model``: every weight of the XTC module set at exactly its
 bit-width, its scales in float32, the full-precision remainder (LayerNorms, biases, position/token-type embeddings,
 pooler, classifier) as stored. Nothing is timed; the ratio is exact for the given shapes.
 
@@ -26,11 +26,11 @@ from pathlib import Path
 from torch import nn
 
 from xtc.config import QuantConfig
-from xtc.export import export_packed
 from xtc.models import bert_config, random_model
+from xtc.packed.export import export_packed
+from xtc.packed.size import size_report
 from xtc.quant import dequantize_, quantize_
 from xtc.reduce import encoder_layers
-from xtc.size import size_report
 
 LAYERS = (12, 6, 5)
 BITS = (1, 2)
@@ -80,7 +80,7 @@ def run(quick: bool = False, layers: tuple[int, ...] = LAYERS, bits: tuple[int, 
                 dequantize_(base)  # back to the same FP weights for the next bit-width
     ratios = [r["ratio"] for r in results.values()]
     return {
-        "what": "packed file bytes / theoretical minimum (xtc.size whole_model), real files, exact",
+        "what": "packed file bytes / theoretical minimum (xtc.packed.size whole_model), real files, exact",
         "width": {"hidden": teacher_config.hidden_size, "intermediate": teacher_config.intermediate_size,
                   "vocab": teacher_config.vocab_size},
         "target": "<= 1.01", "max_ratio": max(ratios), "students": results,

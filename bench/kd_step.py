@@ -37,7 +37,7 @@ from torch import nn
 from bench.timing import interleaved_samples, summary
 from xtc.config import DistillConfig, QuantConfig, TrainConfig
 from xtc.distill import layer_maps
-from xtc.glue import PaddingCollator
+from xtc.collate import PaddingCollator
 from xtc.models import bert_config, random_model
 from xtc.quant import quantize_
 from xtc.train import Trainer

@@ -5,12 +5,12 @@ One W1A8 student (a random BERT quantized by ``quantize_`` with the XTC recipe, 
 
 * the FP32 checkpoint, ``xtc.checkpoint.save_model_dir`` (latent FP32 weights in safetensors; what ``model/`` of a
   run holds), reloaded by ``load_model_dir`` as the fake-quant model, which re-quantizes its weights on every forward;
-* the packed file, ``xtc.export.export_packed`` (1-bit codes 8 per byte), reloaded by ``load_packed``, which
+* the packed file, ``xtc.packed.export.export_packed`` (1-bit codes 8 per byte), reloaded by ``xtc.packed.load``, which
   returns ``PackedLinear``/``PackedEmbedding`` modules holding the dequantized weights once.
 
 Evaluation throughput: forward only, eval mode, ``no_grad``, one fixed batch; examples/s = batch / median seconds,
-both models interleaved round by round; the logits must be equal (``torch.equal``), as ``xtc.export`` promises.
-Load time: ``load_packed(file)`` vs ``load_model_dir(dir)``, interleaved, files just written (warm page cache), so
+both models interleaved round by round; the logits must be equal (``torch.equal``), as ``xtc.packed.export`` promises.
+Load time: ``xtc.packed.load(file)`` vs ``load_model_dir(dir)``, interleaved, files just written (warm page cache), so
 it times deserialization and model construction, not the disk.
 """
 
@@ -24,8 +24,9 @@ import torch
 from bench.kd_step import FULL, QUICK, XTC_W1A8, Setting, features, teacher_model, xtc_student
 from bench.timing import interleaved_samples, summary
 from xtc.checkpoint import load_model_dir, mark_quantized, save_model_dir
-from xtc.export import export_packed, load_packed
-from xtc.glue import PaddingCollator
+from xtc.collate import PaddingCollator
+from xtc.packed import load as load_packed
+from xtc.packed.export import export_packed
 
 PACKED = "model.xtc.safetensors"
 EVAL_BATCH = {False: 32, True: 16}  # examples per forward: full, quick
@@ -63,7 +64,7 @@ def run(quick: bool = False, setting: Setting | None = None, eval_batch: int | N
                                         setting.rounds, warmup=1), "fake_quant", "packed")
     per_s = {name: round(eval_batch / seconds, 2) for name, seconds in speed["medians"].items()}
     return {
-        "what": "W1A8 student: eval throughput (forward, no_grad) of load_packed's model vs the fake-quant model, "
+        "what": "W1A8 student: eval throughput (forward, no_grad) of xtc.packed.load's model vs the fake-quant model, "
                 "and load time of the packed file vs the FP32 checkpoint dir",
         "method": "interleaved rounds, ratio of medians; eval on one fixed batch of eval_batch x seq tokens; loads "
                   "from a warm page cache (files just written)",

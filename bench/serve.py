@@ -1,17 +1,17 @@
-"""Serving on CPU: the FP32 model vs the W1A8 fake-quant student vs the integer engine (``xtc.engine``).
+"""Serving on CPU: the FP32 model vs the W1A8 fake-quant student vs the integer engine (``xtc.packed.engine``).
 
 For each depth (full mode: BERT-base shapes at 12 and 6 layers, random weights; quick mode: BERT-base width at 2
 layers) three files are written to a temporary directory, as the workflow leaves them: the FP32 model directory
 (``save_model_dir``, what a teacher run holds), the W1A8 student's directory (latent FP32 weights; reloaded by
 ``load_model_dir`` as the fake-quant model) and its packed file (``export_packed``; reloaded by
-``load_packed(path, engine="int8")``, and as ``engine_packed`` by ``load_packed(path, engine="int8-packed")``, which
+``xtc.packed.load(path, engine="int8")``, and as ``engine_packed`` by ``xtc.packed.load(path, engine="int8-packed")``, which
 keeps the weight codes packed in memory and unpacks each layer's per forward). Each candidate is loaded from its
 file.
 
 * Throughput: forward only, eval mode, ``inference_mode``, one fixed batch of ``batch x seq`` tokens (full: 32 x 128)
   and the latency batch 1 x 128; the three candidates alternate round by round; sentences/s = batch / median.
 * Numerics: the engine's logits against the fake-quant model's: max abs difference, the fake-quant model's own
-  change under another thread count (its float-rounding noise), ``xtc.engine.logit_bound`` and whether every
+  change under another thread count (its float-rounding noise), ``xtc.packed.engine.logit_bound`` and whether every
   prediction whose fake-quant margin exceeds twice the bound is equal.
 * Model memory: each candidate in a fresh process (``python -m bench.serve CANDIDATE PATH ...``): RSS after the
   imports (and, for the engine, after its kernels are compiled: a per-process cost, not the model's), then
@@ -51,7 +51,7 @@ from bench.timing import interleaved_samples, summary
 
 REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = ("fp32", "fake_quant", "engine", "engine_packed")
-ENGINE_OF = {"engine": "int8", "engine_packed": "int8-packed"}  # candidate -> load_packed(engine=...)
+ENGINE_OF = {"engine": "int8", "engine_packed": "int8-packed"}  # candidate -> xtc.packed.load(engine=...)
 # peers: the peers timed beside the engine at the deepest depth (bench/peers.py)
 FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "latency_rounds": 5, "peers": "available"}
 QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "latency_rounds": 3, "peers": "available"}
@@ -61,7 +61,7 @@ ENGINES = ("engine", "engine_packed")
 def load(candidate: str, path: str | Path):
     """The candidate model from its file (the loaders a user calls)."""
     from xtc.checkpoint import load_model_dir
-    from xtc.export import load_packed
+    from xtc.packed import load as load_packed
 
     if candidate in ENGINE_OF:
         return load_packed(path, engine=ENGINE_OF[candidate])
@@ -72,7 +72,7 @@ def load(candidate: str, path: str | Path):
 
 def write_files(setting: Setting, out: Path) -> dict[str, Path]:
     from xtc.checkpoint import mark_quantized, save_model_dir
-    from xtc.export import export_packed
+    from xtc.packed.export import export_packed
 
     torch.manual_seed(0)
     teacher = teacher_model(setting)
@@ -88,7 +88,7 @@ def write_files(setting: Setting, out: Path) -> dict[str, Path]:
 
 
 def _inputs(setting: Setting, vocab: int, batch: int) -> dict[str, torch.Tensor]:
-    from xtc.glue import PaddingCollator
+    from xtc.collate import PaddingCollator
 
     rows = features(dataclasses.replace(setting, batch=batch), vocab)
     return {k: v for k, v in PaddingCollator(0)(rows).items() if k != "labels"}
@@ -103,7 +103,7 @@ def _forward(model, inputs):
 
 
 def _numerics(engine, fake, inputs, engine_packed=None) -> dict:
-    from xtc.engine import logit_bound
+    from xtc.packed.engine import logit_bound
 
     threads = torch.get_num_threads()
     with torch.inference_mode():
@@ -271,8 +271,8 @@ def child(candidate: str, path: str, batch: int, seq: int, steps: int, vocab: in
     importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
 
     import xtc.checkpoint  # noqa: F401
-    import xtc.engine  # noqa: F401
-    import xtc.export  # noqa: F401
+    import xtc.packed.engine  # noqa: F401
+    import xtc.packed.export  # noqa: F401
     from xtc.quant.int8 import enable_compiled
 
     if candidate in peers.ORT_PEERS:

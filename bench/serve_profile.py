@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if why := peers.missing_extra():
         print(f"python -m bench.serve_profile: {why}", file=sys.stderr)
         return 2
-    from xtc.engine import CHUNK_TOKENS, EngineBertLayer
+    from xtc.packed.engine import CHUNK_TOKENS, EngineBertLayer
     from xtc.quant.int8 import compile_status, enable_compiled
 
     enable_compiled()

@@ -14,7 +14,8 @@ from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 from xtc import augment
 from xtc.augment import DEFAULT_COPIES, STOP_WORDS, augment_examples, write_augmented_tsv
 from xtc.glove import load_glove
-from xtc.glue import TASKS, load_local, read_tsv
+from xtc.tasks import TASKS
+from xtc.glue import load_local, read_tsv
 
 # Lowercase, space-separated, one wordpiece per word: whitespace position i is token i of the sentence.
 SENTENCE = "the old man sees a happy dog near the river"

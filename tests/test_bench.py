@@ -191,8 +191,8 @@ def test_serve_refuses_in_one_line_without_the_serve_extra(monkeypatch, capsys):
 
 def test_missing_extra_names_what_is_missing(monkeypatch):
     real = peers.importlib.util.find_spec
-    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name: None if name == "torchao" else real(name))
-    assert "torchao missing" in peers.missing_extra()
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+    assert "(onnxruntime missing)" in peers.missing_extra()
 
 
 def test_machine_block_records_cpu_model_isa_and_threads():

@@ -2,8 +2,8 @@
 killed with SIGKILL while the FP step-1 student trains, (a) together with every process it started (a closed
 terminal, an OOM kill of the session) or (b) alone, its `xtc` children living on. The next run -- the command
 `make demo` runs, `snakemake --cores 2`, nothing added -- finishes the study: the stale lock goes because no other
-snakemake works there (xtc/cluster.py), incomplete jobs rerun (profiles/default) and resume from the run
-directory's saved state, a rerun job waits while an orphan still trains into its run directory (xtc/runlock.py),
+snakemake works there (xtc/study/cluster.py), incomplete jobs rerun (profiles/default) and resume from the run
+directory's saved state, a rerun job waits while an orphan still trains into its run directory (xtc/study/runlock.py),
 nothing finished is retrained, and the tables equal an uninterrupted run's. The run-directory lock itself is
 tested directly at the end."""
 
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from xtc import runlock
-
 from tinystudy import BIN, REPO, tiny
+
+from xtc.study import runlock
 
 TEACHER = "results/teachers/task~rte/seed~42"
 STEP1 = "results/runs/task~rte/layers~2/wbits~fp/abits~fp/kd~one_stage/epochs~12/lr~0.001/da~0/seed~42"
@@ -152,7 +151,7 @@ def test_crash_snakemake_alone_killed_children_live_on(inputs, reference, tmp_pa
 # ------------------------------------------------------------------------------------------------ the lock itself
 HOLD = """
 import sys, time
-from xtc import runlock
+from xtc.study import runlock
 runlock.hold_run_dir(sys.argv[1])
 print("held", flush=True)
 time.sleep(float(sys.argv[2]))

@@ -1,4 +1,4 @@
-"""The integer CPU engine (xtc.engine, xtc.quant.int8): exact integer parts, bounded logits, int8 at most in memory."""
+"""The integer CPU engine (xtc.packed.engine, xtc.quant.int8): exact integer parts, bounded logits, int8 at most in memory."""
 
 from __future__ import annotations
 
@@ -7,14 +7,24 @@ import logging
 import pytest
 import torch
 
-from xtc.config import QuantConfig
-from xtc.engine import ENGINES, MAPPINGS, EngineBertLayer, logit_bound
-from xtc.export import PackedEmbedding, PackedLinear, export_packed, load_packed
-from xtc.packing import pack_codes
-from xtc.quant import quantize_
+from xtc.config import ENGINES, QuantConfig
+from xtc.packed import load as load_packed
+from xtc.packed.engine import EngineBertLayer, logit_bound
+from xtc.packed.export import export_packed
+from xtc.quant.packing import code_mapping, pack_codes
 from xtc.quant import int8 as int8_module
-from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, PackedWeight, compile_status, enable_compiled, kernels,
-                            quantize_tokens, reset_kernels)
+from xtc.quant import quantize_
+from xtc.quant.int8 import (
+    Int8Linear,
+    PackedRowEmbedding,
+    PackedWeight,
+    compile_status,
+    enable_compiled,
+    kernels,
+    quantize_tokens,
+    reset_kernels,
+)
+from xtc.quant.packed import PackedEmbedding, PackedLinear
 from xtc.quant.primitives import dequantize, quantize_symmetric, quantize_weight
 
 
@@ -117,7 +127,7 @@ def test_packed_weight_unpacks_to_the_exact_int8_codes(bits):
     for w in weights:
         codes, _ = quantize_weight(w, bits, "tensor")
         stored = pack_codes(codes, bits)
-        mul, sub = MAPPINGS.get(stored.encoding, (1, 2 ** (stored.stored_bits - 1)))
+        mul, sub = code_mapping(stored.encoding, stored.stored_bits)
         parts.append(PackedWeight(stored.data, stored.stored_bits, mul, sub, 16, 24, stored.zeros))
         want.append(codes.t().to(torch.int8))  # (in, out)
         assert torch.equal(parts[-1].weight_codes(), want[-1])
@@ -125,10 +135,12 @@ def test_packed_weight_unpacks_to_the_exact_int8_codes(bits):
     assert fused is not None and torch.equal(fused.weight_codes(), torch.cat(want, dim=1))
 
 
-def test_cli_spells_the_engines_of_xtc_engine():
-    from xtc import cli
-
-    assert cli.ENGINES == list(ENGINES)
+def test_every_engine_loads(tmp_path, tiny_bert, tiny_batch):
+    """The engines the CLI offers (config.ENGINES) are exactly those xtc.packed.load serves."""
+    quantize_(tiny_bert, QuantConfig(weight_bits=1, act_bits=8))
+    export_packed(tiny_bert, tmp_path / "m.safetensors")
+    for engine in ENGINES:
+        assert load_packed(tmp_path / "m.safetensors", engine=engine)(**tiny_batch).logits.shape[0] == len(tiny_batch["input_ids"])
 
 
 def test_static_activation_range_runs_on_integers(tiny_bert, tiny_batch, tmp_path):
@@ -148,7 +160,7 @@ FLOAT_PATH = {
 
 @pytest.mark.parametrize("cfg", FLOAT_PATH.values(), ids=FLOAT_PATH.keys())
 def test_modules_the_integer_path_cannot_run_keep_the_exact_float_path(cfg, tiny_bert, tiny_batch, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="xtc.engine"):
+    with caplog.at_level(logging.INFO, logger="xtc.packed.engine"):
         fake, engine = _pair(tiny_bert, cfg, tiny_batch, tmp_path)
     assert "keeps the float path" in caplog.text
     assert isinstance(engine.bert.encoder.layer[0].intermediate.dense, PackedLinear)

@@ -14,16 +14,13 @@ from safetensors.torch import save_file
 
 from xtc.checkpoint import mark_quantized, quant_config_of
 from xtc.config import QuantConfig, Recipe
-from xtc.export import (
-    FORMAT_VERSION,
-    PackedEmbedding,
-    PackedLinear,
-    export_packed,
-    load_packed,
-    read_packed,
-)
+from xtc.packed import load as load_packed
+from xtc.packed.export import export_packed
+from xtc.packed.format import FORMAT_VERSION, read_packed
 from xtc.quant import QuantEmbedding, QuantLinear, quantize_, quantized_modules
+from xtc.quant.packed import PackedEmbedding, PackedLinear
 from xtc.reduce import build_student
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -176,7 +173,7 @@ def test_float_model_is_refused_unless_asked_for(tiny_bert, tiny_batch, tmp_path
 def test_packed_model_cannot_be_exported_again(tiny_bert, tmp_path):
     quantize_(tiny_bert, QuantConfig(weight_bits=1))
     export_packed(tiny_bert, _packed_path(tmp_path))
-    with pytest.raises(ValueError, match="was loaded by load_packed .* trainable=True"):
+    with pytest.raises(ValueError, match="was loaded by xtc.packed.load .* trainable=True"):
         export_packed(load_packed(_packed_path(tmp_path)), tmp_path / "again.safetensors")
 
 

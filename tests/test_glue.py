@@ -14,18 +14,9 @@ from textdata import DIRECTORIES, SPLITS, VOCAB, synthetic_examples, tiny_tokeni
 
 from xtc import glue, sources
 from xtc.config import GLUE_TASK_NAMES
-from xtc.glue import (
-    TASKS,
-    PaddingCollator,
-    get_task,
-    load_hub,
-    load_local,
-    load_split,
-    make_collator,
-    read_tsv,
-    subsample,
-    tokenize,
-)
+from xtc.collate import PaddingCollator, make_collator
+from xtc.glue import load_hub, load_local, load_split, read_tsv, subsample, tokenize
+from xtc.tasks import TASKS, get_task
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_GLUE = Path(os.environ.get("XTC_GLUE_DIR") or REPO.parent / "shared" / "data" / "glue")

@@ -78,7 +78,7 @@ def test_the_serving_env_holds_the_core_and_none_of_the_extras(serving_env):
 def test_xtc_predict_runs_with_only_the_serving_set(serving_env, tmp_path):
     from tests.textdata import tiny_tokenizer, write_glue_tsv
     from xtc.config import QuantConfig
-    from xtc.export import export_packed
+    from xtc.packed.export import export_packed
     from xtc.models import random_model, tiny_bert_config
     from xtc.quant import quantize_
 

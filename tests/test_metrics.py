@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from xtc.glue import TASKS
+from xtc.tasks import TASKS
 from xtc.metrics import (
     METRICS,
     XTC_GLUE_TASKS,

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xtc.packing import (
+from xtc.quant.packing import (
     PackedCodes,
     code_range,
     default_encoding,

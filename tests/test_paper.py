@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from xtc.glue import TASKS
+from xtc.tasks import TASKS
 from xtc.report.paper import AVERAGE, GLUE, PAPER_COLUMNS, load_paper
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "config" / "paper"

@@ -38,7 +38,7 @@ from bench.deepspeed_step import xtc_ds_config  # noqa: E402
 from xtc.checkpoint import mark_quantized  # noqa: E402
 from xtc.config import QuantConfig, Recipe, apply_overrides  # noqa: E402
 from xtc.distill import forward_with_internals, kd_loss, layer_maps, stages  # noqa: E402
-from xtc.glue import make_collator  # noqa: E402
+from xtc.collate import make_collator  # noqa: E402
 from xtc.models import random_model  # noqa: E402
 from xtc.quant import quantize_  # noqa: E402
 from xtc.quant.primitives import fake_quantize_weight  # noqa: E402

@@ -1,4 +1,4 @@
-"""Rehearsal mode (xtc.rehearsal): the real study's job graph on tiny local stand-ins, offline, in its own root.
+"""Rehearsal mode (xtc.study.rehearsal): the real study's job graph on tiny local stand-ins, offline, in its own root.
 
 The dry runs compare each paper study's rehearsal with its real dry run rule by rule; the end-to-end test
 rehearses xtc-main (all 8 tasks, 177 jobs) on 2 cores and checks its tables, figures and report.
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xtc import rehearsal
-from xtc.glue import TASKS, load_local
+from xtc.tasks import TASKS
+from xtc.glue import load_local
+from xtc.study import rehearsal
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -73,7 +74,7 @@ def test_a_bad_rehearsal_value_is_one_clear_line():
 
 # ------------------------------------------------------------------------------------------------ what is swapped
 def test_config_rewrite_is_torch_free():
-    code = "import sys, xtc.rehearsal; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    code = "import sys, xtc.study.rehearsal; sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env()).returncode == 0
 
 

@@ -291,7 +291,7 @@ def test_adapter_through_a_real_snakemake_run(tmp_path):
 
 def test_a_given_teacher_evaluated_once_joins_the_tables(study):
     """Paper studies use given fine-tuned teachers: `xtc evaluate` writes their metrics.json without best/last,
-    and their runs.tsv row has no seed, epochs or lr (as xtc.study.teacher_row writes it)."""
+    and their runs.tsv row has no seed, epochs or lr (as xtc.study.grid.teacher_row writes it)."""
     tmp, runs = study
     table = pd.read_csv(runs, sep="\t", keep_default_na=False, dtype=str)
     students = table[table["run_dir"].str.contains("w1_6l")]

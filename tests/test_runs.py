@@ -206,7 +206,7 @@ def test_resume_into_a_directory_of_another_recipe_is_refused(workspace, capsys)
 
 def test_a_changed_recipe_replaces_the_run_when_the_workflow_says_so(tmp_path, monkeypatch, caplog):
     """Snakemake reruns a job whose parameters changed; the workflow sets XTC_RECIPE_CHANGE=replace for its jobs."""
-    from xtc.rundir import RECIPE_CHANGE_ENV, prepare_out_dir
+    from xtc.study.rundir import RECIPE_CHANGE_ENV, prepare_out_dir
 
     out = tmp_path / "run"
     old, new = {"recipe": {"train": {"epochs": 3}}}, {"recipe": {"train": {"epochs": 10}}}
@@ -385,7 +385,7 @@ def test_distill_refuses_bad_input_before_any_work(workspace, fp_and_quantized, 
 
 
 def test_one_rule_turns_a_run_dir_into_its_model_dir(workspace, tmp_path):
-    from xtc.rundir import model_dir, run_config_of
+    from xtc.study.rundir import model_dir, run_config_of
 
     root, _ = workspace
     run = root / "teacher"

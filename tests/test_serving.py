@@ -1,4 +1,4 @@
-"""The serving report (xtc/serving.py): a study's packed students on the integer engine against the FP32 teachers."""
+"""The serving report (xtc/packed/serving.py): a study's packed students on the integer engine against the FP32 teachers."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from torch import nn
 
 from xtc.checkpoint import mark_quantized, save_model_dir
 from xtc.config import QuantConfig
-from xtc.export import export_packed
 from xtc.models import random_model, tiny_bert_config
+from xtc.packed.export import export_packed
+from xtc.packed.serving import markdown, measure, tensor_bytes, write
 from xtc.quant import int8 as int8_module
 from xtc.quant import quantize_
-from xtc.serving import markdown, measure, tensor_bytes, write
 
 
 @pytest.fixture(autouse=True)

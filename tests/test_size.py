@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_export import CASES
+
 from xtc.config import QuantConfig, Recipe
-from xtc.export import export_packed, predict_packed_bytes
 from xtc.models import bert_config, random_model, tiny_bert_config
+from xtc.packed.export import export_packed, predict_packed_bytes
+from xtc.packed.size import size_from_config, size_report
 from xtc.quant import quantize_
 from xtc.reduce import build_student
-from xtc.size import size_from_config, size_report
 
 # Reference section 8, BERT-base.
 LINEAR_PER_LAYER = 7_077_888

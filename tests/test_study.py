@@ -1,4 +1,4 @@
-"""The study grid (xtc/study.py) and the jobs built from it (xtc/jobs.py), tested directly, without Snakemake's
+"""The study grid (xtc/study/grid.py) and the jobs built from it (xtc/study/jobs.py), tested directly, without Snakemake's
 scheduler: the run key, study loading and merging, exclusions, step-1 students, labels, runtimes, and the bad
 study files that stop the workflow before any job starts. Snakemake's `validate` fills the schema's defaults, as
 in workflow/rules/common.smk."""
@@ -12,10 +12,10 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from xtc import study
 from xtc.config import KD_VARIANTS
-from xtc.glue import TASKS
-from xtc.jobs import Jobs
+from xtc.tasks import TASKS
+from xtc.study import grid as study
+from xtc.study.jobs import Jobs
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -44,7 +44,7 @@ def _no_glue_dir(monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ the run key
 def test_the_package_modules_import_without_torch():
-    code = "import sys, xtc.study, xtc.jobs, xtc.report; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, xtc.study.grid, xtc.study.jobs, xtc.report; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr

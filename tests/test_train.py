@@ -12,7 +12,7 @@ import torch
 
 from xtc.config import DistillConfig, QuantConfig, TrainConfig
 from xtc.distill import layer_maps
-from xtc.glue import PaddingCollator
+from xtc.collate import PaddingCollator
 from xtc.models import random_model, tiny_bert_config
 from xtc.quant import quantize_
 from xtc.reduce import build_student

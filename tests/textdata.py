@@ -1,6 +1,6 @@
 """Synthetic GLUE files in the exact official ``glue_data/`` layouts, and a tiny offline tokenizer.
 
-The layouts here are written out independently of ``xtc.glue.TASKS`` (headers, column order, label strings,
+The layouts here are written out independently of ``xtc.tasks.TASKS`` (headers, column order, label strings,
 BOM, file names), so a wrong entry in the table fails the round-trip tests instead of agreeing with itself.
 Texts use a small lowercase vocabulary (plus capitals, punctuation and stray ``"``), so the tiny tokenizer
 never needs ``[UNK]`` for them and ``QUOTE_NONE`` parsing is exercised.

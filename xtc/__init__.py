@@ -1,7 +1,7 @@
 """xtc: the maintained, reproducible implementation of XTC extreme compression for BERT-style transformers.
 
-Layers (imports only point down): ``config`` and ``quant.primitives``/``quant.ste`` (L0); ``quant.modules``,
-``glue``, ``metrics``, ``models``, ``reduce``, ``distill`` (L1); ``quant.apply`` (L2); ``cli`` (L3).
+A flat training core and two wings, ``xtc.study`` (the workflow's side, torch-free) and ``xtc.packed`` (the packed
+model after training); the layers and the import rule are in docs/architecture.md (a test holds the code to them).
 Importing ``xtc`` itself is cheap: submodules are imported by the code that needs them.
 """
 

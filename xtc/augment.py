@@ -42,7 +42,7 @@ import numpy as np
 
 from xtc.atomic import atomic_path
 from xtc.glove import GloVe
-from xtc.glue import TASKS, Example, TaskSpec, get_task
+from xtc.tasks import TASKS, Example, TaskSpec, get_task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

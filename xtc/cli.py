@@ -13,9 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from xtc import __version__
-from xtc.config import KD_VARIANTS, Recipe, parse_override, with_values
+from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, LayerStrategy, Padding,
+                        Recipe, RepFirst, parse_bits, parse_override, suggest, with_values)
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
@@ -26,7 +28,7 @@ EXTRA_OF = {"datasets": "train", "scipy": "train", "pandas": "report", "matplotl
 
 def _cmd_tasks(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Print the GLUE task table (text columns, labels, metrics, selection metric, eval splits)."""
-    from xtc.glue import TASKS, get_task
+    from xtc.tasks import TASKS, get_task
 
     names = [get_task(args.task).name] if args.task else list(TASKS)
     rows = [_task_row(TASKS[name]) for name in names]
@@ -60,6 +62,17 @@ def _cmd_layers(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _task(text: str) -> str:
+    """A GLUE task name (``xtc.config.GLUE_TASK_NAMES``, the keys of ``xtc.tasks.TASKS``), or a "did you mean"."""
+    if text not in GLUE_TASK_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown task {text!r}{suggest(text, GLUE_TASK_NAMES)}; use one of "
+                                         f"{', '.join(GLUE_TASK_NAMES)}")
+    return text
+
+
+TASK_METAVAR = "{" + ",".join(GLUE_TASK_NAMES) + "}"
+
+
 def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.replace(" ", "").strip("[]").split(",") if v]
@@ -75,9 +88,6 @@ TRAIN_FLAGS = {"epochs": "train.epochs", "lr": "train.lr", "batch_size": "train.
                "eval_every": "train.eval_every_steps", "warmup_epochs": "train.warmup_epochs",
                "warmup_ratio": "train.warmup_ratio", "group_by_length": "train.group_by_length", "bf16": "train.bf16",
                "tf32": "train.tf32"}
-# the engines of a packed checkpoint (xtc.engine.ENGINES; spelled here so that `xtc --help` needs no torch, and
-# tests/test_engine.py checks that both agree)
-ENGINES = ["float", "int8", "int8-packed"]
 STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_layer", "strategy": "reduce.strategy",
                  "weight_bits": "quant.weight_bits", "act_bits": "quant.act_bits", "act_range": "quant.act_range",
                  "kd": "distill.kd", "attention_target": "distill.attention_target",
@@ -85,12 +95,10 @@ STUDENT_FLAGS = {"layers": "reduce.layers", "teacher_layer": "reduce.teacher_lay
 
 
 def _bits(text: str) -> int | None:
-    if text.lower() in ("fp", "none", "null", "32"):
-        return None
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a bit-width: use 1, 2, 3..8, or fp/none") from None
+        return parse_bits(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _flag_group(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
@@ -100,14 +108,14 @@ def _flag_group(p: argparse.ArgumentParser, title: str) -> argparse._ArgumentGro
 
 def _add_data_args(p: argparse.ArgumentParser, eval_only: bool = False) -> None:
     g = _flag_group(p, "data")
-    g.add_argument("--task", required=True, help="GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli")
+    g.add_argument("--task", required=True, type=_task, metavar=TASK_METAVAR, help="GLUE task")
     g.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the Hugging Face hub)")
     if not eval_only:
         g.add_argument("--train-file", help="train TSV in the task's layout (e.g. from xtc augment)")
         g.add_argument("--max-train-examples", type=int, help="seeded subset of the train split")
     g.add_argument("--max-eval-examples", type=int, help="seeded subset of each dev split")
     g.add_argument("--max-seq-length", type=int, help="truncate to this many tokens (XTC: 128)")
-    g.add_argument("--padding", choices=["max_length", "dynamic"],
+    g.add_argument("--padding", choices=get_args(Padding),
                    help="pad batches to --max-seq-length (the original's, default) or to their longest example")
 
 
@@ -145,7 +153,7 @@ def build_recipe(args: argparse.Namespace, *tables: dict[str, str], fixed: dict 
 
 
 def _run_paths(args: argparse.Namespace, argv: Sequence[str]):
-    from xtc.rundir import RunPaths
+    from xtc.study.rundir import RunPaths
 
     return RunPaths(Path(args.out), overwrite=args.overwrite, device=args.device, argv=tuple(argv))
 
@@ -210,7 +218,7 @@ def _cmd_augment(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from xtc.predict import run
+    from xtc.packed.predict import run
 
     run(args.model, args.input, args.columns, args.scores, args.batch_size, args.max_seq_length, args.engine,
         args.tokenizer)
@@ -236,9 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description=_cmd_layers.__doc__)
     layers.add_argument("--layers", type=int, required=True, help="student layers, e.g. 6")
     layers.add_argument("--teacher-layers", type=int, default=12, help="teacher layers (default 12)")
-    layers.add_argument("--strategy", choices=["xtc", "even"], default="xtc", help="selection rule (default xtc)")
+    layers.add_argument("--strategy", choices=get_args(LayerStrategy), default="xtc", help="selection rule (default xtc)")
     layers.add_argument("--teacher-layer", type=_int_list, help="explicit 0-based indices, e.g. 1,3,5,7,9,11")
-    layers.add_argument("--rep-first", choices=["original", "input"], default="original",
+    layers.add_argument("--rep-first", choices=get_args(RepFirst), default="original",
                         help="teacher state for the student's embedding output (distill.rep_first; default original)")
     layers.add_argument("--json", action="store_true", help="print JSON")
     layers.set_defaults(handler=_cmd_layers)
@@ -259,13 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = _flag_group(ds, "student (docs/method.md)")
     g.add_argument("--layers", type=int, help="student layers (default: the teacher's)")
     g.add_argument("--teacher-layer", type=_int_list, help="explicit 0-based teacher layers, e.g. 1,3,5,7,9,11")
-    g.add_argument("--strategy", choices=["xtc", "even"], help="layer choice rule (default xtc)")
+    g.add_argument("--strategy", choices=get_args(LayerStrategy), help="layer choice rule (default xtc)")
     g.add_argument("--weight-bits", type=_bits, help="1, 2, 3..8, or fp (default fp)")
     g.add_argument("--act-bits", type=_bits, help="8 (XTC), 4..7, or none")
-    g.add_argument("--act-range", choices=["dynamic", "static"])
+    g.add_argument("--act-range", choices=get_args(ActRange))
     g.add_argument("--kd", choices=KD_VARIANTS,
                    help="KD variant (default one_stage, the XTC setting)")
-    g.add_argument("--attention-target", choices=["scores", "probs"])
+    g.add_argument("--attention-target", choices=get_args(AttentionTarget))
     g.add_argument("--temperature", type=float)
     _add_data_args(ds)
     _add_train_args(ds)
@@ -313,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
                         description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "
                         "words) or GloVe neighbours (multi-piece words, when --glove is given; kept otherwise).")
-    au.add_argument("--task", required=True)
+    au.add_argument("--task", required=True, type=_task, metavar=TASK_METAVAR, help="GLUE task")
     au.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the hub)")
     au.add_argument("--mlm", required=True, help="masked-LM model (hub id or dir), e.g. bert-base-uncased")
     au.add_argument("--glove", help="GloVe text file for multi-piece words")

@@ -2,7 +2,7 @@
 
 Each command takes a typed ``Recipe`` (built by the CLI) and explicit paths -- ``RunPaths`` for the training
 commands, ``AugmentRequest`` for augmentation -- never an argparse ``Namespace``. The run directory's layout,
-its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.rundir``. Together with
+its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``. Together with
 ``cli.py`` and ``rundir.py`` this is the only code that touches files.
 """
 
@@ -18,10 +18,19 @@ from typing import Any
 
 from xtc.atomic import atomic_dir, atomic_write_json
 from xtc.config import Recipe
-from xtc.rundir import (  # noqa: F401 (re-exported: the run directory's names)
-    LAST, MODEL, STATE_DIR, RunPaths, RunWriter, manifest, model_config, model_dir, prepare_out_dir, run_config_of,
-)
 from xtc.sources import check_model, is_hub_id
+from xtc.study.rundir import (  # noqa: F401 (re-exported: the run directory's names)
+    LAST,
+    MODEL,
+    STATE_DIR,
+    RunPaths,
+    RunWriter,
+    manifest,
+    model_config,
+    model_dir,
+    prepare_out_dir,
+    run_config_of,
+)
 
 log = logging.getLogger("xtc")
 
@@ -29,7 +38,8 @@ log = logging.getLogger("xtc")
 # ---------------------------------------------------------------------------------------------- data
 def load_train_features(recipe: Recipe, tokenizer) -> list:
     """Tokenized train features: the task's train split, or ``data.train_file`` (an augmented TSV)."""
-    from xtc.glue import get_task, load_split, read_tsv, subsample, tokenize
+    from xtc.tasks import get_task
+    from xtc.glue import load_split, read_tsv, subsample, tokenize
 
     data = recipe.data
     if data.train_file:
@@ -41,7 +51,8 @@ def load_train_features(recipe: Recipe, tokenizer) -> list:
 
 def load_eval_features(recipe: Recipe, tokenizer) -> dict[str, list]:
     """Tokenized dev features for every eval split of the task (MNLI: matched and mismatched)."""
-    from xtc.glue import get_task, load_split, tokenize
+    from xtc.tasks import get_task
+    from xtc.glue import load_split, tokenize
 
     data = recipe.data
     return {
@@ -70,8 +81,8 @@ def run_training(
 ) -> dict[str, Any]:
     """Train ``model`` by ``recipe`` into the run directory ``paths.out`` (resuming when it holds a killed run)."""
     from xtc.checkpoint import load_train_state, save_model_dir
-    from xtc.glue import make_collator
-    from xtc.runlock import hold_run_dir
+    from xtc.collate import make_collator
+    from xtc.study.runlock import hold_run_dir
     from xtc.train import Hooks, Trainer, select_device
 
     started, out = time.time(), paths.out
@@ -107,7 +118,7 @@ def run_training(
 
 def run_metrics(recipe: Recipe, final_stage: str, history: list[dict[str, Any]], best_step: int) -> dict[str, Any]:
     """``metrics.json``: the best and the last evaluation, the selection rule and the evaluation history."""
-    from xtc.glue import get_task
+    from xtc.tasks import get_task
 
     spec = get_task(recipe.data.task)
     evals = [r for r in history if r["kind"] == "eval"]
@@ -127,7 +138,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     import torch
 
     from xtc.checkpoint import load_tokenizer
-    from xtc.glue import get_task
+    from xtc.tasks import get_task
     from xtc.labels import set_task_labels
     from xtc.models import load_classifier
 
@@ -198,33 +209,12 @@ def _load_init(init_dir: Path, teacher, teacher_source: str) -> tuple[Any, tuple
     return student, tuple(teacher_layer)
 
 
-def load_fp_teacher(source: str) -> tuple[Any, str | Path]:
-    """A full-precision fine-tuned model and where it was read: a local teacher (an `xtc finetune` run dir or a model
-    dir) or a fine-tuned hub id (``owner/name``)."""
-    from xtc.checkpoint import load_model_dir
-
-    path = model_dir(source)
-    if path.is_dir():
-        if model_config(path, "teacher dir").get("xtc_quant"):
-            raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher: "
-                             "pass the `xtc finetune` run dir (or a step-1 FP student)")
-        teacher = load_model_dir(path)
-    elif is_hub_id(source, qualified=True):
-        path = check_model(source, key="--teacher")
-        teacher = _load_hub_teacher(path)
-    else:
-        raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (or its model/ dir), "
-                         "or a fine-tuned hub id such as yoshitomo-matsubara/bert-base-uncased-rte")
-    if getattr(teacher.config, "xtc_quant", None):
-        raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher")
-    return teacher, path
-
-
 def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
     """The teacher of ``xtc distill``: ``load_fp_teacher``, checked against the task (labels and their order)."""
-    from xtc.glue import get_task
+    from xtc.tasks import get_task
+    from xtc.models import load_fp_teacher
 
-    teacher, path = load_fp_teacher(source)
+    teacher, path = load_fp_teacher(model_dir(source))
     want = get_task(recipe.data.task).num_labels
     if teacher.config.num_labels != want:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
@@ -234,35 +224,26 @@ def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
     return align_labels(teacher, recipe.data.task, f"teacher {source}"), path
 
 
-def _load_hub_teacher(repo_id: str):
-    from xtc.models import load_classifier
-
-    try:
-        return load_classifier(repo_id).eval()
-    except OSError as err:
-        raise ValueError(f"could not load the teacher {repo_id!r} from the Hugging Face hub ({err.__class__.__name__}); "
-                         "check the id and the network, or pass a local teacher dir (xtc finetune --out)") from None
-
-
 def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path | None = None,
              device: str | None = None, argv: Sequence[str] = (), engine: str = "float") -> dict[str, Any]:
     """Dev-set metrics of a model directory, a run directory or a packed checkpoint (``engine``: ``float``, the
-    exact fake-quant model, or ``int8`` / ``int8-packed``, the integer CPU engine of ``xtc.engine``)."""
+    exact fake-quant model, or ``int8`` / ``int8-packed``, the integer CPU engine of ``xtc.packed.engine``)."""
     from xtc.checkpoint import load_model_dir, load_tokenizer
-    from xtc.glue import make_collator
+    from xtc.collate import make_collator
+    from xtc.models import load_hub_classifier
     from xtc.train import evaluate as evaluate_model
     from xtc.train import select_device
 
     started = time.time()
     path = model_dir(model)
     if path.is_file():
-        from xtc.export import load_packed
+        from xtc.packed import load
 
-        loaded, tokenizer_dir = load_packed(path, engine=engine), path.parent
+        loaded, tokenizer_dir = load(path, engine=engine), path.parent
         device = "cpu" if engine != "float" else device  # the integer engine serves on CPU
     elif not path.exists() and is_hub_id(model, qualified=True):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(model, key="--model")
-        loaded = _load_hub_teacher(tokenizer_dir)
+        loaded = load_hub_classifier(tokenizer_dir)
     else:
         loaded, tokenizer_dir = load_model_dir(path), path
     check_inputs(recipe, loaded.config)
@@ -291,8 +272,8 @@ def export(model: str | Path, out: Path, teacher_config: str | Path | None = Non
     from transformers import AutoConfig
 
     from xtc.checkpoint import load_model_dir, load_tokenizer
-    from xtc.export import export_packed
-    from xtc.size import size_report
+    from xtc.packed.export import export_packed
+    from xtc.packed.size import size_report
 
     started = time.time()
     path, run_config = model_dir(model), run_config_of(model)
@@ -322,7 +303,7 @@ def export(model: str | Path, out: Path, teacher_config: str | Path | None = Non
 def size(model_config: str, layers: int | None, weight_bits: int | None) -> dict[str, Any]:
     """Size accounting of an XTC student from a model config alone (offline; ``bert-base`` is built in)."""
     from xtc.models import bert_config
-    from xtc.size import size_from_config
+    from xtc.packed.size import size_from_config
 
     return size_from_config(bert_config(model_config), layers, weight_bits)
 
@@ -349,7 +330,8 @@ def augment(request: AugmentRequest) -> dict[str, Any]:
 
     from xtc.augment import augment_examples, write_augmented_tsv
     from xtc.glove import load_glove
-    from xtc.glue import get_task, load_split
+    from xtc.tasks import get_task
+    from xtc.glue import load_split
 
     r = request
     spec = get_task(r.task)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from xtc.granularity import (  # noqa: F401 (re-exported: the config's granularity vocabulary)
-    GRANULARITY_SYNTAX, Granularity, NumGroups, PerGroup, PerRow, PerTensor, PerToken, parse_granularity,
+    GRANULARITY_SYNTAX,
+    Granularity,
+    NumGroups,
+    PerGroup,
+    PerRow,
+    PerTensor,
+    PerToken,
+    parse_granularity,
 )
 
 CONFIG_VERSION = 1
@@ -31,6 +38,10 @@ ActRange = Literal["dynamic", "static"]
 # The KD variants, defined here once: the CLI's --kd choices, the report's order and the workflow derive from it.
 KDVariant = Literal["none", "logits", "logits_hidden", "one_stage", "two_stage"]
 KD_VARIANTS: tuple[str, ...] = get_args(KDVariant)
+# The engines that run a packed checkpoint (xtc.packed.load): float, the exact fake-quant model; int8, weights
+# unpacked to int8 codes once and kept; int8-packed, weights kept packed, each layer's unpacked for its forward
+Engine = Literal["float", "int8", "int8-packed"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 AttentionTarget = Literal["scores", "probs"]
 LayerStrategy = Literal["xtc", "even"]
 # The original XTC recipe is every default below (docs/fidelity.md); the other values are named deviations.
@@ -38,6 +49,24 @@ RepFirst = Literal["original", "input"]
 AttMask = Literal["original", "zero"]
 Padding = Literal["max_length", "dynamic"]
 OptimizerRule = Literal["original", "torch"]
+
+
+# Every way a study file or the command line may say "full precision" instead of a bit width (the one list).
+FP_SPELLINGS = frozenset({"", "fp", "fp32", "32", "none", "null", "nan"})
+
+
+def parse_bits(value: object) -> int | None:
+    """A bit width from text or a number, or None for full precision (``FP_SPELLINGS``); ``ValueError`` otherwise."""
+    text = "" if value is None else str(value).strip().lower()
+    if text in FP_SPELLINGS:
+        return None
+    try:
+        bits = int(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a bit width: use 1..31, or fp") from None
+    if not 1 <= bits < 32:
+        raise ValueError(f"{value!r} is not a bit width: use 1..31, or fp")
+    return bits
 
 
 def suggest(value: object, choices: typing.Iterable[object]) -> str:

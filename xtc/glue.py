@@ -1,7 +1,7 @@
 """GLUE loading from the hub or a local ``glue_data/`` folder, and tokenization.
 
-The task table (``TASKS``, ``TaskSpec``, ``get_task``) lives in ``xtc.tasks`` and is re-exported here; every
-other module looks task facts up there. Both sources yield the same plain ``Example`` dicts (``text_a``, ``text_b`` or None, ``label``) with the label
+The task table (``TASKS``, ``TaskSpec``, ``get_task``) lives in ``xtc.tasks`` and batch padding in ``xtc.collate``;
+every module imports them from there. Both sources yield the same plain ``Example`` dicts (``text_a``, ``text_b`` or None, ``label``) with the label
 ids of the hub copy ``nyu-mll/glue``, so a run gives the same numbers whichever source it read.
 
 Importing this module is cheap and torch-free (``metrics.py`` and the aggregation scripts use the table);
@@ -14,21 +14,18 @@ import csv
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from xtc.sources import HUB_DATASET, check_data
-from xtc.tasks import TASKS, TRAIN, EvalSplit, Example, TaskSpec, TsvLayout, get_task
+from xtc.tasks import TRAIN, Example, TaskSpec, get_task
 
-__all__ = ["TASKS", "TRAIN", "EvalSplit", "Example", "TaskSpec", "TsvLayout", "get_task", "load_split", "subsample",
-           "load_local", "read_tsv", "load_hub", "tokenize", "PaddingCollator", "make_collator"]
+__all__ = ["load_split", "subsample", "load_local", "read_tsv", "load_hub", "tokenize"]
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -210,7 +207,3 @@ def tokenize(
             item["labels"] = float(label) if isinstance(label, (float, np.floating)) else int(label)
             features.append(item)
     return features
-
-
-# The collator lives in xtc.collate; re-exported here, where callers have always found it.
-from xtc.collate import PADDINGS, PaddingCollator, make_collator  # noqa: E402,F401

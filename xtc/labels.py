@@ -18,7 +18,7 @@ import re
 import torch
 from torch import nn
 
-from xtc.glue import TaskSpec, get_task
+from xtc.tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 

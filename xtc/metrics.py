@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from xtc.glue import TaskSpec, get_task
+from xtc.tasks import TaskSpec, get_task
 
 
 def _pair(predictions: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:

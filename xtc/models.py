@@ -55,3 +55,33 @@ def load_classifier(name_or_path: str | Path, num_labels: int | None = None, **k
     """Load a sequence classifier from a hub id or local dir (``num_labels`` sets a fresh head if needed)."""
     extra = {} if num_labels is None else {"num_labels": num_labels}
     return AutoModelForSequenceClassification.from_pretrained(str(name_or_path), **extra, **kwargs)
+
+
+def load_hub_classifier(repo_id: str) -> torch.nn.Module:
+    """A fine-tuned classifier from the hub, in eval mode, or a one-line error naming the id and the fix."""
+    try:
+        return load_classifier(repo_id).eval()
+    except OSError as err:
+        raise ValueError(f"could not load the teacher {repo_id!r} from the Hugging Face hub ({err.__class__.__name__}); "
+                         "check the id and the network, or pass a local teacher dir (xtc finetune --out)") from None
+
+
+def load_fp_teacher(path: str | Path) -> tuple[torch.nn.Module, str | Path]:
+    """A full-precision fine-tuned model and where it was read: a local model dir (a run directory's ``model/``:
+    resolve it with ``xtc.study.rundir.model_dir`` first) or a fine-tuned hub id (``owner/name``)."""
+    from xtc.checkpoint import load_model_dir
+    from xtc.sources import check_model, is_hub_id
+
+    path = Path(path)
+    if path.is_dir():
+        teacher = load_model_dir(path)
+    elif is_hub_id(str(path), qualified=True):
+        path = check_model(str(path), key="--teacher")
+        teacher = load_hub_classifier(path)
+    else:
+        raise ValueError(f"teacher dir {path} does not exist; pass the --out of `xtc finetune` (or its model/ dir), "
+                         "or a fine-tuned hub id such as yoshitomo-matsubara/bert-base-uncased-rte")
+    if getattr(teacher.config, "xtc_quant", None):
+        raise ValueError(f"teacher {path} is quantized; XTC distils from the full-precision fine-tuned teacher: "
+                         "pass the `xtc finetune` run dir (or a step-1 FP student)")
+    return teacher, path

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from xtc.config import DistillConfig, TrainConfig
 from xtc.distill import LayerMaps, Stage, forward_with_internals, kd_loss, stages
-from xtc.glue import get_task
+from xtc.tasks import get_task
 from xtc.optim import build_optimizer, linear_schedule, warmup_steps
 
 log = logging.getLogger(__name__)

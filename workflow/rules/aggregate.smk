@@ -10,8 +10,8 @@ localrules:
 
 rule runs_table:
     input:
-        metrics=study_metrics,
-        sizes=study_sizes,
+        metrics=JOBS.study_metrics,
+        sizes=JOBS.study_sizes,
     output:
         runs="results/{study}/runs.tsv",
         scores="results/scores/{study}.json",
@@ -20,7 +20,7 @@ rule runs_table:
     conda:
         "../envs/xtc.yaml"
     params:
-        rows=study_table_rows,
+        rows=JOBS.study_table,
     script:
         "../scripts/runs_table.py"
 
@@ -34,8 +34,8 @@ for _study in STUDIES:
             f"aggregate_{_name.replace('-', '_')}"
         input:
             runs=f"results/{_name}/runs.tsv",
-            metrics=study_metrics({"study": _name}),
-            sizes=study_sizes({"study": _name}),
+            metrics=JOBS.study_metrics(_name),
+            sizes=JOBS.study_sizes(_name),
         output:
             md=report(
                 f"results/tables/{_name}.md",

@@ -1,17 +1,18 @@
-# What the rules share, as thin named functions over the study grid: xtc/study.py loads and validates the
-# study files and names every run (one run key: axes <-> path <-> label <-> runs.tsv row); xtc/jobs.py gives
-# each job its input files, `xtc` command line and runtime. No grid logic lives here.
+# What Snakemake itself needs before the rules: xtc/study/grid.py loads and validates the study files and names every
+# run (one run key: axes <-> path <-> label <-> runs.tsv row); JOBS (xtc/study/jobs.py) gives each job its input
+# files, `xtc` command line and runtime, and the rules call it directly. No grid logic lives here.
 import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from xtc import rehearsal, rundir, study
-from xtc.jobs import Jobs
 from xtc.sources import SourceError
+from xtc.study import grid as study
+from xtc.study import rehearsal, rundir
+from xtc.study.jobs import Jobs
 
 # Snakemake reruns a job whose parameters changed (say, the study's teacher.epochs); the run directory it owns then
-# holds the old recipe's state, which the job discards instead of refusing (xtc/rundir.py; same recipe: resume).
+# holds the old recipe's state, which the job discards instead of refusing (xtc/study/rundir.py; same recipe: resume).
 rundir.replace_changed_recipes()
 
 RUN = study.RUN
@@ -32,9 +33,9 @@ def configured():
     )
 
 
-# Rehearsal (--config rehearsal=true): the same jobs on tiny local stand-ins, in their own root (xtc/rehearsal.py).
+# Rehearsal (--config rehearsal=true): the same jobs on tiny local stand-ins, in their own root (xtc/study/rehearsal.py).
 REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
-# The schemas' messages and checks of xtc.study first, then Snakemake's validate() fills the defaults.
+# The schemas' messages and checks of xtc.study.grid first, then Snakemake's validate() fills the defaults.
 try:
     _studies = study.load_studies(
         *configured(),
@@ -80,19 +81,7 @@ wildcard_constraints:
     study="|".join(s["study"] for s in STUDIES),
 
 
-# ------------------------------------------------------------------------------------------- files of a run
-def teacher_inputs(wildcards):
-    return JOBS.teacher_input(wildcards)
-
-
-def init_inputs(wildcards):
-    return JOBS.init_input(wildcards)
-
-
-def train_file_inputs(wildcards):
-    return JOBS.train_file_input(wildcards)
-
-
+# The directories an `xtc` command reads and writes, from the rule's own files.
 def output_dir(wildcards, output):
     """The directory an `xtc` command writes (`--out`): the one holding the rule's first output."""
     return os.path.dirname(output[0])
@@ -101,75 +90,3 @@ def output_dir(wildcards, output):
 def input_dir(wildcards, input):
     """The run directory whose metrics.json is the rule's first input."""
     return os.path.dirname(input[0])
-
-
-# ----------------------------------------------------------------------------------------- files of a study
-def study_metrics(wildcards):
-    return JOBS.study_metrics(wildcards["study"])
-
-
-def study_sizes(wildcards):
-    return JOBS.study_sizes(wildcards["study"])
-
-
-def serving_inputs(wildcards):
-    return JOBS.serving_inputs(wildcards["study"])
-
-
-def serving_plan(wildcards):
-    return JOBS.serving_plan(wildcards["study"])
-
-
-def study_table_rows(wildcards):
-    """The rows of results/<study>/runs.tsv (the interface with the reporting code)."""
-    return JOBS.study_table(wildcards["study"])
-
-
-# ---------------------------------------------------------------------------------------- command lines
-def student_args(wildcards):
-    return JOBS.student_args(wildcards)
-
-
-def train_args(wildcards):
-    return JOBS.train_args(wildcards)
-
-
-def teacher_args(wildcards):
-    return JOBS.teacher_args(wildcards)
-
-
-def given_teacher(wildcards):
-    return JOBS.given_teacher(wildcards)
-
-
-def augment_args(wildcards):
-    return JOBS.augment_args(wildcards)
-
-
-def job_label(wildcards):
-    return JOBS.job_label(wildcards)
-
-
-# ------------------------------------------------------------------------------------ scheduling, resources
-def step1_first(wildcards):
-    return JOBS.priority(wildcards)
-
-
-def teacher_threads(wildcards):
-    return SETTINGS["resources"]["teacher_threads"] or SETTINGS["resources"]["threads"]
-
-
-def run_runtime(wildcards):
-    return JOBS.run_minutes(wildcards)
-
-
-def teacher_runtime(wildcards):
-    return JOBS.teacher_minutes(wildcards)
-
-
-def augment_runtime(wildcards):
-    return JOBS.augment_minutes(wildcards)
-
-
-def small_runtime(wildcards):
-    return JOBS.small_minutes()

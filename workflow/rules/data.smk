@@ -14,8 +14,8 @@ rule augment:
     resources:
         gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
-        runtime=augment_runtime,
+        runtime=JOBS.augment_minutes,
     params:
-        args=augment_args,
+        args=JOBS.augment_args,
     shell:
         "OMP_NUM_THREADS={threads} xtc augment --task {wildcards.task} {params.args} --out {output} > {log} 2>&1"

@@ -5,28 +5,28 @@
 
 rule distill:
     input:
-        teacher=teacher_inputs,
-        init=init_inputs,
-        train_file=train_file_inputs,
+        teacher=JOBS.teacher_input,
+        init=JOBS.init_input,
+        train_file=JOBS.train_file_input,
     output:
         f"{RUN}/metrics.json",
     log:
         f"results/logs/{RUN.removeprefix('results/')}/distill.log",
     benchmark:
         f"results/benchmarks/{RUN.removeprefix('results/')}/distill.tsv"
-    priority: step1_first  # step-1 students unblock the reduced quantized runs
+    priority: JOBS.priority  # step-1 students unblock the reduced quantized runs
     conda:
         "../envs/xtc.yaml"
     threads: SETTINGS["resources"]["threads"]
     resources:
         gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
-        runtime=run_runtime,
+        runtime=JOBS.run_minutes,
     params:
-        student=student_args,
-        train=train_args,
+        student=JOBS.student_args,
+        train=JOBS.train_args,
         out=output_dir,
-        label=job_label,
+        label=JOBS.job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc distill {params.student} --task {wildcards.task} {params.train} "
         "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} "

@@ -12,13 +12,13 @@ rule export:
     benchmark:
         f"results/benchmarks/{RUN.removeprefix('results/')}/export.tsv"
     wildcard_constraints:
-        wbits="1|2",
+        wbits="|".join(map(str, study.QUANTIZED_WBITS)),
     conda:
         "../envs/xtc.yaml"
     threads: 1
     resources:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
-        runtime=small_runtime,
+        runtime=JOBS.small_minutes,
     params:
         run=input_dir,
         out=output_dir,
@@ -36,13 +36,13 @@ rule evaluate_packed:
     benchmark:
         f"results/benchmarks/{RUN.removeprefix('results/')}/evaluate_packed.tsv"
     wildcard_constraints:
-        wbits="1|2",
+        wbits="|".join(map(str, study.QUANTIZED_WBITS)),
     conda:
         "../envs/xtc.yaml"
     threads: SETTINGS["resources"]["threads"]
     resources:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
-        runtime=small_runtime,
+        runtime=JOBS.small_minutes,
     params:
         data=JOBS.data_args(),
         out=output_dir,
@@ -52,10 +52,10 @@ rule evaluate_packed:
 
 
 # One job per study: its packed students on the integer engine against the FP32 teachers (speed-up, memory), on
-# CPU (no GPU). Machine-dependent figures, so kept out of the study's tables (xtc/serving.py).
+# CPU (no GPU). Machine-dependent figures, so kept out of the study's tables (xtc/packed/serving.py).
 rule serving_report:
     input:
-        serving_inputs,
+        JOBS.serving_inputs,
     output:
         json="results/serving/{study}.json",
         md="results/serving/{study}.md",
@@ -68,9 +68,9 @@ rule serving_report:
     threads: SETTINGS["resources"]["threads"]
     resources:
         mem_mb=SETTINGS["resources"]["mem_mb"],
-        runtime=small_runtime,
+        runtime=JOBS.small_minutes,
     params:
-        plan=serving_plan,
+        plan=JOBS.serving_plan,
         batch=SETTINGS["data"]["batch_size"],
         seq=SETTINGS["data"]["max_seq_length"],
     script:

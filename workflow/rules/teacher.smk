@@ -10,16 +10,16 @@ rule finetune_teacher:
         "results/benchmarks/teachers/task~{task}/seed~{seed}/finetune.tsv"
     conda:
         "../envs/xtc.yaml"
-    threads: teacher_threads
+    threads: JOBS.teacher_threads
     resources:
         gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb"],
-        runtime=teacher_runtime,
+        runtime=JOBS.teacher_minutes,
     params:
-        recipe=teacher_args,
-        train=train_args,
+        recipe=JOBS.teacher_args,
+        train=JOBS.train_args,
         out=output_dir,
-        label=job_label,
+        label=JOBS.job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc finetune {params.recipe} --task {wildcards.task} {params.train} "
         "--seed {wildcards.seed} --out {params.out} "
@@ -39,9 +39,9 @@ rule evaluate_given_teacher:
     resources:
         gpu=SETTINGS["resources"]["gpu"],
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
-        runtime=small_runtime,
+        runtime=JOBS.small_minutes,
     params:
-        model=given_teacher,
+        model=JOBS.given_teacher,
         data=JOBS.data_args(),
         out=output_dir,
     shell:

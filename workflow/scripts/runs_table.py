@@ -1,5 +1,5 @@
 """Snakemake adapter of the runs_table rule (through `script:`, never torch): results/<study>/runs.tsv (one row
-per run, the reporting code's input; columns and labels from the run key in xtc/study.py) and
+per run, the reporting code's input; columns and labels from the run key in xtc/study/grid.py) and
 results/scores/<study>.json (best dev metrics per run, what `dvc metrics show` prints); rows from `params.rows`.
 """
 
@@ -7,7 +7,7 @@ import csv
 import json
 from pathlib import Path
 
-from xtc.study import RUNS_COLUMNS, run_label
+from xtc.study.grid import RUNS_COLUMNS, run_label
 
 
 def write_runs(rows: list[dict], path: Path) -> None:

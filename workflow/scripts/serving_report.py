@@ -1,5 +1,5 @@
 """Snakemake adapter of the serving_report rule (through `script:`): results/serving/<study>.{json,md} from
-`params.plan` (xtc.jobs.Jobs.serving_plan), measured by xtc.serving in this one job."""
+`params.plan` (xtc.study.jobs.Jobs.serving_plan), measured by xtc.packed.serving in this one job."""
 
 import logging
 import os
@@ -8,7 +8,7 @@ import traceback
 
 import torch
 
-from xtc.serving import measure, write
+from xtc.packed.serving import measure, write
 
 sm = snakemake  # noqa: F821 (Snakemake's script global)
 os.environ.setdefault("OMP_NUM_THREADS", str(sm.threads))

@@ -94,7 +94,7 @@ def dequantize_(model: nn.Module, quantized: bool = False) -> list[str]:
 
 
 def quantized_modules(model: nn.Module) -> Iterator[tuple[str, QuantLinear | QuantEmbedding]]:
-    """``(name, module)`` for every quantized module (fake-quant, or packed by ``load_packed``), in model order."""
+    """``(name, module)`` for every quantized module (fake-quant, or packed by ``xtc.packed.load``), in model order."""
     for name, module in model.named_modules():
         if isinstance(module, (QuantLinear, QuantEmbedding)):
             yield name, module

@@ -8,7 +8,7 @@ sizes). The activation codes come from ``quantize_tokens``, the training quantiz
 operation (``xtc.quant.primitives.quantize_symmetric``: ``scale = 2 max|x| / 2^k``, division, round, clamp), so they
 equal the fake-quant codes for the same input. The only differences from the fake-quant logits are float rounding:
 the float model sums ``K`` products in float32 where the engine sums exactly, and the rescale is one multiply
-instead of two; a code at a rounding boundary can then flip by one step in a later layer (bound: ``xtc.engine``).
+instead of two; a code at a rounding boundary can then flip by one step in a later layer (bound: ``xtc.packed.engine``).
 
 The elementwise passes around the matmul cost more than the matmul itself in eager mode (quantizing a 4096 x 3072
 activation: ~40 ms eager vs ~2 ms compiled; the int32 -> float rescale with GELU: ~60 ms vs ~18 ms), so they are
@@ -27,6 +27,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from xtc.quant.packing import code_mapping
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ def unpack_int8(data: torch.Tensor, table: torch.Tensor, numel: int) -> torch.Te
 
 def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, out_features: int,
                       in_features: int) -> torch.Tensor:
-    """Packed ``(out, in)`` weight codes (``xtc.packing`` layout, ``stored_bits`` in 1, 2, 4, 8) -> int8 ``(in, out)``
+    """Packed ``(out, in)`` weight codes (``xtc.quant.packing`` layout, ``stored_bits`` in 1, 2, 4, 8) -> int8 ``(in, out)``
     codes ``u * mul - sub`` (sign: 2u - 1, ternary: u - 1, offset: u - 2^(k-1)): the int8 engine's unpack at a
     weight's first use. A table gather then one transposing copy (768 x 2304 1-bit codes, 2 threads: 0.9 ms; the
     shift-and-mask expansion took 1.3 ms eagerly and 9.3 ms compiled by inductor)."""
@@ -187,7 +189,7 @@ class Int8TrainLinear(torch.autograd.Function):
     STE node in the graph) splits exactly into codes and one scale per row (with per-tensor or per-row scales, every
     non-zero ``|wq|`` of a row is that row's ``alpha``: ``QuantLinear.int8_forward_fits``), and the product is one int8
     ``torch._int_mm`` with exact int32 sums, rescaled once. It equals the fake-quant ``F.linear(A(x), wq, b)`` up to
-    float rounding of the sums (the engine's numerics, ``xtc.engine``).
+    float rounding of the sums (the engine's numerics, ``xtc.packed.engine``).
 
     Backward is the fake-quant linear's, operation for operation: ``grad_x = grad_y wq`` (the activation STE is
     identity), ``grad_wq = grad_y^T A(x)`` with ``A(x) = codes * scale`` rebuilt from the saved int8 codes (a
@@ -330,7 +332,7 @@ class Int8Linear(nn.Module):
 
 
 def unpack_rows(rows: torch.Tensor, stored_bits: int, dim: int) -> torch.Tensor:
-    """``(n, bytes_per_row)`` packed bytes -> ``(n, dim)`` unsigned codes (``xtc.packing``'s LSB-first layout, for
+    """``(n, bytes_per_row)`` packed bytes -> ``(n, dim)`` unsigned codes (``xtc.quant.packing``'s LSB-first layout, for
     rows that start on a byte: ``dim * stored_bits`` a multiple of 8 and ``stored_bits`` in 1, 2, 4, 8)."""
     if stored_bits == 8:
         return rows
@@ -366,14 +368,8 @@ class PackedRowEmbedding(nn.Module):
         self.register_buffer("exception_codes", codes)  # (R, D)
 
     def _codes(self, rows: torch.Tensor) -> torch.Tensor:
-        unsigned = unpack_rows(rows, self.stored_bits, self.embedding_dim).to(torch.float32)  # (n, D)
-        if self.encoding in ("sign", "sign+zeros"):
-            return unsigned.mul_(2).sub_(1)
-        if self.encoding == "ternary":
-            return unsigned.sub_(1)
-        if self.encoding == "offset":
-            return unsigned.sub_(2 ** (self.stored_bits - 1))
-        raise ValueError(f"PackedRowEmbedding cannot decode encoding {self.encoding!r}")
+        mul, sub = code_mapping(self.encoding, self.stored_bits)
+        return unpack_rows(rows, self.stored_bits, self.embedding_dim).to(torch.float32).mul_(mul).sub_(sub)  # (n, D)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.reshape(-1)  # (n,)

@@ -1,10 +1,10 @@
-"""Packed inference modules: ``PackedLinear`` / ``PackedEmbedding``, what ``xtc.export.load_packed`` builds.
+"""Packed inference modules: ``PackedLinear`` / ``PackedEmbedding``, what ``xtc.packed.load`` builds.
 
 They *are* ``QuantLinear`` / ``QuantEmbedding`` -- same forward, same activation quantizer -- whose weight holds the
 stored quantized tensor ``dequantize(codes, scale)`` instead of a latent FP weight, and whose weight rule is
 ``StoredWeight``: the identity, carrying the bits, granularity and symmetry the codes were made with. The forward is
 therefore the fake-quant forward with ``Q(W)`` already applied, and the logits equal the exported model's exactly.
-Nothing here trains (the weight has ``requires_grad=False``); ``load_packed(trainable=True)`` gives fake-quant modules.
+Nothing here trains (the weight has ``requires_grad=False``); ``xtc.packed.load(path, trainable=True)`` gives fake-quant modules.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class StoredWeight(WeightQuantizer):
 
     def quantize(self, w: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise ValueError("a packed module holds no latent weight to quantize; export the fake-quant model, or load the "
-                         "checkpoint with load_packed(path, trainable=True) first")
+                         "checkpoint with xtc.packed.load(path, trainable=True) first")
 
 
 class _StoredRule:

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xtc.glue import get_task
+from xtc.tasks import get_task
 from xtc.report.columns import AXES, CHECKPOINTS, FP, GIVEN, MIB, RUNS_COLUMNS
-from xtc.study import precision
+from xtc.study.grid import precision
 
 
 def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """``runs.tsv`` with normalized axes: ints for layers/epochs/da/seed, float lr, ``'fp'`` for full precision
-    (``xtc.study.precision`` maps the other spellings a hand-written table may use),
+    (``xtc.study.grid.precision`` maps the other spellings a hand-written table may use),
     ``teacher_layer`` as ``'1,3,5,7,9,11'`` (or ``''``), ``kd`` ``'none'`` when empty. A given teacher (fine-tuned
     elsewhere, only evaluated here) has no epochs, lr or seed: they read as ``GIVEN`` (0)."""
     path = Path(path)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xtc.config import KD_VARIANTS
-from xtc.glue import TASKS, get_task
+from xtc.tasks import TASKS, get_task
 from xtc.metrics import XTC_GLUE_TASKS
-from xtc.study import FP, RUNS_COLUMNS, model_label
+from xtc.study.grid import FP, RUNS_COLUMNS, model_label
 
 __all__ = ["AXES", "CHECKPOINTS", "FP", "GIVEN", "KD_ORDER", "MIB", "RUNS_COLUMNS", "MetricColumn", "bits_sort_key",
            "kd_sort_key", "metric_columns", "model_label", "study_columns"]

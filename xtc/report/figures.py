@@ -24,7 +24,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from xtc.atomic import atomic_path  # noqa: E402
-from xtc.glue import get_task  # noqa: E402
+from xtc.tasks import get_task  # noqa: E402
 from xtc.report.columns import AXES, FP, GIVEN, bits_sort_key, kd_sort_key, model_label  # noqa: E402
 from xtc.report.paper import AVERAGE, GLUE  # noqa: E402
 from xtc.report.summary import headline, pareto_front, selection_label  # noqa: E402

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xtc.glue import get_task
+from xtc.tasks import get_task
 from xtc.report.collect import _layer_list
 from xtc.report.columns import study_columns
-from xtc.study import precision
+from xtc.study.grid import precision
 
 PAPER_COLUMNS = ("model", "method", "task", "metric", "value", "weight_bits", "embedding_bits", "act_bits", "layers",
                  "teacher_layer", "kd", "da", "size_mb", "size_source", "source", "note")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xtc.glue import get_task
+from xtc.tasks import get_task
 from xtc.metrics import XTC_GLUE_TASKS, glue_average
 from xtc.report.collect import SIZE_COLUMNS
 from xtc.report.columns import (AXES, CHECKPOINTS, FP, METRIC_SHORT, TASK_ORDER, MetricColumn, bits_sort_key,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from xtc.atomic import atomic_write_text
-from xtc.glue import get_task
+from xtc.tasks import get_task
 from xtc.metrics import XTC_GLUE_TASKS, describe_glue_average
 from xtc.report.collect import SIZE_COLUMNS
 from xtc.report.columns import AXES, CHECKPOINTS, GIVEN, study_columns

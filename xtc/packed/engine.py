@@ -1,6 +1,7 @@
-"""The integer CPU engine: a packed checkpoint served at its packed size (``load_packed(path, engine="int8")``).
+"""The integer CPU engine: a packed checkpoint served at its packed size (``xtc.packed.load(path, engine="int8")``).
 
-``load_engine`` rebuilds the model of a packed file like ``xtc.export.load_packed``, but every quantized linear
+``load_engine`` rebuilds the model of a packed file like the float path (``xtc.packed.fakequant``), from the same
+reader and model skeleton (``xtc.packed.format``), but every quantized linear
 becomes an ``Int8Linear`` (weights as int8 codes, activations quantized per token by the training quantizer,
 ``torch._int_mm``, one rescale) and the word embeddings a ``PackedRowEmbedding`` (rows gathered from the packed
 bytes). Nothing is ever unpacked to float: at rest the weights are the file's packed codes, in memory at most int8.
@@ -15,7 +16,7 @@ LayerNorm; found by its structure, not its class name) whose six linears are int
 is fused with what follows it (bias + GELU; bias + residual + LayerNorm).
 
 **Numerics.** The engine computes the fake-quant model's arithmetic with exact integer dot products instead of
-float32 sums, so its logits differ from ``load_packed``'s by float rounding, amplified where a rounding difference
+float32 sums, so its logits differ from the float path's by float rounding, amplified where a rounding difference
 moves an activation code across a rounding boundary (one code step, ``2 max|x| / 256``, on that element) -- exactly
 as the fake-quant model's own logits move when only its summation order changes (1 vs 2 threads). The documented
 bound, ``logit_bound(logits, float_noise)``: ``max |engine - fake_quant| <= max(LOGIT_BOUND * max |logits| + 1e-6,
@@ -25,7 +26,7 @@ bound, the predicted labels are equal. Measured (random weights, 32 x 128 tokens
 ~1e-7 of max |logit|; BERT-base width, 2 layers: engine 0.16%, float noise 0.30%; 12 layers: engine 1.9%, float
 noise 2.2% -- random binary 12-layer models are that sensitive to float rounding, whichever way it comes.
 
-Modules the integer path cannot run keep the exact float path of ``load_packed`` (dequantized weight), and say so
+Modules the integer path cannot run keep the exact float path (``xtc.packed.format.float_module``, the dequantized weight), and say so
 in the log: linears without an input quantizer (e.g. ``act_bits=None``), asymmetric k-bit weights (a zero point),
 weight groups that do not cover whole rows, and embeddings whose rows do not start on a byte.
 """
@@ -34,26 +35,37 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import CONFIG_MAPPING, AutoModelForSequenceClassification
-from transformers.initialization import no_init_weights
 
-from xtc.config import PerGroup, PerRow, PerTensor, parse_granularity
-from xtc.packing import PackedCodes, unpack_codes
-from xtc.quant.int8 import (Int8Linear, PackedRowEmbedding, PackedWeight, as_inference, enable_compiled, kernels,
-                            release_free_memory, unpack_transposed)
+from xtc.config import ENGINES, PerGroup, PerRow, PerTensor, parse_granularity
+from xtc.packed.format import (
+    build_skeleton,
+    check_modules,
+    check_state,
+    dequantized_weight,
+    float_module,
+    read_packed,
+    remainder_state,
+)
+from xtc.quant.packing import PackedCodes, code_mapping, unpack_codes
+from xtc.quant.int8 import (
+    Int8Linear,
+    PackedRowEmbedding,
+    PackedWeight,
+    as_inference,
+    enable_compiled,
+    kernels,
+    release_free_memory,
+    unpack_transposed,
+)
 
 log = logging.getLogger(__name__)
 
-# float: load_packed's exact fake-quant model; int8: weights unpacked to int8 codes once (at first use) and kept;
-# int8-packed: weights kept as their packed codes, each layer's unpacked to int8 for its forward and dropped after
-ENGINES = ("float", "int8", "int8-packed")
 CHUNK_TOKENS = 512  # tokens per chunk of a fused layer (EngineBertLayer.forward)
 COMPILE_MIN_HIDDEN = 256  # compile the kernels for models at least this wide (MiniLM 384, BERT-base 768)
 LOGIT_BOUND = 1e-3  # relative to max |logit|; see the module docstring
@@ -65,15 +77,15 @@ def logit_bound(logits: torch.Tensor, float_noise: float = 0.0) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- one module
-MAPPINGS = {"sign": (2, 1), "sign+zeros": (2, 1), "ternary": (1, 1)}  # unsigned u -> code u * mul - sub
+EXPANDABLE = ("sign", "sign+zeros", "ternary", "offset")  # encodings whose codes are a bit expansion of signed ints
 
 
 def _int8_codes(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     """The weight's int8 codes in ``_int_mm``'s ``(in, out)`` layout, unpacked straight from the packed bytes."""
     encoding, stored_bits, (out_features, in_features) = entry["encoding"], entry["stored_bits"], entry["shape"]
     zeros = tensors.get(f"{name}.weight.zeros")
-    if stored_bits in (1, 2, 4, 8) and encoding in (*MAPPINGS, "offset"):
-        mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
+    if stored_bits in (1, 2, 4, 8) and encoding in EXPANDABLE:
+        mul, sub = code_mapping(encoding, stored_bits)
         codes = unpack_transposed(tensors[f"{name}.weight.codes"], stored_bits, mul, sub, out_features,
                                   in_features)  # (in, out)
         if zeros is not None and zeros.numel():
@@ -113,10 +125,9 @@ def _why_not_int8(entry: dict[str, Any]) -> str | None:
 def _packed_weight(entry: dict[str, Any], tensors: dict[str, torch.Tensor], name: str) -> PackedWeight | None:
     """The weight kept packed (``engine="int8-packed"``), or None when its codes need more than a bit expansion."""
     encoding, stored_bits, (out_features, in_features) = entry["encoding"], entry["stored_bits"], entry["shape"]
-    if stored_bits not in (1, 2, 4, 8) or encoding not in (*MAPPINGS, "offset") or \
-            out_features * in_features * stored_bits % 8:
+    if stored_bits not in (1, 2, 4, 8) or encoding not in EXPANDABLE or out_features * in_features * stored_bits % 8:
         return None
-    mul, sub = MAPPINGS.get(encoding, (1, 2 ** (stored_bits - 1)))
+    mul, sub = code_mapping(encoding, stored_bits)
     return PackedWeight(as_inference(tensors[f"{name}.weight.codes"]), stored_bits, mul, sub, out_features,
                         in_features, tensors.get(f"{name}.weight.zeros"))
 
@@ -275,23 +286,17 @@ def _exact_gelu(intermediate: nn.Module) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- the model
-def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], source: str = "packed checkpoint",
-                 fuse: bool = True, keep_packed: bool = False) -> nn.Module:
-    """The integer-engine model of ``xtc.export.read_packed(path)``'s ``(header, tensors)``, in eval mode;
-    ``keep_packed`` keeps the weights packed in memory (``engine="int8-packed"``)."""
-    config_dict = dict(header["model_config"])
-    model_type = config_dict.get("model_type")
-    if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"{source} holds model_type {model_type!r}, unknown to this transformers; upgrade it")
+def build_engine(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor], fuse: bool = True,
+                 keep_packed: bool = False) -> nn.Module:
+    """The integer-engine model of ``read_packed(path)``'s ``(header, tensors)``, in eval mode; ``keep_packed``
+    keeps the weights packed in memory (``engine="int8-packed"``)."""
     if header["dtype"] != "float32":
-        raise ValueError(f"{source} holds {header['dtype']} weights; the integer engine runs float32 models only "
-                         "(load it with load_packed(path) instead)")
-    config = CONFIG_MAPPING[model_type].from_dict(config_dict)
-    kwargs = {"attn_implementation": header["attn_implementation"]} if header["attn_implementation"] else {}
-    with no_init_weights():  # the FP32 parameters allocated here are never touched (not resident) and replaced
-        model = AutoModelForSequenceClassification.from_config(config, **kwargs)
+        raise ValueError(f"packed checkpoint {path} holds {header['dtype']} weights; the integer engine runs float32 "
+                         "models only (load it with xtc.packed.load(path) instead)")
+    model = build_skeleton(path, header)  # its FP32 parameters are never touched (not resident) and replaced
+    check_modules(path, header, model)
     modules = header["modules"]
-    state = {k: v for k, v in tensors.items() if not any(k.startswith(f"{m}.weight.") for m in modules)}
+    state = remainder_state(header, tensors)
     floats: dict[str, dict[str, Any]] = {}
     for name, entry in modules.items():
         prefix = f"{name}."
@@ -307,23 +312,13 @@ def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
         for key in [k for k in state if k.startswith(prefix)]:
             del state[key]  # the bias (and static range) now live in the engine module
         model.set_submodule(name, module)
-    if floats:  # the exact float path of load_packed for the rest: same modules, same dequantized weights
-        from xtc.export import _build_module
-        from xtc.quant.primitives import dequantize
-
-        for name, entry in floats.items():
-            codes = unpack_codes(PackedCodes(entry["encoding"], entry["stored_bits"], tensors[f"{name}.weight.codes"],
-                                             tensors.get(f"{name}.weight.zeros")), math.prod(entry["shape"]))
-            state[f"{name}.weight"] = dequantize(codes.reshape(entry["shape"]), tensors[f"{name}.weight.scale"],
-                                                 entry["granularity"], tensors.get(f"{name}.weight.zero_point"))
-            model.set_submodule(name, _build_module(entry, False, torch.float32))
+    for name, entry in floats.items():  # the exact float path for the rest: same modules, same dequantized weights
+        state[f"{name}.weight"] = dequantized_weight(name, entry, tensors)
+        model.set_submodule(name, float_module(entry, False, torch.float32))
     engine_keys = {f"{n}.{b}" for n, m in model.named_modules()
                    if isinstance(m, (Int8Linear, PackedRowEmbedding, PackedWeight))
                    for b, _ in m.named_buffers(recurse=False)}
-    expected = set(model.state_dict()) - engine_keys
-    for key in sorted(expected ^ set(state)):
-        where = "missing from the file" if key in expected else "not part of the model"
-        raise ValueError(f"{source}: tensor {key!r} is {where} (model built from the stored config)")
+    check_state(path, {k: v.shape for k, v in model.state_dict().items() if k not in engine_keys}, state)
     model.load_state_dict(state, strict=False, assign=True)
     if fuse:
         layers = [(n, m) for n, m in model.named_modules() if EngineBertLayer.fits(m)]
@@ -340,13 +335,11 @@ def build_engine(header: dict[str, Any], tensors: dict[str, torch.Tensor], sourc
 
 
 def load_engine(path: str | os.PathLike, engine: str = "int8", compile: bool | None = None) -> nn.Module:
-    """``load_packed(path, engine=...)``: the packed checkpoint on the integer CPU engine.
+    """``xtc.packed.load(path, engine=...)``: the packed checkpoint on the integer CPU engine.
 
     ``compile`` (default: when ``hidden_size >= COMPILE_MIN_HIDDEN``) compiles the elementwise kernels once per
     process (``xtc.quant.int8.enable_compiled``); on tiny models the compile time would outweigh the forward.
     """
-    from xtc.export import read_packed
-
     if engine not in ENGINES[1:]:
         raise ValueError(f"unknown engine {engine!r}: use one of {list(ENGINES)}")
     path = Path(path)
@@ -354,4 +347,4 @@ def load_engine(path: str | os.PathLike, engine: str = "int8", compile: bool | N
     hidden = header["model_config"].get("hidden_size", 0)
     if compile if compile is not None else hidden >= COMPILE_MIN_HIDDEN:
         enable_compiled()
-    return build_engine(header, tensors, source=f"packed checkpoint {path}", keep_packed=engine == "int8-packed")
+    return build_engine(path, header, tensors, keep_packed=engine == "int8-packed")

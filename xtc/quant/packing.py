@@ -1,4 +1,4 @@
-"""Bit packing of quantization codes: the low-level half of the packed checkpoint (``xtc.export`` is the file).
+"""Bit packing of quantization codes: the low-level half of the packed checkpoint (``xtc.packed.export`` is the file).
 
 Two layers, both pure vectorised torch (no Python loop over elements):
 
@@ -38,6 +38,18 @@ from dataclasses import dataclass
 import torch
 
 ENCODINGS = ("sign", "sign+zeros", "ternary", "offset", "unsigned")
+
+
+def code_mapping(encoding: str, stored_bits: int) -> tuple[int, int]:
+    """``(mul, sub)`` of an encoding: the stored unsigned value ``u`` is the code ``u * mul - sub`` (the one map from
+    stored bits to codes; every decoder -- ``unpack_codes``, the int8 engine, the packed embedding -- uses it)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown code encoding {encoding!r}: expected one of {list(ENCODINGS)}")
+    if encoding in ("sign", "sign+zeros"):
+        return 2, 1
+    if encoding == "ternary":
+        return 1, 1
+    return 1, (2 ** (stored_bits - 1) if encoding == "offset" else 0)
 
 
 def _check_bits(bits: int) -> None:
@@ -169,30 +181,19 @@ def pack_codes(codes: torch.Tensor, bits: int, symmetric: bool = True) -> Packed
 
 def unpack_codes(packed: PackedCodes, numel: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The flat float codes that ``pack_codes`` packed, bit for bit (``-1.0``, ``0.0``, ``+1.0``, ...)."""
-    if packed.encoding not in ENCODINGS:
-        raise ValueError(f"unknown code encoding {packed.encoding!r}: expected one of {list(ENCODINGS)}")
-    unsigned = unpack_bits(packed.data, packed.stored_bits, numel).to(dtype)
-    if packed.encoding in ("sign", "sign+zeros"):
-        codes = unsigned.mul_(2).sub_(1)
-        if packed.encoding == "sign+zeros":
-            if packed.zeros is None:
-                raise ValueError("encoding 'sign+zeros' needs the zero positions, but none were given")
-            if packed.zeros.numel() and not (0 <= int(packed.zeros.min()) and int(packed.zeros.max()) < numel):
-                raise ValueError(f"zero positions fall outside a tensor of {numel} elements; the data is corrupt")
-            codes[packed.zeros.long()] = 0
-        return codes
-    if packed.encoding == "ternary":
-        return unsigned.sub_(1)
-    if packed.encoding == "offset":
-        return unsigned.sub_(2 ** (packed.stored_bits - 1))
-    return unsigned
+    mul, sub = code_mapping(packed.encoding, packed.stored_bits)
+    codes = unpack_bits(packed.data, packed.stored_bits, numel).to(dtype).mul_(mul).sub_(sub)
+    if packed.encoding == "sign+zeros":
+        if packed.zeros is None:
+            raise ValueError("encoding 'sign+zeros' needs the zero positions, but none were given")
+        if packed.zeros.numel() and not (0 <= int(packed.zeros.min()) and int(packed.zeros.max()) < numel):
+            raise ValueError(f"zero positions fall outside a tensor of {numel} elements; the data is corrupt")
+        codes[packed.zeros.long()] = 0
+    return codes
 
 
 def _to_unsigned(flat: torch.Tensor, encoding: str, stored_bits: int) -> torch.Tensor:
-    if encoding in ("sign", "sign+zeros"):
-        return (flat > 0).to(torch.uint8)
-    if encoding == "ternary":
-        return (flat + 1).to(torch.uint8)
-    if encoding == "offset":
-        return flat.to(torch.int16).add_(2 ** (stored_bits - 1)).to(torch.uint8)
-    return flat.to(torch.uint8)
+    """The inverse of ``code_mapping``: ``u = (code + sub) // mul`` (a binary zero maps to 0; its position is kept
+    apart, ``sign+zeros``)."""
+    mul, sub = code_mapping(encoding, stored_bits)
+    return flat.to(torch.int16).add_(sub).div_(mul, rounding_mode="floor").to(torch.uint8)

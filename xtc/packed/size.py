@@ -17,10 +17,11 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PretrainedConfig
 
 from xtc.config import QuantConfig
-from xtc.export import FP32_BYTES, num_scales, predict_packed_bytes, weight_spec
+from xtc.packed.export import predict_packed_bytes
+from xtc.packed.format import FP32_BYTES
+from xtc.quant.packed import num_scales, weight_spec
 from xtc.quant.apply import module_group, quantize_
 from xtc.reduce import select_layers
-
 
 # ---------------------------------------------------------------------------------------------- size accounting
 CONVENTIONS = {

@@ -2,8 +2,8 @@
 
 For each distinct student architecture of a study (depth, weight and activation bits) one packed file is served:
 the first run of that architecture in grid order (the speed of a model does not depend on its task's data or seed).
-It runs on the integer engine (``xtc.export.load_packed(path, engine="int8")``), its task's teacher as the FP32
-model the workflow trained it from (``xtc.commands.load_fp_teacher``: a run dir, a model dir or a hub id). All models take the same fixed batch of
+It runs on the integer engine (``xtc.packed.load(path, engine="int8")``), its task's teacher as the FP32
+model the workflow trained it from (``xtc.models.load_fp_teacher``: a run dir, a model dir or a hub id). All models take the same fixed batch of
 ``batch x seq`` random token ids (every position real, no padding: the cost of a full batch), forward only, under
 ``inference_mode``; the candidates alternate round by round after one warm-up round (which also compiles the
 engine's kernels) and each one's figure is its median round.
@@ -60,8 +60,9 @@ def _forward(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> float:
 def measure(teachers: Mapping[str, str], students: Sequence[Mapping[str, str]], batch: int, seq: int,
             rounds: int = 5) -> dict[str, Any]:
     """``teachers``: task -> FP32 model dir; ``students``: ``{"label", "task", "packed"}`` each. Returns the report."""
-    from xtc.commands import load_fp_teacher
-    from xtc.export import load_packed
+    from xtc.models import load_fp_teacher
+    from xtc.study.rundir import model_dir
+    from xtc.packed import load
     from xtc.quant.int8 import compile_status
 
     if rounds < 1 or batch < 1 or seq < 1:
@@ -72,11 +73,11 @@ def measure(teachers: Mapping[str, str], students: Sequence[Mapping[str, str]], 
     models, loads = {}, {}
     for task, path in teachers.items():
         start = time.perf_counter()
-        models[f"teacher:{task}"] = load_fp_teacher(path)[0].eval()
+        models[f"teacher:{task}"] = load_fp_teacher(model_dir(path))[0].eval()
         loads[f"teacher:{task}"] = time.perf_counter() - start
     for student in students:
         start = time.perf_counter()
-        models[student["label"]] = load_packed(student["packed"], engine="int8")
+        models[student["label"]] = load(student["packed"], engine="int8")
         loads[student["label"]] = time.perf_counter() - start
     max_positions = min(m.config.max_position_embeddings for m in models.values())
     if seq > max_positions:

@@ -117,7 +117,7 @@ def _sentence(rng: random.Random) -> str:
 
 def synthetic_examples(task: str, n_rows: int, seed: str) -> list[dict]:
     """Random examples of ``task`` (hub label ids; STS-B scores in [0, 5])."""
-    from xtc.glue import TASKS
+    from xtc.tasks import TASKS
 
     spec, rng = TASKS[task], random.Random(seed)
     examples = []
@@ -132,7 +132,7 @@ def write_glue(folder: str | os.PathLike[str], tasks: Iterable[str], train_rows:
                dev_rows: int = DEV_ROWS) -> Path:
     """A ``glue_data/`` folder with every split of ``tasks`` in the official layouts (xtc.glue reads it)."""
     from xtc.augment import write_augmented_tsv
-    from xtc.glue import TASKS
+    from xtc.tasks import TASKS
 
     folder = Path(folder)
     for task in tasks:
@@ -168,7 +168,7 @@ def _tokenizer(folder: Path):
 
 def make_inputs(root: str | os.PathLike[str], tasks: Iterable[str], layers: int) -> Path:
     """Write the stand-ins under ``<root>/inputs`` (skipped when a stamp says they are already there)."""
-    from xtc.glue import TASKS
+    from xtc.tasks import TASKS
 
     tasks = sorted(set(tasks))
     base, paths = inputs_dir(root), stand_ins(root)

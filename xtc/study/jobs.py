@@ -1,6 +1,6 @@
 """What the workflow's jobs need from one invocation's studies (torch-free): files, ``xtc`` command lines, runtimes.
 
-``Jobs(studies)`` takes the validated studies of ``xtc.study.load_studies`` (their shared settings agree, so the
+``Jobs(studies)`` takes the validated studies of ``xtc.study.grid.load_studies`` (their shared settings agree, so the
 first one's are ``settings``) and holds their runs, each once (``runs``: run dir -> axes). Its methods are the
 named inputs, params and resources of ``workflow/rules/*.smk``; they take Snakemake's wildcards (any mapping of
 path values). ``workflow/rules/common.smk`` only forwards to it.
@@ -10,11 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from xtc.glue import TASKS
+from xtc.tasks import TASKS
 from xtc.sources import check_data, check_model
-from xtc.study import (AUGMENTED, PROBS, TEACHER, data_dir, estimate_minutes, fmt_lr, is_quantized, model_label,
-                       parse_layers, per_task, run_dir, run_key, step1_row, study_runs, study_table, teacher_given,
-                       teacher_record_dir)
+from xtc.study.grid import (
+    AUGMENTED,
+    PROBS,
+    TEACHER,
+    data_dir,
+    estimate_minutes,
+    fmt_lr,
+    is_quantized,
+    model_label,
+    parse_layers,
+    per_task,
+    run_dir,
+    run_key,
+    step1_row,
+    study_runs,
+    study_table,
+    teacher_given,
+    teacher_record_dir,
+)
 
 # The rules whose jobs read models or data that may have to come from the hub.
 DATA_RULES = frozenset({"finetune_teacher", "evaluate_given_teacher", "augment", "distill", "evaluate_packed"})
@@ -28,7 +44,9 @@ class Jobs:
                 self.runs.setdefault(run_dir(row), row)
         self.tasks = sorted({row["task"] for row in self.runs.values()})
 
-    def study(self, name: str) -> dict:
+    def study(self, name: str | Mapping) -> dict:
+        """A study by name, or by a rule's ``{study}`` wildcard (the rules pass their wildcards directly)."""
+        name = name if isinstance(name, str) else name["study"]
         return next(s for s in self.studies if s["study"] == name)
 
     def run(self, wildcards: Mapping) -> dict:
@@ -45,15 +63,15 @@ class Jobs:
     def augmented(self) -> list[str]:
         return sorted({AUGMENTED.format(task=row["task"]) for row in self.runs.values() if row["da"]})
 
-    def study_metrics(self, name: str) -> list[str]:
+    def study_metrics(self, name: str | Mapping) -> list[str]:
         study = self.study(name)
         teachers = [f"{teacher_record_dir(study, task)}/metrics.json" for task in study["grid"]["task"]]
         return teachers + [f"{run_dir(row)}/metrics.json" for row in study_runs(study)]
 
-    def study_sizes(self, name: str) -> list[str]:
+    def study_sizes(self, name: str | Mapping) -> list[str]:
         return [f"{run_dir(row)}/packed/size.json" for row in study_runs(self.study(name)) if is_quantized(row)]
 
-    def study_table(self, name: str) -> list[dict]:
+    def study_table(self, name: str | Mapping) -> list[dict]:
         return study_table(self.study(name))
 
     def outputs(self) -> list[str]:
@@ -68,8 +86,8 @@ class Jobs:
                 outputs += [f"results/serving/{name}.{ext}" for ext in ("json", "md")]
         return outputs
 
-    def serving_plan(self, name: str) -> dict:
-        """What a study's serving report serves (``xtc.serving``): the first packed run of each student architecture
+    def serving_plan(self, name: str | Mapping) -> dict:
+        """What a study's serving report serves (``xtc.packed.serving``): the first packed run of each student architecture
         (depth, layer choice, bits) in grid order, and the FP32 teacher of each of their tasks."""
         students, teachers = {}, {}
         for row in study_runs(self.study(name)):
@@ -83,7 +101,7 @@ class Jobs:
                 teachers[row["task"]] = self.teacher_dir(row["task"])
         return {"teachers": teachers, "students": list(students.values())}
 
-    def serving_inputs(self, name: str) -> list[str]:
+    def serving_inputs(self, name: str | Mapping) -> list[str]:
         """The serving report's packed files, and the metrics.json of the teachers built here (DAG edges)."""
         plan = self.serving_plan(name)
         return ([student["packed"] for student in plan["students"]]
@@ -199,7 +217,11 @@ class Jobs:
     def augment_minutes(self, wildcards: Mapping) -> int:
         return estimate_minutes(self.settings, wildcards["task"], 1, self.settings["teacher"]["layers"], 1)
 
-    def small_minutes(self) -> int:
+    def teacher_threads(self, wildcards: Mapping | None = None) -> int:
+        resources = self.settings["resources"]
+        return resources["teacher_threads"] or resources["threads"]
+
+    def small_minutes(self, wildcards: Mapping | None = None) -> int:
         return self.settings["resources"]["overhead_minutes"] * 2
 
     # ------------------------------------------------------------------------------------------------ sources

@@ -1,6 +1,6 @@
 """``xtc predict``: labels (or scores) of sentences read from a TSV file or stdin, one output line per input line.
 
-A packed checkpoint runs on the integer CPU engine by default (``load_packed(path, engine="int8")``); a model or
+A packed checkpoint runs on the integer CPU engine by default (``xtc.packed.load(path, engine="int8")``); a model or
 run directory runs its float (fake-quant) model. Input: tab-separated lines of one text (single-sentence tasks) or
 two (pairs), without a header; or, with ``columns``, a header line naming the text columns to read (e.g.
 ``sentence`` of a GLUE SST-2 file). Quotes are literal text, as in GLUE files. Examples are batched by length (less
@@ -60,7 +60,7 @@ def read_texts(lines: Iterable[str], columns: Sequence[str] | None = None,
 def predict_logits(model, tokenizer, texts: Sequence[tuple[str, str | None]], batch_size: int = 32,
                    max_length: int = 128) -> torch.Tensor:
     """``(N, num_labels)`` logits in input order; batches of similar length."""
-    from xtc.glue import make_collator
+    from xtc.collate import make_collator
 
     if batch_size < 1:
         raise ValueError(f"batch size {batch_size} must be at least 1")
@@ -92,19 +92,19 @@ def format_rows(logits: torch.Tensor, id2label: dict[int, str], scores: bool) ->
 def load_for_prediction(model: str | Path, engine: str = "int8"):
     """``(model, tokenizer_dir)``: a packed file on ``engine``, else a model or run directory (float)."""
     from xtc.checkpoint import load_model_dir
+    from xtc.study.rundir import model_dir
 
     path = Path(model)
     if path.is_file():
-        from xtc.export import load_packed
+        from xtc.packed import load
 
-        return load_packed(path, engine=engine), path.parent
+        return load(path, engine=engine), path.parent
     if not path.exists():
         raise ValueError(f"--model {path} does not exist; pass a packed .safetensors file, a model dir or a run dir")
     if engine != "float":
         log.info("%s is not a packed checkpoint: running its float model (the integer engine serves packed files)",
                  path)
-    if (path / "model" / "config.json").is_file():
-        path = path / "model"
+    path = model_dir(path)
     return load_model_dir(path).eval(), path
 
 

@@ -5,7 +5,7 @@ first violation as one line naming the file, the key and the fix; Snakemake's ``
 defaults; ``check_study`` adds what a schema cannot express. ``load_studies`` returns one invocation's studies
 (``config/studies/all.yaml`` lists several; their shared sections must agree); ``study_runs`` the runs of one
 (grid product minus exclusions, plus the step-1 students); ``estimate_minutes`` a job's runtime request.
-``xtc.jobs`` turns them into what the workflow's rules ask for; ``workflow/rules/common.smk`` only forwards.
+``xtc.study.jobs`` turns them into what the workflow's rules ask for; ``workflow/rules/common.smk`` only forwards.
 
 The run key: a run is a dict of ``AXES`` (``run_row``); ``run_dir`` spells it as a path (``RUN``), ``run_key``
 reads a path's values back, ``table_row`` is its line of ``results/<study>/runs.tsv`` (``RUNS_COLUMNS``),
@@ -26,13 +26,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from xtc.config import KD_VARIANTS, suggest
-from xtc.glue import TASKS
+from xtc.config import KD_VARIANTS, parse_bits, suggest
 from xtc.sources import resolve_model
+from xtc.study.rundir import model_dir
+from xtc.tasks import TASKS
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 FP = "fp"
-FP_SPELLINGS = frozenset({"", "fp", "fp32", "32", "none", "null", "nan"})
 # The grid axes: every one but teacher_layer is a path component (teacher_layer joins the layer value).
 AXES = ("task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "seed")
 RUNS_COLUMNS = ("study", *AXES, "run_dir", "packed_dir")
@@ -46,6 +46,7 @@ AUGMENTED = "results/data/task~{task}/train_aug.tsv"
 PROBS = "_probs"
 KD_GRID = (*KD_VARIANTS, *(variant + PROBS for variant in KD_VARIANTS if variant.endswith("_stage")))
 WBITS, ABITS = (1, 2, FP), (8, FP)  # the grid's bit widths (the schema's enums)
+QUANTIZED_WBITS = tuple(b for b in WBITS if b != FP)  # the runs that are exported and served packed
 # Settings that are not in the run paths: every study built in one invocation must agree on them.
 SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources")
 SCHEMA_HINT = "(see workflow/schemas/config.schema.yaml)"
@@ -59,14 +60,10 @@ class StudyError(ValueError):
 
 # ------------------------------------------------------------------------------------------------- spellings
 def precision(value: object) -> str:
-    """``'fp'`` or a bit width as text (``'1'``, ``'8'``): the one map of full-precision spellings."""
-    text = "" if value is None else str(value).strip().lower()
-    if text in FP_SPELLINGS:
-        return FP
-    bits = int(text)
-    if not 1 <= bits < 32:
-        raise ValueError("expected 1..31 bits or 'fp'")
-    return str(bits)
+    """``'fp'`` or a bit width as text (``'1'``, ``'8'``), by ``xtc.config.parse_bits`` (the one map of
+    full-precision spellings)."""
+    bits = parse_bits(value)
+    return FP if bits is None else str(bits)
 
 
 def fmt_lr(lr: object) -> str:
@@ -195,8 +192,7 @@ def data_dir(study: Mapping) -> str | None:
 
 
 def local_teacher_layers(path: str) -> int | None:
-    config = Path(path) / "model" / "config.json"
-    config = config if config.is_file() else Path(path) / "config.json"
+    config = model_dir(path) / "config.json"
     return yaml.safe_load(config.read_text()).get("num_hidden_layers") if config.is_file() else None
 
 

@@ -33,7 +33,8 @@ ORT_COMPONENTS = {
     "int8 matmul (activation quantization fused)": ("DynamicQuantizeMatMul", "MatMulIntegerToFloat"),
     "int8 matmul": ("MatMulInteger", "QAttention", "QEmbedLayerNormalization"),
     "activation quantization": ("DynamicQuantizeLinear",),
-    "attention (float)": ("Attention", "MultiHeadAttention", "Softmax", "MatMul", "Transpose", "Where", "Div"),
+    "attention (float)": ("Attention", "MultiHeadAttention", "Softmax", "MatMul", "FusedMatMul", "Transpose", "Where",
+                          "Div"),
     "epilogues": ("Add", "Mul", "Cast", "LayerNormalization", "SkipLayerNormalization", "BiasGelu", "Gelu",
                   "FastGelu", "Erf", "EmbedLayerNormalization", "Gemm", "Tanh", "DequantizeLinear", "Gather"),
 }
@@ -119,6 +120,38 @@ def ort_components(session_path: Path, feeds: dict, rounds: int, threads: int) -
     return components, by_op
 
 
+def profile(setting: Setting, peer: str = "ort_int8_per_channel") -> dict:
+    """Both sides' per-component seconds for one forward of ``setting.batch x setting.seq`` tokens (module
+    docstring), with the whole-model medians beside them."""
+    from xtc.packed.engine import CHUNK_TOKENS, EngineBertLayer
+    from xtc.quant.int8 import compile_status
+
+    with tempfile.TemporaryDirectory(prefix="xtc-profile-") as tmp:
+        paths = serve.write_files(setting, Path(tmp))
+        ort_paths = peers.write_ort_files(paths["fp32"], Path(tmp) / "peers")
+        engine = serve.load("engine", paths["engine"])
+        session = peers.OrtModel(ort_paths[peer], torch.get_num_threads())
+        inputs = serve._inputs(setting, engine.config.vocab_size, setting.batch)
+        feeds = {n: inputs[n].numpy() for n in session.names}
+        whole = interleaved_samples({"engine": serve._forward(engine, inputs), peer: serve._forward(session, inputs)},
+                                    setting.rounds, warmup=1)
+        ort_parts, ort_ops = ort_components(ort_paths[peer], feeds, setting.rounds, torch.get_num_threads())
+    layer = next(m for m in engine.modules() if isinstance(m, EngineBertLayer))
+    layers = sum(isinstance(m, EngineBertLayer) for m in engine.modules())
+    rows = max(1, CHUNK_TOKENS // setting.seq)
+    with torch.inference_mode():
+        hidden = engine.bert.embeddings(input_ids=inputs["input_ids"][:rows],
+                                        token_type_ids=inputs["token_type_ids"][:rows])  # (rows, T, H)
+    chunks = setting.batch / min(rows, setting.batch)
+    # no padding in the benchmark's batch: attention without a mask, as the model passes it
+    parts = {name: s * chunks * layers for name, s in engine_components(layer, hidden, None, setting.rounds).items()}
+    return {"machine": machine(), "setting": setting.describe(), "peer": peer, "kernels": compile_status(),
+            "whole_model_s": {k: round(statistics.median(v), 4) for k, v in whole.items()},
+            "engine_components_s": {k: round(v, 4) for k, v in parts.items()},
+            "ort_components_s": {k: round(v, 4) for k, v in ort_parts.items()},
+            "ort_ops_s": {k: round(v, 5) for k, v in ort_ops.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.serve_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=12)
@@ -130,37 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     if why := peers.missing_extra():
         print(f"python -m bench.serve_profile: {why}", file=sys.stderr)
         return 2
-    from xtc.packed.engine import CHUNK_TOKENS, EngineBertLayer
-    from xtc.quant.int8 import compile_status, enable_compiled
+    from xtc.quant.int8 import enable_compiled
 
     enable_compiled()
     setting = Setting(args.batch, args.seq, args.rounds, (("num_hidden_layers", args.layers),))
-    with tempfile.TemporaryDirectory(prefix="xtc-profile-") as tmp:
-        paths = serve.write_files(setting, Path(tmp))
-        ort_paths = peers.write_ort_files(paths["fp32"], Path(tmp) / "peers")
-        engine = serve.load("engine", paths["engine"])
-        session = peers.OrtModel(ort_paths[args.peer], torch.get_num_threads())
-        inputs = serve._inputs(setting, engine.config.vocab_size, args.batch)
-        feeds = {n: inputs[n].numpy() for n in session.names}
-        whole = interleaved_samples({"engine": serve._forward(engine, inputs),
-                                     args.peer: serve._forward(session, inputs)}, args.rounds, warmup=1)
-        ort_parts, ort_ops = ort_components(ort_paths[args.peer], feeds, args.rounds, torch.get_num_threads())
-    layer = next(m for m in engine.modules() if isinstance(m, EngineBertLayer))
-    rows = max(1, CHUNK_TOKENS // args.seq)
-    with torch.inference_mode():
-        hidden = engine.bert.embeddings(input_ids=inputs["input_ids"][:rows],
-                                        token_type_ids=inputs["token_type_ids"][:rows])
-    mask = None  # no padding in the benchmark's batch: SDPA without a mask, as the model passes it
-    chunks = args.batch / min(rows, args.batch)
-    parts = {name: s * chunks * args.layers for name, s in
-             engine_components(layer, hidden, mask, args.rounds).items()}
-    medians = {name: statistics.median(times) for name, times in whole.items()}
-    report = {"machine": machine(), "shape": vars(args), "kernels": compile_status(),
-              "whole_model_s": {k: round(v, 4) for k, v in medians.items()},
-              "engine_components_s": {k: round(v, 4) for k, v in parts.items()},
-              "ort_components_s": {k: round(v, 4) for k, v in ort_parts.items()},
-              "ort_ops_s": {k: round(v, 5) for k, v in ort_ops.items()}}
-    json.dump(report, sys.stdout, indent=2)
+    json.dump(profile(setting, args.peer), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
 

@@ -181,6 +181,19 @@ def test_torchao_peer_quantizes_every_linear(tmp_path):
     assert float((got - want).abs().max()) < 0.1 * float(want.abs().max()) + 1e-3
 
 
+@needs_serve_extra
+def test_serve_profile_splits_both_sides_into_the_same_components():
+    from bench import serve_profile
+
+    result = serve_profile.profile(TINY, peer="ort_int8")
+    parts = result["engine_components_s"]
+    assert set(parts) == {"activation quantization", "int8 matmul", "attention (float)", "epilogues",
+                          "whole layer (one chunk)"} and all(_positive(v) for v in parts.values())
+    assert set(result["ort_components_s"]) == {*serve_profile.ORT_COMPONENTS, "other"}
+    assert "MatMulInteger" in result["ort_ops_s"] or "DynamicQuantizeMatMul" in result["ort_ops_s"]
+    assert set(result["whole_model_s"]) == {"engine", "ort_int8"} and result["machine"]["isa"]
+
+
 def test_serve_refuses_in_one_line_without_the_serve_extra(monkeypatch, capsys):
     monkeypatch.setattr(peers, "missing_extra", lambda: "the serve benchmark needs the serve extra (onnxruntime "
                                                         "missing): pip install -c constraints.txt -e '.[serve]'")

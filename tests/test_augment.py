@@ -336,3 +336,86 @@ def test_progress_is_logged(mlm, tokenizer, caplog):
 
 def test_read_back_from_path_object(tmp_path):
     assert isinstance(write_augmented_tsv("sst2", [], str(tmp_path / "e.tsv")), Path)
+
+
+# ---------------------------------------------------------------------------------------------- xtc augment: shards
+@pytest.fixture
+def augment_inputs(tmp_path, tokenizer, mlm):
+    """A saved masked LM with its tokenizer and a glue_data/ folder with 10 RTE train pairs."""
+    from textdata import write_glue_tsv
+
+    mlm.save_pretrained(tmp_path / "mlm")
+    tokenizer.save_pretrained(tmp_path / "mlm")
+    write_glue_tsv(tmp_path / "glue", "rte", "train", 10, seed=5)
+    return tmp_path
+
+
+def _augment(inputs: Path, out: Path, **kwargs):
+    from xtc.commands import AugmentRequest
+    from xtc.commands import augment as run
+
+    request = AugmentRequest(task="rte", mlm=str(inputs / "mlm"), out=out, data_dir=str(inputs / "glue"), copies=2,
+                             device="cpu", shard_examples=3, **kwargs)
+    return run(request)
+
+
+def test_augment_killed_and_resumed_is_byte_identical(augment_inputs, monkeypatch):
+    """A job killed after two of four shards continues from the third and writes the same bytes as one run."""
+    whole = augment_inputs / "whole.tsv"
+    _augment(augment_inputs, whole)
+    assert not whole.with_name("whole.tsv.parts").exists()  # the parts are removed once joined
+
+    calls, real = [], augment.augment_examples
+
+    def killed_after_two(examples, *args, **kwargs):
+        calls.append(kwargs["start"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")  # as a SIGTERM'd job: no cleanup of what was written
+        return real(examples, *args, **kwargs)
+
+    resumed = augment_inputs / "resumed.tsv"
+    monkeypatch.setattr(augment, "augment_examples", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _augment(augment_inputs, resumed)
+    parts = sorted(p.name for p in resumed.with_name("resumed.tsv.parts").iterdir())
+    assert parts == ["part-00000.tsv", "part-00001.tsv", "request.json"] and not resumed.exists()
+
+    calls.clear()
+    monkeypatch.setattr(augment, "augment_examples", lambda *a, **k: calls.append(k["start"]) or real(*a, **k))
+    _augment(augment_inputs, resumed)
+    assert calls == [6, 9]  # only the shards the killed job had not finished
+    assert resumed.read_bytes() == whole.read_bytes()
+    assert len(read_tsv("rte", resumed)) == 10 * 3
+
+
+def test_augment_parts_of_another_request_are_discarded(augment_inputs, monkeypatch):
+    out = augment_inputs / "aug.tsv"
+    parts = out.with_name("aug.tsv.parts")
+    parts.mkdir()
+    (parts / "request.json").write_text('{"seed": 99}')
+    (parts / "part-00000.tsv").write_text("stale\trows\n")
+    _augment(augment_inputs, out)
+    assert "stale" not in out.read_text() and not parts.exists()
+
+
+def test_augment_runs_the_mlm_on_the_given_device(augment_inputs, monkeypatch):
+    """The masked LM is moved to the job's device and every batch it sees is too (a spy on the moves)."""
+    from transformers import BertForMaskedLM
+
+    moved, seen = [], []
+    to = BertForMaskedLM.to
+
+    def spy_to(self, *args, **kwargs):
+        moved.append(torch.device(args[0] if args else kwargs["device"]))
+        return to(self, *args, **kwargs)
+
+    forward = BertForMaskedLM.forward
+
+    def spy_forward(self, **inputs):
+        seen.append({value.device for value in inputs.values() if isinstance(value, torch.Tensor)})
+        return forward(self, **inputs)
+
+    monkeypatch.setattr(BertForMaskedLM, "to", spy_to)
+    monkeypatch.setattr(BertForMaskedLM, "forward", spy_forward)
+    _augment(augment_inputs, augment_inputs / "aug.tsv")
+    assert moved == [torch.device("cpu")] and seen and all(devices == {torch.device("cpu")} for devices in seen)

@@ -16,6 +16,7 @@ import torch
 from bench import __main__ as bench_main
 from bench import export_ratio, kd_step, machine, memory, packed_eval, peers, serve, timing, workflow
 from bench.kd_step import Setting
+from guards import import_peer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def test_setting_round_trips_through_json():
 
 
 def test_deepspeed_step_ratios_without_memory():
-    pytest.importorskip("deepspeed.compression.compress", reason="install the peer extra: make test does")
+    import_peer("deepspeed.compression.compress")
     from bench import deepspeed_step
 
     result = deepspeed_step.run(setting=TINY, measure_memory=False, compiled=False)  # kd_step's test compiles
@@ -81,7 +82,7 @@ def test_deepspeed_step_ratios_without_memory():
 
 
 def test_deepspeed_student_really_quantizes():
-    pytest.importorskip("deepspeed.compression.compress", reason="install the peer extra: make test does")
+    import_peer("deepspeed.compression.compress")
     from bench import deepspeed_step
 
     teacher = kd_step.teacher_model(TINY)

@@ -51,6 +51,10 @@ def test_tasks_table(capsys):
         (["layers", "--layers", "13"], "more layers than the teacher has (12)"),
         (["layers", "--layers", "2", "--teacher-layer", "3,3"], "repeats [3]; each teacher layer can be kept once"),
         (["layers", "--layers", "2", "--teacher-layer", "0,12"], "out of range"),
+        (["finetune", "--model", "m", "--task", "rte", "--out", "/nonexistent/run", "--set", "train.lr=NaN"],
+         "train.lr=NaN is not a finite number"),
+        (["finetune", "--model", "m", "--task", "rte", "--out", "/nonexistent/run", "--lr", "inf"],
+         "train.lr=inf must be a finite number"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(capsys, argv, message):

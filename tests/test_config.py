@@ -143,3 +143,31 @@ def test_kd_variants_are_defined_once():
     assert KD_VARIANTS == get_args(KDVariant) == ("none", "logits", "logits_hidden", "one_stage", "two_stage")
     distill = build_parser()._subparsers._group_actions[0].choices["distill"]
     assert next(a for a in distill._actions if a.dest == "kd").choices == KD_VARIANTS
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=NaN", "train.lr=NaN is not a finite number; give a finite value"),
+    ("train.lr=Infinity", "train.lr=Infinity is not a finite number"),
+    ("train.lr=-Infinity", "train.lr=-Infinity is not a finite number"),
+    ("distill.temperature=NaN", "distill.temperature=NaN is not a finite number"),
+    ("train.warmup_ratio=NaN", "train.warmup_ratio=NaN is not a finite number"),
+    ("reduce.teacher_layer=[1, NaN]", "reduce.teacher_layer=[1, NaN] is not a finite number"),
+])
+def test_overrides_refuse_nan_and_infinity(override, message):
+    """JSON reads NaN and Infinity, and NaN passes every `< 0` and `== 0` check: refused where they are parsed."""
+    with pytest.raises(ValueError) as error:
+        apply_overrides(Recipe(), [override])
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_refused_by_the_dataclasses(value):
+    """What the CLI's float flags (`--lr nan`, `--temperature inf`) build, refused all the same."""
+    with pytest.raises(ValueError, match=r"train.lr=.* must be a finite number"):
+        TrainConfig(lr=value)
+    with pytest.raises(ValueError, match=r"distill.temperature=.* must be a finite number"):
+        DistillConfig(temperature=value)
+    with pytest.raises(ValueError, match=r"train.warmup_ratio=.* must be a finite number"):
+        TrainConfig(warmup_ratio=value)
+    with pytest.raises(ValueError, match=r"train.epochs=.* must be a finite number"):
+        TrainConfig(epochs=value)

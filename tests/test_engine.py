@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from guards import COMPILE, skip_unless
 
 from xtc.config import ENGINES, QuantConfig
 from xtc.packed import load as load_packed
@@ -210,6 +211,36 @@ def test_packed_row_embedding_rejects_rows_that_do_not_start_on_a_byte():
         PackedRowEmbedding(torch.zeros(5, dtype=torch.uint8), torch.ones(10, 1), "sign", 1, 10, 4)
 
 
+@pytest.mark.parametrize("engine", ["int8", "int8-packed"])
+def test_chunked_layers_give_the_unchunked_logits_on_a_padded_batch(tiny_bert, tiny_config, tmp_path, monkeypatch,
+                                                                    engine):
+    """Every evaluation at batch 128 takes the chunked path (batch x seq > CHUNK_TOKENS): the same numbers, exactly."""
+    import xtc.packed.engine as engine_module
+
+    quantize_(tiny_bert, QuantConfig(weight_bits=1))
+    export_packed(tiny_bert, tmp_path / "m.safetensors")
+    model = load_packed(tmp_path / "m.safetensors", engine=engine)
+    g = torch.Generator().manual_seed(3)
+    batch, seq = 40, 16  # 640 tokens: chunks of 32 and 8 sequences
+    input_ids = torch.randint(5, tiny_config.vocab_size, (batch, seq), generator=g)
+    lengths = torch.randint(3, seq + 1, (batch,), generator=g)
+    attention_mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (B, T), padded rows
+    input_ids = input_ids * attention_mask
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    calls = []
+    forward = EngineBertLayer._forward
+    monkeypatch.setattr(EngineBertLayer, "_forward", lambda self, h, *a, **k: calls.append(h.shape[0])
+                        or forward(self, h, *a, **k))
+    chunked = _logits(model, inputs)
+    layers = len(model.bert.encoder.layer)
+    assert calls == [32, 8] * layers  # the chunked path ran
+    calls.clear()
+    monkeypatch.setattr(engine_module, "CHUNK_TOKENS", batch * seq)
+    whole = _logits(model, inputs)
+    assert calls == [batch] * layers
+    assert torch.equal(chunked, whole)
+
+
 # ---------------------------------------------------------------------------------------------- kernels
 def test_eager_fallback_is_chosen_and_reported(monkeypatch):
     assert kernels()["quantize_tokens"] is quantize_tokens  # eager until enable_compiled() succeeds
@@ -231,8 +262,8 @@ def test_compiled_kernels_match_the_eager_ones(monkeypatch, tiny_bert, tiny_batc
     monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
     reset_kernels()
     enable_compiled()
-    if compile_status()["mode"] != "compiled":
-        pytest.skip(f"torch.compile is unavailable here: {compile_status()['reason']}")
+    skip_unless(compile_status()["mode"] == "compiled",
+                f"torch.compile is unavailable here: {compile_status()['reason']}", COMPILE)
     x = torch.randn(33, 64)
     codes, scale = kernels()["quantize_tokens"](x, 8)
     want_codes, want_scale = quantize_tokens(x, 8)
@@ -252,61 +283,6 @@ def test_engine_cannot_be_trained_or_put_on_another_device(tiny_bert, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-@pytest.fixture
-def packed_with_tokenizer(tmp_path):
-    """A tiny W1A8 packed checkpoint with its tokenizer beside it (as `xtc export` writes), and a GLUE SST-2 dir."""
-    from tests.textdata import tiny_tokenizer, write_glue_tsv
-    from xtc.models import random_model, tiny_bert_config
-
-    tokenizer = tiny_tokenizer(tmp_path / "tok")
-    model = random_model(tiny_bert_config(vocab_size=len(tokenizer)), seed=0).eval()
-    quantize_(model, QuantConfig(weight_bits=1))
-    out = tmp_path / "packed"
-    export_packed(model, out / "model.xtc.safetensors")
-    tokenizer.save_pretrained(out)
-    dev = write_glue_tsv(tmp_path / "glue", "sst2", "validation", 12, seed=2)
-    return out / "model.xtc.safetensors", dev
-
-
-def test_predict_writes_one_label_per_line_like_the_float_model(packed_with_tokenizer, tmp_path, capsys):
-    from xtc.cli import main
-
-    packed, dev = packed_with_tokenizer
-    args = ["predict", "--model", str(packed), "--input", str(dev), "--columns", "sentence"]
-    assert main([*args, "--scores"]) == 0
-    int8 = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
-    assert main([*args, "--scores", "--engine", "float"]) == 0
-    exact = [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()]
-    assert len(int8) == len(exact) == 12 and torch.allclose(torch.tensor(int8), torch.tensor(exact), atol=1e-5)
-    assert main(args) == 0
-    labels = capsys.readouterr().out.splitlines()
-    assert labels == [("LABEL_1" if b > a else "LABEL_0") for a, b in int8]
-    assert main([*args, "--scores", "--engine", "int8-packed"]) == 0  # weights kept packed: the same numbers
-    assert [[float(p) for p in line.split("\t")] for line in capsys.readouterr().out.splitlines()] == int8
-
-
-def test_predict_reads_header_less_pairs_from_stdin(packed_with_tokenizer, monkeypatch, capsys):
-    import io
-
-    from xtc.cli import main
-
-    packed, _ = packed_with_tokenizer
-    monkeypatch.setattr("sys.stdin", io.StringIO("the cat\tsees a dog\n\nthe man\tis happy\n"))
-    assert main(["predict", "--model", str(packed)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
-
-
-def test_predict_rejects_lines_of_three_texts(packed_with_tokenizer, monkeypatch, capsys):
-    import io
-
-    from xtc.cli import main
-
-    packed, _ = packed_with_tokenizer
-    monkeypatch.setattr("sys.stdin", io.StringIO("a\tb\tc\n"))
-    assert main(["predict", "--model", str(packed)]) == 2
-    assert "line 1: 3 tab-separated fields" in capsys.readouterr().err
-
-
 def test_evaluate_on_the_engine_matches_the_float_metrics(packed_with_tokenizer, capsys):
     import json
 
@@ -319,3 +295,30 @@ def test_evaluate_on_the_engine_matches_the_float_metrics(packed_with_tokenizer,
     int8 = json.loads(capsys.readouterr().out)["metrics"]
     assert main(args) == 0
     assert int8 == json.loads(capsys.readouterr().out)["metrics"]
+
+
+@pytest.mark.parametrize("engine", ["float", "int8", "int8-packed"])
+def test_evaluate_records_its_engine_in_metrics_json(packed_with_tokenizer, tmp_path, capsys, engine):
+    import json
+
+    from xtc.cli import main
+
+    packed, dev = packed_with_tokenizer
+    assert main(["evaluate", "--model", str(packed), "--task", "sst2", "--data-dir", str(dev.parent.parent),
+                 "--max-seq-length", "32", "--engine", engine, "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads(capsys.readouterr().out)["engine"] == engine
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["engine"] == engine
+
+
+@pytest.mark.parametrize("engine", ["int8", "int8-packed"])
+def test_evaluate_on_the_engine_refuses_a_model_dir(tmp_path, capsys, engine):
+    """A run or model dir has no packed weights: the integer engine cannot serve it, and its float model is not
+    what --engine asked for."""
+    from xtc.cli import main
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}")
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--task", "sst2", "--engine", engine]) == 2
+    err = capsys.readouterr().err
+    assert f"--engine {engine} serves a packed checkpoint, but {tmp_path / 'run'} is not one" in err
+    assert err.count("\n") == 1

@@ -248,7 +248,7 @@ def test_mismatched_module_shape_is_refused(packed_file):
 
 def test_module_missing_from_the_model_is_refused(packed_file):
     _rewrite_header(packed_file, lambda h: h["model_config"].update(num_hidden_layers=1))
-    with pytest.raises(ValueError, match=r"module 'bert.encoder.layer.1\.[a-z.]+' \(linear\) is not a Linear of the"):
+    with pytest.raises(ValueError, match=r"its config asks for 1 layers but the file holds 4"):
         load_packed(packed_file)
 
 

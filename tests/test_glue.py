@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from guards import REAL_GLUE
 from textdata import DIRECTORIES, SPLITS, VOCAB, synthetic_examples, tiny_tokenizer, write_glue_tsv
 
 from xtc import glue, sources
@@ -19,16 +19,13 @@ from xtc.glue import load_hub, load_local, load_split, read_tsv, subsample, toke
 from xtc.tasks import TASKS, get_task
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_GLUE = Path(os.environ.get("XTC_GLUE_DIR") or REPO.parent / "shared" / "data" / "glue")
 # Row counts from shared/data/glue/SOURCE.md.
 REAL_ROWS = [
     ("cola", "train", 8551), ("cola", "validation", 1043), ("sst2", "train", 67349), ("sst2", "validation", 872),
     ("mrpc", "train", 3668), ("mrpc", "validation", 408), ("qnli", "validation", 5463), ("rte", "train", 2490),
     ("rte", "validation", 277), ("wnli", "train", 635), ("wnli", "validation", 71),
 ]
-needs_real_glue = pytest.mark.skipif(
-    not REAL_GLUE.is_dir(), reason=f"real GLUE files not found at {REAL_GLUE} (set XTC_GLUE_DIR)"
-)
+needs_real_glue = pytest.mark.usefixtures("real_glue")  # tests/conftest.py: a skip, or a failure under CI
 
 
 @pytest.fixture(autouse=True)

@@ -59,7 +59,7 @@ def test_multiclass_mcc_and_accuracy_equal_sklearn(pair):
 
 def test_importing_the_metrics_leaves_scikit_learn_and_pandas_out():
     """Every training and evaluation job imports xtc.metrics: scikit-learn (and the pandas it imports) would add
-    ~0.5 s to each (docs/performance.md, section 8)."""
+    ~0.5 s to each (docs/performance.md, "Rehearsals")."""
     import subprocess
     import sys
 

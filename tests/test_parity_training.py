@@ -1,7 +1,7 @@
 """XTC training steps against an oracle built from the original's pieces (docs/fidelity.md).
 
-Side A is xtc's own code path, the functions ``xtc distill`` calls: ``resolve_teacher_layer`` -> ``build_student``
--> ``quantize_`` -> ``layer_maps`` -> ``Trainer`` (``make_collator`` padding, ``forward_with_internals``,
+Side A is xtc's own code path, the functions ``xtc distill`` calls: ``commands.prepare_student`` (``build_student``
+-> ``quantize_`` -> ``layer_maps``) -> ``Trainer`` (``make_collator`` padding, ``forward_with_internals``,
 ``kd_loss``, ``xtc.optim``). Side B, the oracle, is what DeepSpeedExamples' ``run_glue_no_trainer.py`` does, made of:
 DeepSpeed 0.19.6's ``init_compression`` (its ``student_initialization`` for the layer reduction) and its
 ``compression_scheduler`` stepped as DeepSpeed's engine steps it; transformers 4.x ``AdamW`` (written out below from
@@ -35,14 +35,14 @@ from deepspeed.compression.scheduler import compression_scheduler  # noqa: E402
 from deepspeed.compression.utils import AsymQuantizer  # noqa: E402
 
 from bench.deepspeed_step import xtc_ds_config  # noqa: E402
-from xtc.checkpoint import mark_quantized  # noqa: E402
+from xtc.commands import prepare_student  # noqa: E402
 from xtc.config import QuantConfig, Recipe, apply_overrides  # noqa: E402
 from xtc.distill import forward_with_internals, kd_loss, layer_maps, stages  # noqa: E402
 from xtc.collate import make_collator  # noqa: E402
 from xtc.models import random_model  # noqa: E402
 from xtc.quant import quantize_  # noqa: E402
 from xtc.quant.primitives import fake_quantize_weight  # noqa: E402
-from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer  # noqa: E402
+from xtc.reduce import build_student, encoder_layers  # noqa: E402
 from xtc.train import Hooks, Trainer  # noqa: E402
 
 TOL = 1e-6
@@ -237,34 +237,28 @@ def oracle(teacher, batches, lr, warmup, weight_decay=0.01):
 
 # ---------------------------------------------------------------------------------------------- side A: xtc
 def _xtc_student(teacher, recipe):
-    """What ``xtc.commands.distill`` does before training (no --init)."""
-    n_teacher = len(encoder_layers(teacher))
-    teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
-    student = build_student(teacher, teacher_layer)
-    quantize_(student, recipe.quant)
-    mark_quantized(student, recipe.quant)
-    return student.train(), layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
+    """What ``xtc distill`` trains (no --init): the very function ``xtc.commands.distill`` calls."""
+    student, maps, _ = prepare_student(recipe, teacher)
+    return student, maps
 
 
-def _recipe(lr: float) -> Recipe:
+def _recipe(lr: float, switched: tuple[str, ...] = ()) -> Recipe:
     recipe = apply_overrides(Recipe(), [
         "data.task=sst2", f"data.max_seq_length={T}", "reduce.layers=6", "train.epochs=1", f"train.batch_size={B}",
-        f"train.lr={lr}", f"train.warmup_epochs={1 / K}", "train.eval_every_steps=1000",
+        f"train.lr={lr}", f"train.warmup_epochs={1 / K}", "train.eval_every_steps=1000", *switched,
     ])
     # Recipe() leaves quantization off; the XTC W1A8 setting, as `--weight-bits 1 --act-bits 8` sets it
     return Recipe(data=recipe.data, reduce=recipe.reduce, quant=QuantConfig(weight_bits=1, act_bits=8),
                   distill=recipe.distill, train=recipe.train)
 
 
-def test_k_steps_of_step2_w1a8_kd_equal_the_original():
+def _steps_against_the_original(switched: tuple[str, ...] = ()) -> dict[str, bool]:
+    """K steps of xtc's Trainer (the recipe, with ``switched`` fidelity keys) and of the oracle on the same batches;
+    which agreements hold (each is one assertion of the step-parity test)."""
     lr = 1e-3
     teacher = _teacher()
-    recipe = _recipe(lr)
-    # the paper recipe, as the defaults give it
-    assert (recipe.data.padding, recipe.distill.rep_first, recipe.distill.att_mask, recipe.train.optimizer) == (
-        "max_length", "original", "original", "original")
+    recipe = _recipe(lr, switched)
     student, maps = _xtc_student(teacher, recipe)
-    assert maps.rep_map == (0, 2, 4, 6, 8, 10, 12)
     initial = {n: p.detach().clone() for n, p in student.named_parameters()}
     train = _features(K * B, seed=2)
     base = make_collator(types.SimpleNamespace(pad_token_id=0), recipe.data.padding, recipe.data.max_seq_length)
@@ -285,8 +279,7 @@ def test_k_steps_of_step2_w1a8_kd_equal_the_original():
     trainer.fit()
     steps = [r for r in logged if r["kind"] == "train"]
     assert len(steps) == len(batches) == K and all(len(b) == B for b in batches)
-    padded = base(batches[0])
-    assert padded["input_ids"].shape == (B, T) and (padded["attention_mask"] == 0).any()  # real padding
+    assert (_pad(batches[0])["attention_mask"] == 0).any()  # real padding
 
     with torch.no_grad():
         teacher_out = forward_with_internals(teacher, base(batches[0]))
@@ -295,28 +288,45 @@ def test_k_steps_of_step2_w1a8_kd_equal_the_original():
     values["loss"].backward()
 
     theirs, terms, grads = oracle(teacher, batches, lr, warmup=int(1 / K * K))
-    # step 1: each loss term equal, bit for bit; the step-1 gradients equal
-    for name in ("pred", "att", "rep"):
-        assert torch.equal(values[name].detach(), terms[0][name]), name
-        assert steps[0][name] == float(terms[0][name]), name
-    ours_first = dict(first.named_parameters())
+    ours_first, ours = dict(first.named_parameters()), dict(trainer.model.named_parameters())
     assert set(ours_first) == set(grads["first"])
     grad_diff = max((ours_first[n].grad - g).abs().max().item() for n, g in grads["first"].items())
-    assert grad_diff <= TOL, grad_diff
-    # every step's loss terms, and the clipped gradients of the last step
-    for k in range(K):
-        for name in ("pred", "att", "rep", "loss"):
-            assert steps[k][name] == pytest.approx(float(terms[k][name]), rel=1e-5, abs=1e-7), (k, name)
-    ours = dict(trainer.model.named_parameters())
     last_diff = max((ours[n].grad - g).abs().max().item() for n, g in grads["last"].items())
-    assert last_diff <= TOL, last_diff
-    # after K steps: every parameter within TOL, and the parameters really moved
     param_diff = max((ours[n] - p).abs().max().item() for n, p in theirs.named_parameters())
     moved = max((ours[n] - initial[n]).abs().max().item() for n in ours)
-    assert param_diff <= TOL, param_diff
-    assert moved >= 100 * TOL, moved
-    print(f"step-1 grad diff {grad_diff:.3g}, step-{K} grad diff {last_diff:.3g}, param diff {param_diff:.3g}, "
-          f"max move {moved:.3g}")
+    print(f"{switched or 'original'}: step-1 grad diff {grad_diff:.3g}, step-{K} grad diff {last_diff:.3g}, "
+          f"param diff {param_diff:.3g}, max move {moved:.3g}")
+    assert moved >= 100 * TOL, moved  # the parameters really moved
+    return {
+        # step 1: each loss term equal, bit for bit (as computed and as logged); the step-1 gradients equal
+        "step-1 loss terms": all(torch.equal(values[name].detach(), terms[0][name])
+                                 and steps[0][name] == float(terms[0][name]) for name in ("pred", "att", "rep")),
+        "step-1 gradients": grad_diff <= TOL,
+        # every step's loss terms, and the clipped gradients of the last step
+        "loss terms": all(steps[k][name] == pytest.approx(float(terms[k][name]), rel=1e-5, abs=1e-7)
+                          for k in range(K) for name in ("pred", "att", "rep", "loss")),
+        f"step-{K} gradients": last_diff <= TOL,
+        # after K steps: every parameter within TOL
+        "parameters": param_diff <= TOL,
+    }
+
+
+def test_k_steps_of_step2_w1a8_kd_equal_the_original():
+    recipe = _recipe(1e-3)
+    # the paper recipe, as the defaults give it
+    assert (recipe.data.padding, recipe.distill.rep_first, recipe.distill.att_mask, recipe.train.optimizer) == (
+        "max_length", "original", "original", "original")
+    assert layer_maps(tuple(XTC_6), 12, recipe.distill.rep_first).rep_map == (0, 2, 4, 6, 8, 10, 12)
+    agreements = _steps_against_the_original()
+    assert all(agreements.values()), agreements
+
+
+@pytest.mark.parametrize("switched", ["train.optimizer=torch", "distill.att_mask=zero", "distill.rep_first=input",
+                                      "data.padding=dynamic"])
+def test_each_fidelity_key_switched_breaks_the_step_parity(switched):
+    """docs/fidelity.md: the step test tells each fidelity key's other value from the original's rule."""
+    agreements = _steps_against_the_original((switched,))
+    assert not all(agreements.values()), f"{switched} still agrees with the original: {agreements}"
 
 
 def test_build_student_equals_deepspeed_student_initialization():

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from xtc.tasks import TASKS
 from xtc.glue import load_local
+from xtc.study import grid as study_module
 from xtc.study import rehearsal
+from xtc.tasks import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -43,7 +44,7 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def load_study(name: str) -> dict:
+def load_rehearsed_study(name: str) -> dict:
     return yaml.safe_load((REPO / "config" / "studies" / f"{name}.yaml").read_text())
 
 
@@ -70,6 +71,10 @@ def test_a_bad_rehearsal_value_is_one_clear_line():
     assert rehearsal.root_of(True, REPO) == REPO / "rehearsal"
     assert rehearsal.root_of("true", REPO) == REPO / "rehearsal"
     assert rehearsal.root_of("/tmp/x", REPO) == Path("/tmp/x")
+    for value in (".", "./", "..", str(REPO), f"{REPO}/config/.."):  # the repository (or above it): refused
+        with pytest.raises(ValueError, match=r"which holds the real study's results/, the rehearsal root; use "):
+            rehearsal.root_of(value, REPO)
+    assert rehearsal.root_of("rehearsal-mine", REPO) == REPO / "rehearsal-mine"
 
 
 # ------------------------------------------------------------------------------------------------ what is swapped
@@ -80,7 +85,7 @@ def test_config_rewrite_is_torch_free():
 
 def _validated(name: str) -> dict:
     """The study as the workflow sees it (defaults filled), without Snakemake: the keys apply() touches."""
-    study = load_study(name)
+    study = study_module.with_shared(load_rehearsed_study(name), name)
     study.setdefault("augment", {}).setdefault("copies", None)
     study["augment"].setdefault("glove", None)
     study.setdefault("resources", {})
@@ -155,13 +160,24 @@ def test_xtc_main_rehearsal_end_to_end(tmp_path):
         rows = list(csv.DictReader(handle, delimiter="\t"))
     assert len(rows) == 8 + 8 * 8  # the given teachers, 6 quantized and 2 FP students per task
     assert {r["task"] for r in rows} == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"}
-    table = (root / "results" / "tables" / "xtc-main.md").read_text()
-    assert "paper" in table.lower()
+    with (root / "results" / "tables" / "xtc-main.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    paper_columns = [c for c in table[0] if c.startswith("paper_") and not any(
+        derived in c for derived in ("glue_avg", "retention"))]  # the paper's cells, not averages or ratios of them
+    printed = [float(r[c]) for r in table for c in paper_columns if r[c] not in ("", "nan")]
+    with (REPO / "config" / "paper" / "xtc.csv").open() as handle:
+        reported = {float(r["value"]) for r in csv.DictReader(handle)}
+    assert printed and set(printed) <= reported  # the paper's own numbers, beside ours, for the cells it reports
     for kind in ("pareto", "heatmap"):
         for ext in ("png", "pdf"):
             assert (root / "figures" / f"xtc-main_{kind}.{ext}").stat().st_size > 0
-    packed = json.loads(next((root / "results" / "runs").rglob("packed_eval/metrics.json")).read_text())
-    assert packed
+    evaluated = list((root / "results" / "runs").rglob("packed_eval/metrics.json"))
+    assert len(evaluated) == 48  # every packed student evaluated from its packed file, with its run's metrics
+    for packed_eval in evaluated:
+        packed = json.loads(packed_eval.read_text())
+        run = json.loads((packed_eval.parent.parent / "metrics.json").read_text())
+        assert set(packed["metrics"]) == set(run["best"]["metrics"]) != set(), packed_eval
+        assert all(-1.0 <= v <= 1.0 for v in packed["metrics"].values()), packed["metrics"]
     serving = json.loads((root / "results" / "serving" / "xtc-main.json").read_text())
     assert len(serving["students"]) == 6  # W1A8 and W2A8 at 12, 6 and 5 layers, against the given teacher
     report = snakemake(*args, "--report", str(tmp_path / "report.html"), timeout=600)
@@ -169,20 +185,3 @@ def test_xtc_main_rehearsal_end_to_end(tmp_path):
     assert (tmp_path / "report.html").stat().st_size > 0
     again = snakemake(*args, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
-
-
-def test_figure_legends_name_a_given_teacher_given():
-    """The budget and kd figures of a paper study hold its given teacher (no epochs or lr): 'given', not 'lr 0'."""
-    import pandas as pd
-
-    from xtc.report.columns import GIVEN
-    from xtc.report.figures import _variant_label
-
-    base = {"task": "rte", "teacher_layer": "", "kd": "none", "da": 0, "seed": 42}
-    frame = pd.DataFrame([
-        {**base, "layers": 12, "wbits": "fp", "abits": "fp", "epochs": GIVEN, "lr": float(GIVEN), "seed": GIVEN},
-        {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 2e-5, "kd": "one_stage"},
-        {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 5e-5, "kd": "one_stage"},
-    ])
-    labels = list(_variant_label(frame, exclude={"epochs", "kd", "task"}))
-    assert labels == ["FP 12L, given", "W1A8 12L, lr 2e-05", "W1A8 12L, lr 5e-05"]

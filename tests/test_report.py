@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from xtc.metrics import describe_glue_average
-from xtc.report import aggregate, headline, load_study, output_paths, pareto_front, read_runs_table
+from xtc.report import aggregate, headline, load_results, output_paths, pareto_front, read_runs_table
 from xtc.report.__main__ import main as report_main
 from xtc.report.columns import RUNS_COLUMNS, study_columns
 
@@ -91,7 +91,7 @@ def study(tmp_path, monkeypatch):
 
 def test_one_row_per_configuration_with_seed_mean_and_std(study):
     _, runs = study
-    results = load_study(runs, "tiny", PAPER)
+    results = load_results(runs, "tiny", PAPER)
     summary = results.summary.set_index("model")
     assert list(summary.index) == ["FP 12L", "W1A8 6L"]  # teacher first, as in the paper
     assert summary.loc["W1A8 6L", "n_seeds"] == 2 and summary.loc["W1A8 6L", "n_runs"] == 4
@@ -117,7 +117,7 @@ def test_one_row_per_configuration_with_seed_mean_and_std(study):
 
 def test_paper_join_and_delta(study):
     _, runs = study
-    results = load_study(runs, "tiny", PAPER)
+    results = load_results(runs, "tiny", PAPER)
     summary = results.summary.set_index("model")
     assert summary.loc["W1A8 6L", "paper_mnli_m_acc"] == 82.9  # 1-bit 6L, teacher layers [1,3,..,11], 1-stage KD
     assert summary.loc["W1A8 6L", "delta_mnli_m_acc"] == pytest.approx(81.0 - 82.9)
@@ -165,11 +165,27 @@ def test_every_figure_is_written_and_readable(study):
         assert 800 < image.width < 2000
 
 
+def test_figures_are_byte_identical_when_rebuilt_later(study, monkeypatch):
+    """DVC records the figures' hashes: rebuilding from the same results (at another time) changes no byte."""
+    tmp, runs = study
+    kinds = ["pareto", "heatmap"]
+    built = []
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    for epoch in (None, "1000000000"):  # now, then another date (matplotlib dates its files from SOURCE_DATE_EPOCH)
+        if epoch:
+            monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+        tables, figures = output_paths("tiny", tmp / "results/tables", tmp / "figures", kinds)
+        aggregate(runs, "tiny", tables["md"], tables["tex"], tables["csv"], paper=PAPER, figures=figures, kinds=kinds)
+        built.append({path.name: path.read_bytes() for path in figures})
+    assert sorted(built[0]) == sorted(f"tiny_{k}.{e}" for k in kinds for e in ("png", "pdf"))
+    assert built[0] == built[1]
+
+
 def test_a_single_task_study_plots_the_task_score(tmp_path):
     runs = make_study(tmp_path)
     table = pd.read_csv(runs, sep="\t", dtype=str, keep_default_na=False)
     table[table["task"] == "mnli"].to_csv(runs, sep="\t", index=False)
-    results = load_study(runs, "tiny", PAPER, base_dir=tmp_path)
+    results = load_results(runs, "tiny", PAPER, base_dir=tmp_path)
     assert headline(results.summary, results.tasks)[1:] == ("mnli_m_acc", "MNLI-m acc (%)")
     assert results.summary["glue_avg_best_mean"].tolist() == pytest.approx([85.0, 81.0])  # = MNLI-m, flagged 1/8
     tables, figures = output_paths("tiny", tmp_path / "t", tmp_path / "f", ["pareto"])
@@ -200,16 +216,16 @@ def test_budget_axis_splits_configurations_and_per_task_budgets_do_not(tmp_path)
     table = pd.read_csv(runs, sep="\t", dtype=str, keep_default_na=False)
     table.loc[table["task"] == "mrpc", "epochs"] = "4"  # per-task budget: still one row per configuration
     table.to_csv(runs, sep="\t", index=False)
-    results = load_study(runs, "tiny", base_dir=tmp_path)
+    results = load_results(runs, "tiny", base_dir=tmp_path)
     assert len(results.summary) == 2 and set(results.summary["epochs"]) == {"MNLI 3, MRPC 4"}
     seed2 = table["seed"] == "2"
     table.loc[seed2, "epochs"] = np.where(table.loc[seed2, "task"] == "mnli", "9", "8")  # a budget axis per task
     table.to_csv(runs, sep="\t", index=False)
-    summary = load_study(runs, "tiny", base_dir=tmp_path).summary
+    summary = load_results(runs, "tiny", base_dir=tmp_path).summary
     assert list(summary["epochs"]) == ["MNLI 3, MRPC 4", "MNLI 9, MRPC 8"] * 2 and set(summary["n_seeds"]) == {1}
     table.loc[seed2 & (table["task"] == "mrpc"), "epochs"] = "4"  # MNLI ran 2 budgets, MRPC 1: split by epochs
     table.to_csv(runs, sep="\t", index=False)
-    assert list(load_study(runs, "tiny", base_dir=tmp_path).summary["epochs"]) == ["3", "4", "9"] * 2
+    assert list(load_results(runs, "tiny", base_dir=tmp_path).summary["epochs"]) == ["3", "4", "9"] * 2
 
 
 def test_bad_runs_tables_name_the_problem(tmp_path):
@@ -222,7 +238,7 @@ def test_bad_runs_tables_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="did you mean 'sst2'"):
         read_runs_table(tmp_path / "b.tsv")
     with pytest.raises(FileNotFoundError, match="metrics.json of run"):
-        load_study(runs, "tiny", base_dir=tmp_path / "elsewhere")
+        load_results(runs, "tiny", base_dir=tmp_path / "elsewhere")
 
 
 def test_pareto_front():
@@ -317,3 +333,20 @@ def test_a_given_teacher_evaluated_once_joins_the_tables(study):
                                                                  / teacher_avg)
     md = tables["md"].read_text()
     assert "| FP 12L | 12 | all | fp | fp | none | given | given | 1 | 84.0 |" in md, md
+
+
+def test_figure_legends_name_a_given_teacher_given():
+    """The budget and kd figures of a paper study hold its given teacher (no epochs or lr): 'given', not 'lr 0'."""
+    import pandas as pd
+
+    from xtc.report.columns import GIVEN
+    from xtc.report.figures import _variant_label
+
+    base = {"task": "rte", "teacher_layer": "", "kd": "none", "da": 0, "seed": 42}
+    frame = pd.DataFrame([
+        {**base, "layers": 12, "wbits": "fp", "abits": "fp", "epochs": GIVEN, "lr": float(GIVEN), "seed": GIVEN},
+        {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 2e-5, "kd": "one_stage"},
+        {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 5e-5, "kd": "one_stage"},
+    ])
+    labels = list(_variant_label(frame, exclude={"epochs", "kd", "task"}))
+    assert labels == ["FP 12L, given", "W1A8 12L, lr 2e-05", "W1A8 12L, lr 5e-05"]

@@ -4,6 +4,7 @@ study files that stop the workflow before any job starts. Snakemake's `validate`
 in workflow/rules/common.smk."""
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ import yaml
 from snakemake.utils import validate
 
 from xtc.config import KD_VARIANTS
-from xtc.tasks import TASKS
 from xtc.study import grid as study
 from xtc.study.jobs import Jobs
 
@@ -164,6 +164,37 @@ def test_studies_built_together_must_agree_on_shared_sections(tmp_path):
     (tiny(grid__layers=[4, 6]), "s.yaml: grid.layers = 6 is more than the teacher's 4 layers (teacher.layers)"),
     (tiny(grid__teacher_layer={2: [[3, 1]]}), "s.yaml: grid.teacher_layer.2 = [3, 1] must list 2 increasing"),
     (tiny(data__glue_dir="nowhere"), "s.yaml: task 'rte' (grid.task) has no folder nowhere/RTE in the local GLUE dir"),
+    # train.set may not contradict the run key: the grid owns these keys (and their path and label name them)
+    (tiny(train__set=["quant.weight_bits=4"]),
+     "s.yaml: train.set 'quant.weight_bits=4' sets quant.weight_bits, which the grid owns (grid.wbits names it in"),
+    (tiny(train__set=["data.task=sst2"]), "s.yaml: train.set 'data.task=sst2' sets data.task, which the grid owns "
+                                          "(grid.task"),
+    (tiny(train__set=["quant.ffn_out_bits=2"]), "sets quant.ffn_out_bits, which the grid owns (grid.wbits"),
+    (tiny(train__set=["distill.attention_target=probs"]), "sets distill.attention_target, which the grid owns "
+                                                           "(grid.kd"),
+    (tiny(train__set=["reduce.strategy=even"]), "sets reduce.strategy, which the grid owns (grid.teacher_layer"),
+    (tiny(train__set=["data.train_file=x.tsv"]), "sets data.train_file, which the grid owns (grid.da"),
+    (tiny(train__set=["train.seed=1"]), "sets train.seed, which the grid owns (grid.seed"),
+    # every train.set entry parses before the first job
+    (tiny(train__set=["train.optimiser=torch"]),
+     "s.yaml: train.set 'train.optimiser=torch': unknown config key 'train.optimiser'; did you mean 'optimizer'?"),
+    (tiny(train__set=["train.weight_decay=lots"]),
+     "s.yaml: train.set 'train.weight_decay=lots': train.weight_decay='lots' must be a number"),
+    (tiny(train__set=["train.compile=true", "train.int8_forward=true"]), "s.yaml: train.set: train.int8_forward"),
+    # values a schema lets through but no job can run
+    (tiny(grid__epochs=[1, 0]), "s.yaml: grid.epochs = 0 is not allowed; train for at least 1 epoch"),
+    (tiny(grid__epochs={"default": [1], "rte": [0]}), "s.yaml: grid.epochs.rte = 0 is not allowed; train for at"),
+    (tiny(teacher__epochs=0), "s.yaml: teacher.epochs = 0 is not allowed; train for at least 1 epoch"),
+    (tiny(step1__epochs={"default": 0}), "s.yaml: step1.epochs.default = 0 is not allowed"),
+    (tiny(grid__lr=["0"]), "s.yaml: grid.lr = '0' is not allowed; a learning rate is a number above 0"),
+    (tiny(teacher__lr="0.0e0"), "s.yaml: teacher.lr = '0.0e0' is not allowed; a learning rate is a number above 0"),
+    (tiny(step1__lr="00"), "s.yaml: step1.lr = '00' is not allowed"),
+    (tiny(teacher__finetuned="someone/bert-{model}-{task}"),
+     "s.yaml: teacher.finetuned = 'someone/bert-{model}-{task}' names {model}; the only placeholder is {task}"),
+    (tiny(teacher__finetuned="someone/bert-{}"), "names {}; the only placeholder is {task}"),
+    (tiny(teacher__finetuned="someone/bert-{task"), "s.yaml: teacher.finetuned = 'someone/bert-{task' is not a valid"),
+    (tiny(grid__teacher_layer={3: [[0, 1, 2]]}),
+     "s.yaml: grid.teacher_layer.3 gives layer choices for 3-layer students, but grid.layers = [4, 2] has none"),
 ])
 def test_bad_studies_get_one_line_naming_file_key_and_fix(raw, message):
     with pytest.raises(study.StudyError) as error:
@@ -185,9 +216,10 @@ def test_jobs_give_each_run_its_command_line_inputs_and_priority():
     step2 = next(r for r in jobs.runs.values() if r["layers"] == 2 and r["wbits"] == "1")
     wildcards = {**step2, "layers": "2"}
     parent = study.step1_row(jobs.settings, step2)
-    assert jobs.student_args(wildcards) == (
-        f"--teacher results/teachers/task~rte/seed~42 --init {study.run_dir(parent)} --weight-bits 1 --act-bits 8 "
-        "--kd one_stage --attention-target probs --train-file results/data/task~rte/train_aug.tsv")
+    assert shlex.split(jobs.student_args(wildcards)) == [
+        "--teacher", "results/teachers/task~rte/seed~42", "--init", study.run_dir(parent), "--weight-bits", "1",
+        "--act-bits", "8", "--kd", "one_stage", "--attention-target", "probs", "--train-file",
+        "results/data/task~rte/train_aug.tsv"]
     assert jobs.init_input(wildcards) == [f"{study.run_dir(parent)}/metrics.json"]
     assert jobs.teacher_input(wildcards) == ["results/teachers/task~rte/seed~42/metrics.json"]
     assert jobs.priority(wildcards) == 0 and jobs.priority({**parent, "layers": "2"}) == 1
@@ -195,16 +227,6 @@ def test_jobs_give_each_run_its_command_line_inputs_and_priority():
     # a da=1 run trains on the whole augmented file: no --max-train-examples
     assert "--max-train-examples" not in jobs.train_args(wildcards)
     assert "--max-train-examples 100" in jobs.train_args({"da": "0"})
-
-
-def test_runtime_estimates_use_the_task_table():
-    settings = load(tiny())[0]
-    assert (TASKS["sst2"].train_size, TASKS["sst2"].aug_copies) == (67349, 20)
-    # 67349 examples x 3 epochs x 6/4 depth / 200 per second = 1515.35 s; 15 + ceil(1.5 x 25.26 min) = 53
-    assert study.estimate_minutes(settings, "sst2", 3, 6, 0) == 53
-    # augmented: 67349 x 21 examples, 1 epoch, 4/4 depth = 7071.6 s; 15 + ceil(176.79) = 192
-    assert study.estimate_minutes(settings, "sst2", 1, 4, 1) == 192
-    assert study.estimate_minutes(settings, "mnli", 100, 4, 1) == 2880  # the cap, resources.max_runtime
 
 
 def test_serving_plan_serves_each_student_architecture_once():
@@ -224,3 +246,30 @@ def test_serving_plan_serves_each_student_architecture_once():
     assert reduction.serving_plan("layer-reduction")["students"] == []
     assert not any(path.startswith("results/serving/") for path in reduction.outputs())
     assert "results/serving/xtc-main.md" in main.outputs()
+
+
+def test_a_target_outside_the_grid_is_refused_by_name():
+    jobs = Jobs(load(tiny()))
+    row = {**next(iter(jobs.runs.values())), "layers": "3"}
+    with pytest.raises(study.StudyError) as error:
+        jobs.run(row)
+    assert str(error.value) == (
+        f"{study.run_key(row)} is not a run of s.yaml; ask for a run listed in results/<study>/runs.tsv, or add its "
+        "values to the grid")
+
+
+def test_the_grid_owns_every_recipe_key_a_run_s_path_sets():
+    """Each flag of `xtc distill` that the workflow derives from a run's path values sets a key of GRID_OWNED."""
+    from xtc import cli
+
+    jobs = Jobs(load(tiny(grid__kd=["one_stage_probs"], grid__da=[1], grid__teacher_layer={2: [[0, 3]]},
+                          quantize_from="teacher")))
+    flags = {**cli.DATA_FLAGS, **cli.TRAIN_FLAGS, **cli.STUDENT_FLAGS}
+    owned = set()
+    for row in jobs.runs.values():
+        wildcards = {**row, "layers": study.layers_key(row["layers"], row["teacher_layer"])}
+        argv = ["distill", *jobs.student_args(wildcards).split(), "--task", row["task"], "--epochs",
+                str(row["epochs"]), "--lr", row["lr"], "--seed", str(row["seed"]), "--out", "x"]
+        args = cli.build_parser().parse_args(argv)
+        owned |= {key for dest, key in flags.items() if hasattr(args, dest)}
+    assert owned == set(study.GRID_OWNED) - {"reduce.strategy", *(f"quant.{g}_bits" for g in study.MODULE_GROUPS)}

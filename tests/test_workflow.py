@@ -4,6 +4,7 @@ study files stopped before any job starts, and the tiny study (.test/config.yaml
 import csv
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -90,13 +91,20 @@ ALL = {"evaluate_given_teacher": 8, "augment": 8, "distill": 32 + 200, "export":
     ],
 )
 def test_dry_run_lists_the_grid(configfile, expected, study_names):
-    args = ["-n", "--cores", "8"] + (["--configfile", configfile] if configfile else [])
+    args = ["-n", "-p", "--cores", "8"] + (["--configfile", configfile] if configfile else [])
     done = snakemake(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = job_counts(done.stdout + done.stderr)
     aggregates = {f"aggregate_{name}": 1 for name in study_names}
     local = {"runs_table": len(study_names), "index_trained": 1, "all": 1}
     assert counts == {**local, **expected, **aggregates}
+    # every training, teacher and augmentation command names the device its job holds: cuda for the paper
+    # studies (gpu: 1), cpu for the demo (gpu: 0)
+    commands = re.findall(r"xtc (?:finetune|distill|augment|evaluate --model (?!\S*packed)).*", done.stdout)
+    rules = ("finetune_teacher", "distill", "augment", "evaluate_given_teacher")
+    assert len(commands) == sum(counts.get(rule, 0) for rule in rules)
+    device = "cpu" if configfile is None else "cuda"
+    assert all(f"--device {device} " in command for command in commands), commands[:3]
 
 
 def test_every_study_file_is_in_all_yaml():
@@ -269,3 +277,63 @@ def test_tiny_study_end_to_end(tiny_run):
 def test_tiny_study_second_run_does_nothing(tiny_run):
     done = snakemake("-n", "--cores", "2", "--configfile", ".test/config.yaml", cwd=tiny_run)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------------------------------------ shell quoting
+PAYLOAD = "a b;touch X"
+STUB_XTC = """#!/usr/bin/env python3
+import json, sys
+with open("xtc_calls.jsonl", "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def test_study_strings_reach_the_shell_as_one_word_each(tmp_path):
+    """Every study string that a rule's `shell:` command carries (teacher.model, teacher.finetuned, data.glue_dir,
+    augment.mlm, augment.glove, train.set values) holds `a b;touch X`: each dry-run command splits back to the exact
+    value, and run through bash (with a stub `xtc` that records its argv) no X appears."""
+    workdir = tiny.copy_workflow(tmp_path / "work")
+    odd = tmp_path / PAYLOAD  # a real folder whose name is the payload: every source check passes
+    for folder in ("RTE", "SST-2"):
+        (odd / folder).mkdir(parents=True)
+    value = str(odd)
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config["teacher"].update(model=value, finetuned={"rte": value})
+    config["data"]["glue_dir"] = value
+    config["augment"].update(mlm=value, glove=value)
+    config["grid"].update(task=["rte", "sst2"], da=[1])
+    config["train"]["set"] = [f"data.data_dir={value}"]
+    (workdir / "odd.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    done = snakemake("-n", "-p", "--cores", "1", "--configfile", "odd.yaml", cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    commands = [line.split("Shell command: ", 1)[1] for line in (done.stdout + done.stderr).splitlines()
+                if "Shell command: OMP_NUM_THREADS=" in line]
+    def odd_flags(words: list[str]) -> set[str]:
+        """The flags of a command that carry the payload."""
+        sub, out = words[2], words[words.index("--out") + 1]
+        return {"finetune": {"--model", "--data-dir"}, "augment": {"--mlm", "--glove", "--data-dir"},
+                "evaluate": {"--model", "--data-dir"} if out.endswith("/given") else {"--data-dir"},
+                "distill": {"--data-dir", "--set"} | ({"--teacher"} if "task~rte" in out else set()),
+                "export": set()}[sub]
+
+    seen = set()
+    for command in commands:
+        words = shlex.split(command)
+        for flag in odd_flags(words):
+            values = [words[i + 1] for i, w in enumerate(words) if w == flag]
+            assert values and all(v in (value, f"data.data_dir={value}") for v in values), (flag, command)
+            seen.add((words[2], flag))
+    assert seen == {("finetune", "--model"), ("finetune", "--data-dir"), ("augment", "--mlm"), ("augment", "--glove"),
+                    ("augment", "--data-dir"), ("evaluate", "--model"), ("evaluate", "--data-dir"),
+                    ("distill", "--data-dir"), ("distill", "--set"), ("distill", "--teacher")}
+    # run through bash: a stub `xtc` records its argv; an unquoted `;` would run `touch X`
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "xtc").write_text(STUB_XTC)
+    (tmp_path / "bin" / "xtc").chmod(0o755)
+    for command in commands:
+        for target in re.findall(r"(?:> |tee )(results/\S+)", command):
+            (workdir / target).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["bash", "-c", command], cwd=workdir, env=tiny.workflow_env(tmp_path / "bin"), check=True)
+    calls = [json.loads(line) for line in (workdir / "xtc_calls.jsonl").read_text().splitlines()]
+    assert len(calls) == len(commands)
+    assert not [p for p in workdir.rglob("X")] and not (tmp_path / "X").exists()

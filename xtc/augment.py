@@ -244,11 +244,13 @@ def augment_examples(
     *,
     max_batch_tokens: int = 4096,
     log_every: int = 1000,
+    start: int = 0,
 ) -> list[Example]:
     """Each example followed by its ``n_copies`` augmented copies (``TaskSpec.aug_copies`` when None).
 
     Copies of example ``i`` are drawn from ``random.Random(f"{seed}/{i}")``, so the output depends only on the
-    seed and the data, not on batching or on other examples. ``max_batch_tokens`` bounds one MLM forward
+    seed and the data, not on batching or on other examples; ``examples`` may be a part of a larger list whose
+    first example has index ``start`` (``xtc augment`` works in resumable shards). ``max_batch_tokens`` bounds one MLM forward
     (rows x padded length): the logits take ``tokens x vocab x 4`` bytes, 0.5 GB for BERT's 30522 words.
     """
     spec = get_task(task)
@@ -282,7 +284,7 @@ def augment_examples(
             chunk = examples[chunk_start : chunk_start + _CHUNK_EXAMPLES]
             texts = [t for e in chunk for t in (e["text_a"], e["text_b"]) if t is not None]
             slots = finder.slots(texts) if needs_candidates else {}
-            for i, example in enumerate(chunk, start=chunk_start):
+            for i, example in enumerate(chunk, start=start + chunk_start):
                 out.append(example)
                 rng = random.Random(f"{seed}/{i}")
                 for _ in range(n_copies):
@@ -330,31 +332,45 @@ def write_augmented_tsv(
     inside a text become spaces, since the files are unquoted TSV.
     """
     spec, path = get_task(task), Path(path)
+    with atomic_path(path) as tmp, tmp.open("w", encoding=spec.tsv.encoding, newline="") as handle:
+        handle.write(tsv_header(spec))
+        rows = write_tsv_rows(spec, examples, handle)
+    log.info("wrote %d augmented %s examples to %s", rows, spec.name, path)
+    return path
+
+
+def tsv_header(task: str | TaskSpec) -> str:
+    """The header line of the task's train file ('' for CoLA, which has none)."""
+    header = get_task(task).tsv.train_columns
+    return "" if header is None else "\t".join(header) + "\n"
+
+
+def write_tsv_rows(task: str | TaskSpec, examples: Iterable[Example], handle, first_row: int = 0) -> int:
+    """Write ``examples`` as rows of the task's train file (no header) to ``handle``; row ``i`` of the whole file
+    is numbered ``first_row + i`` (id columns), so a file written in parts equals one written at once."""
+    spec = get_task(task)
     layout = spec.tsv
     header = layout.train_columns
     rows = cleaned = 0
-    with atomic_path(path) as tmp, tmp.open("w", encoding=layout.encoding, newline="") as handle:
-        if header is not None:
-            handle.write("\t".join(header) + "\n")
-        for rows, example in enumerate(examples, start=1):
-            texts = [example["text_a"], example["text_b"]][: len(layout.text_fields)]
-            if any(t is None for t in texts):
-                raise ValueError(f"example {rows - 1} has no text_b, but {spec.name!r} is a pair task")
-            clean = [re.sub(r"[\t\r\n]", " ", t) for t in texts]
-            cleaned += clean != texts
-            label = _label_text(spec, example["label"], rows - 1)
-            values = dict(zip(layout.text_fields, clean, strict=True)) | {layout.label_field: label}
-            if header is None:  # CoLA: source, label, original label ('*' marks unacceptable), sentence
-                values |= {0: "xtc_aug", 2: "*" if label == layout.file_labels[0] else ""}
-                fields = [values[i] for i in range(layout.num_fields)]
-            else:
-                fields = [values.get(name, str(rows - 1) if name in _ID_COLUMNS else
-                                     label if name in _LABEL_COPIES else "") for name in header]
-            handle.write("\t".join(fields) + "\n")
+    for rows, example in enumerate(examples, start=1):
+        number = first_row + rows - 1
+        texts = [example["text_a"], example["text_b"]][: len(layout.text_fields)]
+        if any(t is None for t in texts):
+            raise ValueError(f"example {number} has no text_b, but {spec.name!r} is a pair task")
+        clean = [re.sub(r"[\t\r\n]", " ", t) for t in texts]
+        cleaned += clean != texts
+        label = _label_text(spec, example["label"], number)
+        values = dict(zip(layout.text_fields, clean, strict=True)) | {layout.label_field: label}
+        if header is None:  # CoLA: source, label, original label ('*' marks unacceptable), sentence
+            values |= {0: "xtc_aug", 2: "*" if label == layout.file_labels[0] else ""}
+            fields = [values[i] for i in range(layout.num_fields)]
+        else:
+            fields = [values.get(name, str(number) if name in _ID_COLUMNS else
+                                 label if name in _LABEL_COPIES else "") for name in header]
+        handle.write("\t".join(fields) + "\n")
     if cleaned:
         log.warning("%d examples had tabs or line breaks in their text; written as spaces", cleaned)
-    log.info("wrote %d augmented %s examples to %s", rows, spec.name, path)
-    return path
+    return rows
 
 
 def _label_text(spec: TaskSpec, label: object, row: int) -> str:

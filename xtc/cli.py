@@ -1,4 +1,5 @@
-"""The ``xtc`` command line: the only module that reads argv, configures logging and writes files.
+"""The ``xtc`` command line: the only module that reads argv and configures logging (``xtc.report.__main__``
+does the same for the report).
 
 Each subcommand imports what it needs inside its handler, so ``xtc --help`` stays fast (no torch import). The
 handlers build a typed ``Recipe`` (flags as typed values, then ``--set`` overrides, validated once) and paths, and
@@ -24,6 +25,8 @@ log = logging.getLogger("xtc")
 # modules of the optional extras (pyproject.toml) -> the extra that installs them; the core serves packed files
 EXTRA_OF = {"datasets": "train", "scipy": "train", "pandas": "report", "matplotlib": "report", "seaborn": "report",
             "snakemake": "workflow", "jsonschema": "workflow", "dvc": "workflow"}
+# xtc calibrate writes, xtc plan reads (xtc.study.cost.CALIBRATION; spelled here so that `xtc --help` stays light)
+CALIBRATION = Path(__file__).resolve().parent.parent / "config" / "calibration.json"
 
 
 def _cmd_tasks(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -186,7 +189,7 @@ def _cmd_evaluate(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc import commands
 
-    commands.export(args.model, Path(args.out), args.teacher_config, argv)
+    commands.export(args.model, Path(args.out), args.teacher_config, argv, overwrite=args.overwrite)
     return 0
 
 
@@ -213,7 +216,41 @@ def _cmd_augment(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     commands.augment(commands.AugmentRequest(
         task=args.task, mlm=args.mlm, out=Path(args.out), data_dir=args.data_dir, glove=args.glove,
-        copies=args.copies, p=args.p, k=args.k, max_train_examples=args.max_train_examples, seed=args.seed))
+        copies=args.copies, p=args.p, k=args.k, max_train_examples=args.max_train_examples, seed=args.seed,
+        device=args.device, shard_examples=args.shard_examples))
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Print what a study will cost: jobs, GPU- and CPU-hours, critical path, disk, downloads, GPU memory."""
+    from xtc.study import plan
+
+    summary = plan.load(args.configfile, args.gpu, Path(args.calibration)).summary()
+    print(json.dumps(summary, indent=2) if args.json else plan.format_summary(summary))
+    return 0
+
+
+def _cmd_prefetch(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Fetch every model, dataset and GloVe file a study's jobs open into the store, at the pinned revisions."""
+    import os
+
+    from xtc.study import plan, prefetch
+
+    jobs = plan.load(args.configfile).jobs
+    mirror = os.environ.get(prefetch.MIRROR_ENV)
+    summary = prefetch.prefetch(jobs, Path(args.store).resolve(), Path(mirror) if mirror else None)
+    return 0 if not summary["missing"] else 1
+
+
+def _cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Time a few real steps of each job kind of a study on this device; write the calibration file."""
+    from xtc.device import require_device
+    from xtc.study.calibrate import study_calibration
+
+    device = require_device(args.device)
+    entry = study_calibration(args.configfile, device, args.layers, args.steps, args.warmup, args.tf32,
+                              Path(args.out), args.threads)
+    print(json.dumps(entry, indent=2))
     return 0
 
 
@@ -221,7 +258,7 @@ def _cmd_predict(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from xtc.packed.predict import run
 
     run(args.model, args.input, args.columns, args.scores, args.batch_size, args.max_seq_length, args.engine,
-        args.tokenizer)
+        args.tokenizer, task=args.task)
     return 0
 
 
@@ -292,11 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="labels or scores of sentences from a TSV file or stdin (one line each)")
     pr.add_argument("--model", required=True, help="packed .safetensors file (integer engine), model dir or run dir")
-    pr.add_argument("--input", default="-", help="TSV of 1 or 2 texts per line, or '-' for stdin (default)")
+    pr.add_argument("--input", default="-", help="a GLUE file of the model's task, a TSV of 1 or 2 texts per line, "
+                    "or '-' for stdin (default)")
     pr.add_argument("--columns", type=lambda t: t.split(","), help="header names of the text columns, e.g. sentence")
+    pr.add_argument("--task", help="read the input as this GLUE task's files (default: the task the model records)")
     pr.add_argument("--scores", action="store_true", help="write class probabilities instead of labels")
     pr.add_argument("--batch-size", type=int, default=32)
-    pr.add_argument("--max-seq-length", type=int, default=128)
+    pr.add_argument("--max-seq-length", type=int,
+                    help="truncate to this many tokens (default 128, or the model's positions when fewer)")
     pr.add_argument("--engine", choices=ENGINES, default="int8",
                     help="a packed file's engine: int8 (default), int8-packed (weights kept packed: less memory) or "
                          "float (the exact fake-quant model)")
@@ -307,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Pack a trained quantized model: 1-bit weights 8 per byte, ternary 4 per byte.")
     ex.add_argument("--model", required=True, help="an `xtc distill` run dir (its best model) or a model dir")
     ex.add_argument("--out", required=True, help="output dir: model.xtc.safetensors, tokenizer, size.json")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace a non-empty --out that is not an earlier export (never a run or model dir)")
     ex.add_argument("--teacher-config", help="the FP teacher's model dir or config, for the compression ratio "
                     "(default: the run's teacher)")
     ex.set_defaults(handler=_cmd_export)
@@ -317,6 +359,36 @@ def build_parser() -> argparse.ArgumentParser:
     sz.add_argument("--weight-bits", type=_bits, default=1, help="1, 2, 3..8, or fp (default 1)")
     sz.add_argument("--json", action="store_true", help="print the full report as JSON")
     sz.set_defaults(handler=_cmd_size)
+
+    pl = sub.add_parser("plan", help="what a study will cost before its first job (jobs, hours, disk, downloads)",
+                        description=_cmd_plan.__doc__)
+    pl.add_argument("--configfile", default="config/config.yaml", help="a study file, or config/studies/all.yaml")
+    pl.add_argument("--gpu", help="the calibrated GPU to plan for (a device name in the calibration file; default: "
+                    "the first calibrated GPU, else the documented default rate)")
+    pl.add_argument("--calibration", default=str(CALIBRATION),
+                    help="calibration file written by `xtc calibrate`")
+    pl.add_argument("--json", action="store_true", help="print JSON")
+    pl.set_defaults(handler=_cmd_plan)
+
+    pf = sub.add_parser("prefetch", help="fetch what a study's jobs open (models, GLUE, GloVe) for offline nodes",
+                        description=_cmd_prefetch.__doc__)
+    pf.add_argument("--configfile", default="config/config.yaml", help="a study file, or config/studies/all.yaml")
+    pf.add_argument("--store", default="prefetched", help="where to put them: on the file system the compute nodes "
+                    "share (default: prefetched/, which the workflow reads when it exists)")
+    pf.set_defaults(handler=_cmd_prefetch)
+
+    ca = sub.add_parser("calibrate", help="time each job kind of a study on this device (for xtc plan and the "
+                        "workflow's runtime requests)", description=_cmd_calibrate.__doc__)
+    ca.add_argument("--configfile", default="config/config.yaml", help="the study whose shape, batch and kinds to time")
+    ca.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    ca.add_argument("--layers", type=_int_list, help="time FP/W1A8/W2A8 at these depths instead of the study's kinds")
+    ca.add_argument("--steps", type=int, default=3, help="timed steps per kind (after --warmup)")
+    ca.add_argument("--warmup", type=int, default=1, help="untimed steps per kind")
+    ca.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (CUDA)")
+    ca.add_argument("--threads", type=int, help="CPU threads (default: the study's resources.threads on CPU)")
+    ca.add_argument("--out", default=str(CALIBRATION),
+                    help="calibration file (the entry of this device, shape, batch and length is replaced)")
+    ca.set_defaults(handler=_cmd_calibrate)
 
     au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
                         description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "
@@ -331,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--max-train-examples", type=int, help="augment a seeded subset only")
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", required=True, help="the augmented train TSV to write")
+    au.add_argument("--device", help="where the masked LM runs: cpu, cuda, cuda:1 ... (default: CUDA when available)")
+    au.add_argument("--shard-examples", type=int, default=1024,
+                    help="originals per resumable shard (<out>.parts/; a killed job continues from the last one)")
     au.set_defaults(handler=_cmd_augment)
     return parser
 

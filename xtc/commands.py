@@ -2,8 +2,8 @@
 
 Each command takes a typed ``Recipe`` (built by the CLI) and explicit paths -- ``RunPaths`` for the training
 commands, ``AugmentRequest`` for augmentation -- never an argparse ``Namespace``. The run directory's layout,
-its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``. Together with
-``cli.py`` and ``rundir.py`` this is the only code that touches files.
+its manifest and the one "run dir -> model dir" rule (``model_dir``) live in ``xtc.study.rundir``; what files each
+part writes, always atomically (``xtc.atomic``), is said where it writes them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xtc.atomic import atomic_dir, atomic_write_json
+from xtc.atomic import atomic_dir, atomic_path, atomic_write_json
 from xtc.config import Recipe
-from xtc.sources import check_model, is_hub_id
+from xtc.sources import check_model, is_hub_id, resolve_file
 from xtc.study.rundir import (  # noqa: F401 (re-exported: the run directory's names)
     LAST,
     MODEL,
@@ -35,11 +35,18 @@ from xtc.study.rundir import (  # noqa: F401 (re-exported: the run directory's n
 log = logging.getLogger("xtc")
 
 
+def require_device(requested: str | None):
+    """``xtc.device.require_device`` (imported late: torch), the first step of every command that computes."""
+    from xtc.device import require_device as check
+
+    return check(requested)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def load_train_features(recipe: Recipe, tokenizer) -> list:
     """Tokenized train features: the task's train split, or ``data.train_file`` (an augmented TSV)."""
-    from xtc.tasks import get_task
     from xtc.glue import load_split, read_tsv, subsample, tokenize
+    from xtc.tasks import get_task
 
     data = recipe.data
     if data.train_file:
@@ -51,8 +58,8 @@ def load_train_features(recipe: Recipe, tokenizer) -> list:
 
 def load_eval_features(recipe: Recipe, tokenizer) -> dict[str, list]:
     """Tokenized dev features for every eval split of the task (MNLI: matched and mismatched)."""
-    from xtc.tasks import get_task
     from xtc.glue import load_split, tokenize
+    from xtc.tasks import get_task
 
     data = recipe.data
     return {
@@ -82,10 +89,14 @@ def run_training(
     """Train ``model`` by ``recipe`` into the run directory ``paths.out`` (resuming when it holds a killed run)."""
     from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.collate import make_collator
+    from xtc.device import describe, device_info
     from xtc.study.runlock import hold_run_dir
-    from xtc.train import Hooks, Trainer, select_device
+    from xtc.train import Hooks, Trainer
 
     started, out = time.time(), paths.out
+    device = require_device(paths.device)
+    info = device_info(device, recipe.train.tf32, recipe.train.bf16)
+    log.info("%s", describe(info))
     check_inputs(recipe, model.config)
     run_config = json.loads(json.dumps({"recipe": recipe.to_dict(), "inputs": inputs}))  # as config.json holds it
     hold_run_dir(out)  # one trainer per run directory: waits while a live process (e.g. an orphan) trains into it
@@ -101,7 +112,7 @@ def run_training(
         model, recipe.data.task, train_features, eval_sets,
         make_collator(tokenizer, recipe.data.padding, recipe.data.max_seq_length), recipe.train, recipe.distill,
         teacher=teacher, maps=maps, hooks=Hooks(writer.on_best, writer.on_checkpoint, writer.on_log),
-        device=select_device(paths.device), progress=progress,
+        device=device, progress=progress,
     )
     if saved:
         log.info("resuming %s from global step %d", out, resumed_step)
@@ -109,7 +120,7 @@ def run_training(
     state = trainer.fit()
     save_model_dir(trainer.model, out / LAST, tokenizer)
     metrics = run_metrics(recipe, trainer.stages[-1].name, state.history, state.best_step)
-    atomic_write_json(out / "manifest.json", manifest(str(trainer.device), started, paths.argv))
+    atomic_write_json(out / "manifest.json", manifest(str(trainer.device), started, paths.argv, info))
     atomic_write_json(out / "metrics.json", metrics)  # last: its presence marks the run as complete
     log.info("best %s = %.4f at step %d; written to %s", metrics["selection_metric"], state.best_score,
              state.best_step, out)
@@ -138,10 +149,11 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     import torch
 
     from xtc.checkpoint import load_tokenizer
-    from xtc.tasks import get_task
     from xtc.labels import set_task_labels
     from xtc.models import load_classifier
+    from xtc.tasks import get_task
 
+    require_device(paths.device)  # a job told cuda without CUDA stops here, before any data or model is read
     check_inputs(recipe)
     source = check_model(model, key="--model")  # an installed model package, a local dir or the hub
     tokenizer = load_tokenizer(source)
@@ -155,21 +167,35 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
 
 def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> dict[str, Any]:
     """Train a student by KD from a fine-tuned teacher: layer-reduced (step 1) and/or quantized (step 2)."""
-    import copy
+    from xtc.checkpoint import load_tokenizer
 
-    from xtc.checkpoint import load_tokenizer, mark_quantized
-    from xtc.distill import layer_maps
-    from xtc.quant import quantize_
-    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
-
+    require_device(paths.device)  # a job told cuda without CUDA stops here, before any data or model is read
     check_inputs(recipe)
     init_dir = model_dir(init) if init else None
     if init_dir is not None:
         _check_init(recipe, init_dir)
     teacher_model, teacher_dir = _load_teacher(teacher, recipe)
+    start = _load_init(init_dir, teacher_model, teacher) if init_dir is not None else None
+    student, maps, teacher_layer = prepare_student(recipe, teacher_model, start)
+    inputs = {"teacher": str(teacher), "init": str(init) if init else None, "teacher_layer": list(teacher_layer)}
+    return run_training(recipe, student, load_tokenizer(teacher_dir), paths, teacher_model, maps, inputs=inputs)
+
+
+def prepare_student(recipe: Recipe, teacher_model, start: tuple[Any, tuple[int, ...]] | None = None):
+    """``(student, layer maps, teacher_layer)``: what ``xtc distill`` trains, in train mode. From ``start`` (an
+    ``--init`` step-1 student and its teacher layers), else the teacher's kept layers (``build_student``; all of
+    them: a copy of the teacher), then quantized and marked when the recipe quantizes. The step-parity test
+    (tests/test_parity_training.py) trains exactly this."""
+    import copy
+
+    from xtc.checkpoint import mark_quantized
+    from xtc.distill import layer_maps
+    from xtc.quant import quantize_
+    from xtc.reduce import build_student, encoder_layers, resolve_teacher_layer
+
     n_teacher = len(encoder_layers(teacher_model))
-    if init_dir is not None:
-        student, teacher_layer = _load_init(init_dir, teacher_model, teacher)
+    if start is not None:
+        student, teacher_layer = start
     else:
         teacher_layer = resolve_teacher_layer(recipe.reduce, n_teacher)
         student = (build_student(teacher_model, teacher_layer) if len(teacher_layer) < n_teacher
@@ -177,10 +203,7 @@ def distill(recipe: Recipe, teacher: str, init: str | None, paths: RunPaths) -> 
     if recipe.quant.enabled:
         quantize_(student, recipe.quant)
         mark_quantized(student, recipe.quant)
-    maps = layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first)
-    student.train()
-    inputs = {"teacher": str(teacher), "init": str(init) if init else None, "teacher_layer": list(teacher_layer)}
-    return run_training(recipe, student, load_tokenizer(teacher_dir), paths, teacher_model, maps, inputs=inputs)
+    return student.train(), layer_maps(teacher_layer, n_teacher, recipe.distill.rep_first), tuple(teacher_layer)
 
 
 def _check_init(recipe: Recipe, init_dir: Path) -> None:
@@ -211,8 +234,8 @@ def _load_init(init_dir: Path, teacher, teacher_source: str) -> tuple[Any, tuple
 
 def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
     """The teacher of ``xtc distill``: ``load_fp_teacher``, checked against the task (labels and their order)."""
-    from xtc.tasks import get_task
     from xtc.models import load_fp_teacher
+    from xtc.tasks import get_task
 
     teacher, path = load_fp_teacher(model_dir(source))
     want = get_task(recipe.data.task).num_labels
@@ -230,17 +253,21 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     exact fake-quant model, or ``int8`` / ``int8-packed``, the integer CPU engine of ``xtc.packed.engine``)."""
     from xtc.checkpoint import load_model_dir, load_tokenizer
     from xtc.collate import make_collator
+    from xtc.device import device_info
     from xtc.models import load_hub_classifier
     from xtc.train import evaluate as evaluate_model
-    from xtc.train import select_device
 
     started = time.time()
     path = model_dir(model)
+    if engine != "float" and not path.is_file():
+        raise ValueError(f"--engine {engine} serves a packed checkpoint, but {model} is not one (its float model would "
+                         f"be evaluated); export it (xtc export --model {model} --out PACKED_DIR) and evaluate "
+                         "PACKED_DIR/model.xtc.safetensors, or drop --engine")
+    target = require_device("cpu" if path.is_file() and engine != "float" else device)  # the int8 engine: CPU
     if path.is_file():
         from xtc.packed import load
 
         loaded, tokenizer_dir = load(path, engine=engine), path.parent
-        device = "cpu" if engine != "float" else device  # the integer engine serves on CPU
     elif not path.exists() and is_hub_id(model, qualified=True):  # a fine-tuned hub model (a given teacher)
         tokenizer_dir = check_model(model, key="--model")
         loaded = load_hub_classifier(tokenizer_dir)
@@ -249,16 +276,15 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     check_inputs(recipe, loaded.config)
     tok = load_tokenizer(tokenizer or tokenizer_dir)
     eval_sets = load_eval_features(recipe, tok)
-    target = select_device(device)
     from xtc.labels import align_labels
 
     loaded = align_labels(loaded, recipe.data.task, f"model {model}")
     collate = make_collator(tok, recipe.data.padding, recipe.data.max_seq_length)
     metrics = evaluate_model(loaded.to(target), recipe.data.task, eval_sets, collate, device=target)
-    result = {"model": str(model), "task": recipe.data.task, "metrics": metrics}
+    result = {"model": str(model), "engine": engine, "task": recipe.data.task, "metrics": metrics}
     if out is not None:
         atomic_write_json(out / "metrics.json", result)
-        atomic_write_json(out / "manifest.json", manifest(str(target), started, argv))
+        atomic_write_json(out / "manifest.json", manifest(str(target), started, argv, device_info(target)))
     return result
 
 
@@ -266,8 +292,42 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
 PACKED = "model.xtc.safetensors"
 
 
+# What marks a directory as a run or a model dir (export never replaces one): its files, and the run's folders.
+TRAINED_MARKS = ("config.json", "metrics.json", "train_log.jsonl", MODEL, STATE_DIR)
+
+
+def _holds_training(path: Path) -> bool:
+    return any((path / mark).exists() for mark in TRAINED_MARKS)
+
+
+def check_export_out(model: Path, out: Path, overwrite: bool = False) -> None:
+    """``xtc export`` replaces ``out`` wholesale, so it writes only into a new or empty folder or an earlier export
+    (``--overwrite``: any folder), and never where a run, a model dir or the model it exports lies."""
+    target, source = out.resolve(), model.resolve()
+    fix = f"export into a folder of its own, e.g. --out {model.parent if model.name == MODEL else model}/packed"
+    if target == source or target in source.parents:
+        raise ValueError(f"--out {out} holds the model being exported ({model}), which the export would delete; {fix}")
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--out {out} is a file; {fix}")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if _holds_training(target):
+        raise ValueError(f"--out {out} is a run or model directory, which export never replaces (even with "
+                         f"--overwrite); {fix}")
+    if (target / PACKED).is_file():
+        return  # an earlier export: replaced (what the workflow's rerun does)
+    if not overwrite:
+        raise ValueError(f"--out {out} is not empty and holds no earlier export ({PACKED}); choose an empty or new "
+                         "folder, or --overwrite to replace what it holds")
+    inside = next((p.parent for p in target.rglob("*") if p.name in TRAINED_MARKS and _holds_training(p.parent)),
+                  None)
+    if inside is not None:
+        raise ValueError(f"--out {out} holds the run or model directory {inside}, which export never replaces "
+                         f"(even with --overwrite); {fix}")
+
+
 def export(model: str | Path, out: Path, teacher_config: str | Path | None = None,
-           argv: Sequence[str] = ()) -> dict[str, Any]:
+           argv: Sequence[str] = (), overwrite: bool = False) -> dict[str, Any]:
     """Write the packed low-bit checkpoint of a trained model, its tokenizer and ``size.json`` into ``out``."""
     from transformers import AutoConfig
 
@@ -277,6 +337,7 @@ def export(model: str | Path, out: Path, teacher_config: str | Path | None = Non
 
     started = time.time()
     path, run_config = model_dir(model), run_config_of(model)
+    check_export_out(path, Path(out), overwrite)
     student = load_model_dir(path)
     recipe = Recipe.from_dict(run_config["recipe"]) if run_config else None
     teacher = None
@@ -308,6 +369,9 @@ def size(model_config: str, layers: int | None, weight_bits: int | None) -> dict
     return size_from_config(bert_config(model_config), layers, weight_bits)
 
 
+AUGMENT_SHARD = 1024  # originals per shard of `xtc augment`: what a killed job loses at most
+
+
 @dataclass(frozen=True)
 class AugmentRequest:
     """What ``xtc augment`` reads and writes: TinyBERT's augmentation of one task's train split."""
@@ -322,26 +386,89 @@ class AugmentRequest:
     k: int = 15
     max_train_examples: int | None = None
     seed: int = 0
+    device: str | None = None
+    shard_examples: int = AUGMENT_SHARD
 
 
 def augment(request: AugmentRequest) -> dict[str, Any]:
-    """TinyBERT data augmentation of a task's train split into a TSV that `--train-file` reads."""
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    """TinyBERT data augmentation of a task's train split into a TSV that `--train-file` reads.
 
-    from xtc.augment import augment_examples, write_augmented_tsv
-    from xtc.glove import load_glove
-    from xtc.tasks import get_task
+    The masked LM runs on ``request.device``. The work is cut into shards of ``shard_examples`` originals, each
+    written atomically into ``<out>.parts/`` as soon as it is done; a killed job run again keeps the complete
+    shards and continues with the next one. Each shard starts with an empty candidate cache, whether the job ran
+    in one go or was resumed, so the joined file is byte-identical either way. The parts are joined into ``out``
+    (atomically) and removed at the end.
+    """
+    import hashlib
+    import shutil
+
+    from xtc.augment import write_tsv_rows
     from xtc.glue import load_split
+    from xtc.tasks import get_task
 
     r = request
+    if isinstance(r.shard_examples, bool) or not isinstance(r.shard_examples, int) or r.shard_examples < 1:
+        raise ValueError(f"--shard-examples {r.shard_examples!r} must be an integer >= 1 (originals per shard)")
+    device = require_device(r.device)  # before any data is read
     spec = get_task(r.task)
     examples = load_split(spec, "train", r.data_dir, r.max_train_examples, r.seed)
-    source = check_model(r.mlm, key="--mlm")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    mlm = AutoModelForMaskedLM.from_pretrained(source).eval()
-    glove = load_glove(r.glove) if r.glove else None
-    augmented = augment_examples(examples, spec.name, mlm, tokenizer, n_copies=r.copies, p=r.p, k=r.k,
-                                 glove=glove, seed=r.seed)
-    path = write_augmented_tsv(spec.name, augmented, r.out)
-    log.info("wrote %d examples (%d originals) to %s", len(augmented), len(examples), path)
-    return {"path": str(path), "examples": len(augmented)}
+    n_copies = spec.aug_copies if r.copies is None else r.copies
+    parts = r.out.with_name(r.out.name + ".parts")
+    digest = hashlib.sha256(json.dumps([list(e.values()) for e in examples], default=str).encode()).hexdigest()
+    key = {"task": spec.name, "mlm": r.mlm, "glove": r.glove, "copies": n_copies, "p": r.p, "k": r.k, "seed": r.seed,
+           "shard_examples": r.shard_examples, "examples": len(examples), "data_sha256": digest}
+    key_path = parts / "request.json"
+    if parts.is_dir() and (not key_path.is_file() or json.loads(key_path.read_text()) != key):
+        log.warning("%s holds the parts of a different augmentation request; discarding them", parts)
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    if not key_path.is_file():
+        atomic_write_json(key_path, key)
+    shards = range(0, len(examples), r.shard_examples)
+    names = [parts / f"part-{i // r.shard_examples:05d}.tsv" for i in shards]
+    done = sum(name.is_file() for name in names)
+    if done:
+        log.info("resuming: %d of %d shards of %s already done (%s)", done, len(names), r.out, parts)
+    augmenter = None
+    for start, name in zip(shards, names, strict=True):
+        if name.is_file():
+            continue
+        augmenter = augmenter or _Augmenter(r, device)
+        augmented = augmenter(spec, examples[start:start + r.shard_examples], start)
+        with atomic_path(name) as tmp, tmp.open("w", encoding=spec.tsv.encoding, newline="") as handle:
+            write_tsv_rows(spec, augmented, handle, first_row=start * (1 + n_copies))
+        log.info("shard %s: examples %d-%d of %d", name.name, start, start + len(augmented) // (1 + n_copies) - 1,
+                 len(examples))
+    from xtc.augment import tsv_header
+
+    with atomic_path(r.out) as tmp, tmp.open("w", encoding=spec.tsv.encoding, newline="") as handle:
+        handle.write(tsv_header(spec))
+        for name in names:
+            handle.write(name.read_text(encoding=spec.tsv.encoding))
+    shutil.rmtree(parts)
+    total = len(examples) * (1 + n_copies)
+    log.info("wrote %d examples (%d originals) to %s", total, len(examples), r.out)
+    return {"path": str(r.out), "examples": total}
+
+
+class _Augmenter:
+    """The masked LM (on the job's device) and GloVe, loaded once, when the first shard needs them."""
+
+    def __init__(self, r: AugmentRequest, device) -> None:
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        from xtc.device import describe, device_info
+        from xtc.glove import load_glove
+
+        log.info("%s", describe(device_info(device)))
+        source = check_model(r.mlm, key="--mlm")
+        self.request, self.tokenizer = r, AutoTokenizer.from_pretrained(source)
+        self.mlm = AutoModelForMaskedLM.from_pretrained(source).to(device).eval()
+        self.glove = load_glove(resolve_file(r.glove)) if r.glove else None  # a path, or the store's copy
+
+    def __call__(self, spec, examples: list, start: int) -> list:
+        from xtc.augment import augment_examples
+
+        r = self.request
+        return augment_examples(examples, spec.name, self.mlm, self.tokenizer, n_copies=r.copies, p=r.p, k=r.k,
+                                glove=self.glove, seed=r.seed, start=start)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -97,6 +98,8 @@ def _whole(value: object) -> int:
 def _check_positive(name: str, value: float, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}={value!r} must be a number")
+    if not math.isfinite(value):  # NaN passes every comparison below
+        raise ValueError(f"{name}={value!r} must be a finite number")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
@@ -283,6 +286,8 @@ class TrainConfig:
             _check_positive(f"train.{name}", getattr(self, name))
         for name in ("weight_decay", "warmup_epochs", "grad_clip"):
             _check_positive(f"train.{name}", getattr(self, name), allow_zero=True)
+        if self.warmup_ratio is not None:
+            _check_positive("train.warmup_ratio", self.warmup_ratio, allow_zero=True)
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio <= 1.0:
             raise ValueError(f"train.warmup_ratio={self.warmup_ratio!r} must be in [0, 1]")
         if self.int8_forward and (self.compile or self.bf16):
@@ -354,12 +359,23 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
+class _NotFinite(ValueError):
+    """JSON's NaN, Infinity or -Infinity in an override."""
+
+
+def _refuse_constant(word: str) -> float:
+    raise _NotFinite(word)
+
+
 def parse_value(text: str) -> Any:
     """Parse the right-hand side of ``--set key=value``: JSON (numbers, null, true, lists) or a bare string.
 
-    Only ``null`` means None: ``none`` is a value of its own (``distill.kd=none``)."""
+    Only ``null`` means None: ``none`` is a value of its own (``distill.kd=none``). JSON's ``NaN`` and
+    ``Infinity`` raise ``ValueError``: no recipe number may be one (NaN would pass every range check)."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
+    except _NotFinite:
+        raise
     except json.JSONDecodeError:
         return text
 
@@ -369,7 +385,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or "." not in key:
         raise ValueError(f"override {item!r} must look like section.key=value, e.g. train.lr=5e-5")
-    return key.strip(), parse_value(text.strip())
+    try:
+        return key.strip(), parse_value(text.strip())
+    except _NotFinite:
+        raise ValueError(f"{key.strip()}={text.strip()} is not a finite number; give a finite value") from None
 
 
 def with_values(recipe: Recipe, values: typing.Mapping[str, Any]) -> Recipe:

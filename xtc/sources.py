@@ -25,6 +25,9 @@ INSTALLED_MODELS = {
 }
 HUB_DATASET = "nyu-mll/glue"
 _TRUE = ("1", "true", "yes", "on")
+# The prefetched store (``xtc prefetch``; the workflow sets it for its jobs): hub models under models/<id>/, GLUE
+# in the datasets cache under datasets/, GloVe files under glove/ (docs/cluster.md, "Offline compute nodes").
+STORE_ENV = "XTC_STORE"
 
 
 class SourceError(RuntimeError):
@@ -39,13 +42,51 @@ def installed_model_dir(name: str) -> Path | None:
     return Path(importlib.import_module(entry[0]).get_model_path())
 
 
+def store_dir() -> Path | None:
+    """The prefetched store this process reads (``$XTC_STORE``), if one is set."""
+    store = os.environ.get(STORE_ENV)
+    return Path(store).expanduser() if store else None
+
+
+def stored_model_dir(name: str) -> Path | None:
+    """The prefetched copy of hub id ``name`` in the store, if it holds one."""
+    store = store_dir()
+    if store is None or not is_hub_id(name):
+        return None
+    folder = store / "models" / name
+    return folder if (folder / "config.json").is_file() else None
+
+
 def resolve_model(name: str | os.PathLike[str]) -> str:
-    """A local directory as given; a hub id an installed package carries -> its directory; any other hub id as is."""
+    """A local directory as given; a hub id prefetched into the store (``$XTC_STORE``) or carried by an installed
+    package -> its directory; any other hub id as is."""
     name = str(name)
     if Path(name).expanduser().exists():
         return name
-    local = installed_model_dir(name)
+    local = stored_model_dir(name) or installed_model_dir(name)
     return str(local) if local is not None else name
+
+
+def prefetched_record() -> dict | None:
+    """What ``xtc prefetch`` put into the store this process reads, at which revision and commit (``<store>/
+    prefetch.json``; every run's manifest copies it), or None without a store."""
+    store = store_dir()
+    path = store / "prefetch.json" if store else None
+    if path is None or not path.is_file():
+        return None
+    import json
+
+    return {label: {k: v for k, v in entry.items() if k in ("revision", "commit")}
+            for label, entry in json.loads(path.read_text()).items()}
+
+
+def resolve_file(name: str | os.PathLike[str], kind: str = "glove") -> str:
+    """A data file (GloVe) as given when it exists, else its prefetched copy (``<store>/<kind>/<file name>``)."""
+    name, store = str(name), store_dir()
+    if Path(name).expanduser().exists() or store is None:
+        return name
+    stored = store / kind / Path(name).name
+    return str(stored) if stored.is_file() else name
 
 
 def is_hub_id(name: str, qualified: bool = False) -> bool:

@@ -5,7 +5,7 @@
   then linear decay to 0; gradient clipping; FP32 by default (bf16 autocast and TF32 on CUDA when asked).
 * KD: the teacher is in eval mode under ``no_grad``, its outputs computed once per batch; the loss terms of each
   stage come from ``xtc.distill.stages`` (two-stage KD restarts the optimizer and schedule for stage II).
-  ``train.compile`` runs both forwards through ``torch.compile`` (opt-in; docs/performance.md).
+  ``train.compile`` runs both forwards through ``torch.compile`` (opt-in; docs/performance.md, "A cheaper KD step").
 * Evaluation every ``eval_every_steps`` and at each epoch end on every dev split; the caller's ``on_best`` hook
   saves the best model by the task's selection metric, ``on_checkpoint`` the resumable state.
 * Resume: batch order is a permutation drawn from ``seed + epoch``, so a resumed run skips to its position in the
@@ -71,10 +71,10 @@ class Hooks:
 
 
 def select_device(prefer: str | None = None) -> torch.device:
-    """CUDA when present (or the given device string)."""
-    if prefer:
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The given device, checked to work (``xtc.device.require_device``), or CUDA when present."""
+    from xtc.device import require_device
+
+    return require_device(prefer)
 
 
 GROUP_WINDOW = 50  # batches per length-sorting window (HF's LengthGroupedSampler uses the same 50)

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 
 from xtc.sources import SourceError
 from xtc.study import grid as study
-from xtc.study import rehearsal, rundir
+from xtc.study import prefetch, rehearsal, rundir
 from xtc.study.jobs import Jobs
 
 # Snakemake reruns a job whose parameters changed (say, the study's teacher.epochs); the run directory it owns then
@@ -34,7 +34,10 @@ def configured():
 
 
 # Rehearsal (--config rehearsal=true): the same jobs on tiny local stand-ins, in their own root (xtc/study/rehearsal.py).
-REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
+try:
+    REHEARSAL = rehearsal.root_of(config.get("rehearsal"), workflow.basedir)
+except ValueError as error:
+    raise WorkflowError(str(error)) from None
 # The schemas' messages and checks of xtc.study.grid first, then Snakemake's validate() fills the defaults.
 try:
     _studies = study.load_studies(
@@ -52,6 +55,14 @@ if REHEARSAL:
 
     workdir: str(REHEARSAL)
 
+
+# Offline compute nodes (docs/cluster.md): jobs read the store `xtc prefetch` filled when there is one
+# (--config store=DIR, $XTC_STORE, or prefetched/); --config offline=true switches the hub off for every job.
+STORE = prefetch.store_of(config.get("store"), workflow.basedir)
+if STORE:
+    prefetch.use_store(STORE)
+if prefetch.is_on(config.get("offline")):
+    prefetch.offline_environment()
 
 JOBS = Jobs(_studies)
 SETTINGS = JOBS.settings  # the shared settings (equal in every study, checked above)

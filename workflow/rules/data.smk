@@ -17,5 +17,7 @@ rule augment:
         runtime=JOBS.augment_minutes,
     params:
         args=JOBS.augment_args,
+        device=JOBS.device(),
     shell:
-        "OMP_NUM_THREADS={threads} xtc augment --task {wildcards.task} {params.args} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} xtc augment --task {wildcards.task} {params.args} --device {params.device} "
+        "--out {output} > {log} 2>&1"

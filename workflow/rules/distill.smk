@@ -25,9 +25,11 @@ rule distill:
     params:
         student=JOBS.student_args,
         train=JOBS.train_args,
+        device=JOBS.device(),
         out=output_dir,
         label=JOBS.job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc distill {params.student} --task {wildcards.task} {params.train} "
-        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --out {params.out} "
+        "--epochs {wildcards.epochs} --lr {wildcards.lr} --seed {wildcards.seed} --device {params.device} "
+        "--out {params.out} "
         "2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"

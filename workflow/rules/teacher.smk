@@ -17,12 +17,13 @@ rule finetune_teacher:
         runtime=JOBS.teacher_minutes,
     params:
         recipe=JOBS.teacher_args,
+        device=JOBS.device(),
         train=JOBS.train_args,
         out=output_dir,
         label=JOBS.job_label,
     shell:
         "OMP_NUM_THREADS={threads} xtc finetune {params.recipe} --task {wildcards.task} {params.train} "
-        "--seed {wildcards.seed} --out {params.out} "
+        "--seed {wildcards.seed} --device {params.device} --out {params.out} "
         "2>&1 | tee {log} | sed -u 's|^|[{params.label}] |'"
 
 
@@ -41,9 +42,10 @@ rule evaluate_given_teacher:
         mem_mb=SETTINGS["resources"]["mem_mb_small"],
         runtime=JOBS.small_minutes,
     params:
-        model=JOBS.given_teacher,
+        model=JOBS.given_teacher_args,
         data=JOBS.data_args(),
+        device=JOBS.device(),
         out=output_dir,
     shell:
-        "OMP_NUM_THREADS={threads} xtc evaluate --model {params.model} --task {wildcards.task} {params.data} "
-        "--out {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} xtc evaluate {params.model} --task {wildcards.task} {params.data} "
+        "--device {params.device} --out {params.out} > {log} 2>&1"

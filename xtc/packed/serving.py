@@ -11,8 +11,8 @@ engine's kernels) and each one's figure is its median round.
 Memory is the bytes of the model's tensors after the warm-up (parameters and buffers, each storage once: FP32
 weights for the teacher; int8 codes, scales, packed embedding rows and float LayerNorms/biases for the engine).
 It is not the process RSS: that needs a fresh process per model (``python -m bench --only serve`` measures it so,
-docs/performance.md). Speed varies from machine to machine and run to run, so the report stays out of the study's
-tables, which must not change between identical runs.
+docs/performance.md, "Serving"). Speed varies from machine to machine and run to run, so the report stays out of
+the study's tables, which must not change between identical runs.
 """
 
 from __future__ import annotations

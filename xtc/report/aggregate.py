@@ -1,7 +1,7 @@
 """A study's whole aggregation in one call: runs table -> tidy frames -> tables (md, tex, csv) + figures.
 
 Both the Snakemake adapter (``workflow/scripts/aggregate.py``) and ``python -m xtc.report`` call ``aggregate``;
-neither needs torch (style habit 10).
+neither needs torch (aggregation runs where no model does).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class StudyResults:
     notes: list[str]
 
 
-def load_study(runs: PathLike, study: str, paper: Sequence[PathLike] = (),
+def load_results(runs: PathLike, study: str, paper: Sequence[PathLike] = (),
                base_dir: PathLike | None = None) -> StudyResults:
     """Read a study's runs table, their metrics.json and size.json files, and the paper CSVs; build the table.
 
@@ -68,7 +68,7 @@ def aggregate(runs: PathLike, study: str, md: PathLike, tex: PathLike, csv: Path
               base_dir: PathLike | None = None) -> StudyResults:
     """Write the study's tables to ``md``/``tex``/``csv`` and each figure kind to its ``figures`` paths
     (``<study>_<kind>.png`` and ``.pdf``)."""
-    results = load_study(runs, study, paper, base_dir)
+    results = load_results(runs, study, paper, base_dir)
     write_tables(study, results.summary, results.comparison, results.tasks, results.notes, md, tex, csv)
     if kinds or figures:
         from xtc.report.figures import write_figures  # matplotlib only when figures are asked for

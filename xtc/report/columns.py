@@ -1,6 +1,6 @@
 """The names shared by every report table and figure: the grid axes, one column per GLUE sub-metric, model labels.
 
-Columns come from the ``TASKS`` table (style habit 9), so a metric key in ``metrics.json`` (``mnli_m/accuracy``,
+Columns come from the ``TASKS`` table (``xtc.tasks``), so a metric key in ``metrics.json`` (``mnli_m/accuracy``,
 ``f1``...) maps to one CSV slug (``mnli_m_acc``, ``qqp_f1``) and one printed label (``MNLI-m``, ``QQP F1``).
 """
 

@@ -236,6 +236,11 @@ def figure_heatmap(summary: pd.DataFrame, tasks: Collection[str]) -> Figure:
     return fig
 
 
+# No creation date in the files: the same results give the same bytes, so DVC (which records the figures' hashes)
+# sees no change where nothing changed.
+_METADATA = {".pdf": {"CreationDate": None}, ".png": {}}
+
+
 def write_figures(kinds: Sequence[str], paths: Sequence[str | os.PathLike[str]], summary: pd.DataFrame,
                   long: pd.DataFrame, paper: pd.DataFrame, tasks: Collection[str]) -> list[Path]:
     """Draw each kind and save it to exactly the ``paths`` named ``<anything>_<kind>.<png|pdf>``."""
@@ -256,7 +261,8 @@ def write_figures(kinds: Sequence[str], paths: Sequence[str | os.PathLike[str]],
             fig = makers[kind]()
             for path in by_kind[kind]:
                 with atomic_path(path) as tmp:
-                    fig.savefig(tmp, format=path.suffix[1:], dpi=DPI, bbox_inches="tight", pad_inches=0.02)
+                    fig.savefig(tmp, format=path.suffix[1:], dpi=DPI, bbox_inches="tight", pad_inches=0.02,
+                                metadata=_METADATA[path.suffix])
                 written.append(path)
             plt.close(fig)
     return written

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import shutil
@@ -84,18 +85,59 @@ def clear_stale_lock(workflow) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- SLURM pre-flight
+def _environ_lookup(node: ast.expr) -> tuple[str, str] | None:
+    """``(VAR, default)`` of ``os.environ.get('VAR', 'default')`` or ``os.environ['VAR']`` (``os`` may be spelled
+    ``__import__('os')``), else None."""
+    def is_environ(n: ast.expr) -> bool:
+        if not (isinstance(n, ast.Attribute) and n.attr == "environ"):
+            return False
+        owner = n.value
+        return (isinstance(owner, ast.Name) and owner.id == "os") or (
+            isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "__import__"
+            and [_text(a) for a in owner.args] == ["os"] and not owner.keywords)
+
+    if isinstance(node, ast.Subscript) and is_environ(node.value) and _text(node.slice) is not None:
+        return _text(node.slice), ""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+            and is_environ(node.func.value) and not node.keywords and 1 <= len(node.args) <= 2
+            and all(_text(a) is not None for a in node.args)):
+        return _text(node.args[0]), (_text(node.args[1]) if len(node.args) == 2 else "")
+    return None
+
+
+def _text(node: ast.expr) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def resource_value(key: str, expr: str) -> str:
+    """What a profile's default-resources expression gives, read without evaluating it (environment variables
+    expanded first, as Snakemake does): a literal (``'myaccount'``), an environment lookup
+    (``__import__('os').environ.get('SBATCH_ACCOUNT', '')``) or a bare word; any other call is refused."""
+    expr = os.path.expanduser(os.path.expandvars(expr)).strip()
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return expr  # a bare value Snakemake reads as text
+    if isinstance(node, ast.Constant):
+        return "" if node.value is None else str(node.value)
+    lookup = _environ_lookup(node)
+    if lookup is None and not any(isinstance(n, ast.Call) for n in ast.walk(node)):
+        return expr  # a bare word (myaccount, my-account, gpu,cpu): Snakemake reads it as text
+    if lookup is None:
+        raise WorkflowError(f"{PROFILE}: default-resources {key} = {expr!r} is an expression xtc does not evaluate; "
+                            f"write a quoted value ({key}: \"'myvalue'\") or "
+                            f"__import__('os').environ.get('{ENV.get(key, 'VAR')}', '')")
+    name, default = lookup
+    return os.environ.get(name, default)
+
+
 def _default_resource(workflow, key: str) -> str:
-    """The value the profile's (or --default-resources') expression for ``key`` gives, as Snakemake evaluates it."""
+    """The value the profile's (or --default-resources') expression for ``key`` gives (``resource_value``)."""
     args = getattr(workflow.resource_settings.default_resources, "args", None) or []
     for arg in args:
         name, _, expr = arg.partition("=")
         if name.strip() == key:
-            expr = os.path.expanduser(os.path.expandvars(expr))
-            try:
-                value = eval(expr, {"system_tmpdir": "/tmp", "shutil": shutil})  # noqa: S307 (the user's profile)
-            except (NameError, SyntaxError):
-                value = expr
-            return "" if value is None else str(value)
+            return resource_value(key, expr)
     return ""
 
 

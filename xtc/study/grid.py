@@ -4,7 +4,7 @@ A *study* is one YAML file validated against ``workflow/schemas/config.schema.ya
 first violation as one line naming the file, the key and the fix; Snakemake's ``validate`` (passed in) fills the
 defaults; ``check_study`` adds what a schema cannot express. ``load_studies`` returns one invocation's studies
 (``config/studies/all.yaml`` lists several; their shared sections must agree); ``study_runs`` the runs of one
-(grid product minus exclusions, plus the step-1 students); ``estimate_minutes`` a job's runtime request.
+(grid product minus exclusions, plus the step-1 students); ``train_examples`` what a job trains on.
 ``xtc.study.jobs`` turns them into what the workflow's rules ask for; ``workflow/rules/common.smk`` only forwards.
 
 The run key: a run is a dict of ``AXES`` (``run_row``); ``run_dir`` spells it as a path (``RUN``), ``run_key``
@@ -19,6 +19,7 @@ import copy
 import itertools
 import math
 import os
+import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from xtc.config import KD_VARIANTS, parse_bits, suggest
+from xtc.config import KD_VARIANTS, MODULE_GROUPS, Recipe, parse_bits, parse_override, suggest, with_values
 from xtc.sources import resolve_model
 from xtc.study.rundir import model_dir
 from xtc.tasks import TASKS
@@ -48,8 +49,17 @@ KD_GRID = (*KD_VARIANTS, *(variant + PROBS for variant in KD_VARIANTS if variant
 WBITS, ABITS = (1, 2, FP), (8, FP)  # the grid's bit widths (the schema's enums)
 QUANTIZED_WBITS = tuple(b for b in WBITS if b != FP)  # the runs that are exported and served packed
 # Settings that are not in the run paths: every study built in one invocation must agree on them.
-SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources")
+SHARED_KEYS = ("teacher", "data", "augment", "step1", "quantize_from", "train", "resources", "revisions")
 SCHEMA_HINT = "(see workflow/schemas/config.schema.yaml)"
+# The recipe keys the grid owns, and the axis that sets each: a run's path and label name their values (and the
+# workflow passes the init and train files), so a study's `train.set` may not change them.
+GRID_OWNED = {
+    "data.task": "grid.task", "reduce.layers": "grid.layers", "reduce.teacher_layer": "grid.teacher_layer",
+    "reduce.strategy": "grid.teacher_layer", "quant.weight_bits": "grid.wbits",
+    **{f"quant.{group}_bits": "grid.wbits" for group in MODULE_GROUPS}, "quant.act_bits": "grid.abits",
+    "distill.kd": "grid.kd", "distill.attention_target": "grid.kd", "train.epochs": "grid.epochs",
+    "train.lr": "grid.lr", "train.seed": "grid.seed", "data.train_file": "grid.da",
+}
 
 Validate = Callable[[dict, str], Any]  # snakemake.utils.validate(data, schema_path): validates, fills defaults
 
@@ -196,6 +206,68 @@ def local_teacher_layers(path: str) -> int | None:
     return yaml.safe_load(config.read_text()).get("num_hidden_layers") if config.is_file() else None
 
 
+def _per_task_values(value, key: str) -> list[tuple[str, Any]]:
+    """``(key as written, value)`` of a per-task setting: ``grid.epochs`` or ``grid.epochs.rte``, list items flat."""
+    pairs = list(value.items()) if isinstance(value, dict) else [(None, value)]
+    return [(key if task is None else f"{key}.{task}", item) for task, values in pairs
+            for item in (values if isinstance(values, list) else [values])]
+
+
+def check_budgets(study: Mapping) -> None:
+    """Every epoch count is at least 1 and every learning rate a finite number above 0 (the schema lets `0` and
+    the string "0" through)."""
+    source = study["source"]
+    epochs = [*_per_task_values(study["grid"]["epochs"], "grid.epochs"),
+              *_per_task_values(study["teacher"]["epochs"], "teacher.epochs"),
+              *_per_task_values(study["step1"]["epochs"], "step1.epochs")]
+    for key, value in epochs:
+        if value < 1:
+            raise StudyError(f"{source}: {key} = {value} is not allowed; train for at least 1 epoch")
+    rates = [("grid.lr", lr) for lr in study["grid"]["lr"]] + [("teacher.lr", study["teacher"]["lr"]),
+                                                              ("step1.lr", study["step1"]["lr"])]
+    for key, lr in rates:
+        if not (math.isfinite(float(lr)) and float(lr) > 0):
+            raise StudyError(f"{source}: {key} = {lr!r} is not allowed; a learning rate is a number above 0, "
+                             "e.g. 5.0e-5")
+
+
+def check_finetuned(study: Mapping) -> None:
+    """A ``teacher.finetuned`` template names no placeholder but ``{task}``."""
+    given, source = study["teacher"]["finetuned"], study["source"]
+    if not isinstance(given, str):
+        return
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(given) if name is not None]
+    except ValueError as err:
+        raise StudyError(f"{source}: teacher.finetuned = {given!r} is not a valid template ({err}); write "
+                         "{task} where the task name goes, and double other braces ({{ }})") from None
+    for name in fields:
+        if name != "task":
+            raise StudyError(f"{source}: teacher.finetuned = {given!r} names {{{name}}}; the only placeholder is "
+                             "{task} (the GLUE task name): fix the template")
+
+
+def check_overrides(study: Mapping) -> None:
+    """Every ``train.set`` entry parses, names a recipe key the grid does not own, and the set validates."""
+    source, values = study["source"], {}
+    for item in study["train"]["set"]:
+        try:
+            key, value = parse_override(item)
+            with_values(Recipe(), {key: value})
+        except ValueError as err:
+            raise StudyError(f"{source}: train.set {item!r}: {err}") from None
+        if key in GRID_OWNED:
+            axis = GRID_OWNED[key]
+            raise StudyError(
+                f"{source}: train.set {item!r} sets {key}, which the grid owns ({axis} names it in every run's path "
+                f"and label); vary {axis} instead, or drop the entry")
+        values[key] = value
+    try:
+        with_values(Recipe(), values)
+    except ValueError as err:
+        raise StudyError(f"{source}: train.set: {err}") from None
+
+
 def check_study(study: Mapping) -> None:
     """The checks a schema cannot express; each stops before any job starts."""
     source, grid, n_teacher = study["source"], study["grid"], study["teacher"]["layers"]
@@ -204,11 +276,17 @@ def check_study(study: Mapping) -> None:
             raise StudyError(
                 f"{source}: grid.layers = {layers} is more than the teacher's {n_teacher} layers (teacher.layers); "
                 f"use student layer counts from 1 to {n_teacher}, or set teacher.layers to the teacher's depth")
+    check_budgets(study)
+    check_finetuned(study)
+    check_overrides(study)
     for task in grid["task"]:
         for flag in per_task(grid["da"], task):
             if flag not in (0, 1):
                 raise StudyError(f"{source}: grid.da = {flag} is not allowed; use 0 (off) or 1 (on)")
     for key, choices in grid["teacher_layer"].items():
+        if int(key) not in grid["layers"]:
+            raise StudyError(f"{source}: grid.teacher_layer.{key} gives layer choices for {key}-layer students, but "
+                             f"grid.layers = {grid['layers']} has none; add {key} to grid.layers or drop the entry")
         for choice in choices:
             if len(choice) != int(key) or any(i >= n_teacher for i in choice) or sorted(set(choice)) != list(choice):
                 raise StudyError(f"{source}: grid.teacher_layer.{key} = {choice} must list {key} increasing 0-based "
@@ -231,8 +309,30 @@ def check_study(study: Mapping) -> None:
                     f"point {origin} at the folder that has it, or drop '{task}' from grid.task")
 
 
+def with_shared(raw: Mapping, source: str) -> dict:
+    """``raw`` with the sections of its ``shared:`` file (a path relative to the working directory) filled in: a
+    section the study writes itself wins key by key. The paper studies share config/studies/shared/paper.yaml."""
+    raw = dict(raw)
+    path = raw.pop("shared", None)
+    if path is None:
+        return raw
+    if not Path(path).is_file() and (SCHEMAS.parent.parent / path).is_file():
+        path = SCHEMAS.parent.parent / path  # run from elsewhere than the repository: its copy
+    if not Path(path).is_file():
+        raise StudyError(f"{source}: shared = {path} does not exist; fix the path (relative to the working "
+                         f"directory) or drop the key")
+    merged = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(merged, dict) or "shared" in merged or "grid" in merged:
+        raise StudyError(f"{source}: shared = {path} must hold shared sections only ({', '.join(SHARED_KEYS)})")
+    for key, value in raw.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both else value
+    return merged
+
+
 def load_study(raw: Mapping, source: str, validate: Validate, schemas: Path = SCHEMAS) -> dict:
-    """One validated study with the schema's defaults filled in."""
+    """One validated study with the schema's defaults filled in (and its ``shared:`` sections)."""
+    raw = with_shared(raw, source)
     schema_path = Path(schemas) / "config.schema.yaml"
     message = schema_error(raw, yaml.safe_load(schema_path.read_text()), source)
     if message:
@@ -364,18 +464,10 @@ def study_table(study: Mapping) -> list[dict]:
 
 
 
-# ------------------------------------------------------------------------------------------- runtime estimates
+# ------------------------------------------------------------------------------------------- job sizes
 def train_examples(settings: Mapping, task: str, da) -> int:
     """Examples a job trains on per epoch: the train split (or data.max_train_examples), times the augmented
     copies plus one on augmented data."""
     cap, n = settings["data"]["max_train_examples"], TASKS[task].train_size
     n = min(n, cap) if cap else n
     return n * (1 + (settings["augment"]["copies"] or TASKS[task].aug_copies)) if int(da) else n
-
-
-def estimate_minutes(settings: Mapping, task: str, epochs, layers: int, da) -> int:
-    """A job's runtime request: task size x epochs, scaled by depth, with a safety factor of 1.5 (and a cap)."""
-    res = settings["resources"]
-    seconds = (train_examples(settings, task, da) * max(int(epochs), 1) * layers / settings["teacher"]["layers"]
-               / res["examples_per_second"])
-    return min(res["overhead_minutes"] + math.ceil(1.5 * seconds / 60), res["max_runtime"])

@@ -8,20 +8,22 @@ path values). ``workflow/rules/common.smk`` only forwards to it.
 
 from __future__ import annotations
 
+import functools
+import logging
+import shlex
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
-from xtc.tasks import TASKS
-from xtc.sources import check_data, check_model
+from xtc.sources import SourceError, check_data, check_model, resolve_file, store_dir
 from xtc.study.grid import (
     AUGMENTED,
     PROBS,
     TEACHER,
+    StudyError,
     data_dir,
-    estimate_minutes,
     fmt_lr,
     is_quantized,
     model_label,
-    parse_layers,
     per_task,
     run_dir,
     run_key,
@@ -31,7 +33,9 @@ from xtc.study.grid import (
     teacher_given,
     teacher_record_dir,
 )
+from xtc.tasks import TASKS
 
+log = logging.getLogger("snakemake.xtc")
 # The rules whose jobs read models or data that may have to come from the hub.
 DATA_RULES = frozenset({"finetune_teacher", "evaluate_given_teacher", "augment", "distill", "evaluate_packed"})
 
@@ -43,6 +47,11 @@ class Jobs:
             for row in study_runs(study):
                 self.runs.setdefault(run_dir(row), row)
         self.tasks = sorted({row["task"] for row in self.runs.values()})
+        resources = self.settings["resources"]
+        if resources.get("device") == "cpu" and resources["gpu"] > 0:
+            log.warning("resources.device = cpu: the jobs request gpu=%d but train on CPU (an override for clusters "
+                        "that declare a GPU without one; drop resources.device to train on the GPU)",
+                        resources["gpu"])
 
     def study(self, name: str | Mapping) -> dict:
         """A study by name, or by a rule's ``{study}`` wildcard (the rules pass their wildcards directly)."""
@@ -50,7 +59,14 @@ class Jobs:
         return next(s for s in self.studies if s["study"] == name)
 
     def run(self, wildcards: Mapping) -> dict:
-        return self.runs[run_key(wildcards)]
+        """The run a target path names; a path outside every study's grid is refused (it would train a run no
+        table lists, with settings the grid never chose)."""
+        key = run_key(wildcards)
+        if key not in self.runs:
+            sources = ", ".join(s["source"] for s in self.studies)
+            raise StudyError(f"{key} is not a run of {sources}; ask for a run listed in results/<study>/runs.tsv, "
+                             "or add its values to the grid")
+        return self.runs[key]
 
     # ------------------------------------------------------------------------------------------------- files
     def teacher_metrics(self) -> list[str]:
@@ -130,7 +146,20 @@ class Jobs:
         return 0 if is_quantized(self.run(wildcards)) else 1
 
     # ------------------------------------------------------------------------------------------ command lines
+    def device(self, gpu: int | None = None) -> str:
+        """The ``--device`` of a job holding ``gpu`` GPUs (default: the study's ``resources.gpu``): cuda when it
+        holds one, cpu otherwise; ``resources.device`` overrides (logged at start)."""
+        resources = self.settings["resources"]
+        gpu = resources["gpu"] if gpu is None else gpu
+        return resources.get("device") or ("cuda" if gpu > 0 else "cpu")
+
+
+    # Each is one string of shell words, every value quoted (shlex.join): study strings (paths, model ids, train.set
+    # values) reach the rules' `shell:` commands, where a space or `;` must stay part of the value.
     def data_args(self) -> str:
+        return shlex.join(self._data_args())
+
+    def _data_args(self) -> list[str]:
         data, args, glue_dir = self.settings["data"], [], data_dir(self.settings)
         if glue_dir:
             args += ["--data-dir", glue_dir]
@@ -138,12 +167,12 @@ class Jobs:
                           ("--padding", "padding")):
             if data[key] is not None:
                 args += [flag, str(data[key])]
-        return " ".join(args)
+        return args
 
     def train_args(self, wildcards: Mapping) -> str:
         """Data and training flags shared by finetune and distill."""
         data, train = self.settings["data"], self.settings["train"]
-        args = [self.data_args(), "--batch-size", str(data["batch_size"])]
+        args = [*self._data_args(), "--batch-size", str(data["batch_size"])]
         # a da=1 run trains on the whole augmented file (made from the max_train_examples subset)
         if data["max_train_examples"] and not int(wildcards.get("da", 0)):
             args += ["--max-train-examples", str(data["max_train_examples"])]
@@ -152,7 +181,7 @@ class Jobs:
         args += ["--eval-every", str(train["eval_every"])]
         if train["warmup_ratio"] is not None:
             args += ["--warmup-ratio", str(train["warmup_ratio"])]
-        return " ".join(args)
+        return shlex.join(args)
 
     def student_args(self, wildcards: Mapping) -> str:
         """The `xtc distill` flags a run's path spells out (plus the study's --set overrides)."""
@@ -175,14 +204,16 @@ class Jobs:
             args += ["--train-file", AUGMENTED.format(task=row["task"])]
         for override in self.settings["train"]["set"]:
             args += ["--set", override]
-        return " ".join(args)
+        return shlex.join(args)
 
     def teacher_args(self, wildcards: Mapping) -> str:
         teacher, task = self.settings["teacher"], wildcards["task"]
-        return f"--model {teacher['model']} --epochs {per_task(teacher['epochs'], task)} --lr {fmt_lr(teacher['lr'])}"
+        return shlex.join(["--model", teacher["model"], "--epochs", str(per_task(teacher["epochs"], task)),
+                           "--lr", fmt_lr(teacher["lr"])])
 
-    def given_teacher(self, wildcards: Mapping) -> str | None:
-        return teacher_given(self.settings, wildcards["task"])
+    def given_teacher_args(self, wildcards: Mapping) -> str:
+        """``--model`` of a given teacher's evaluation, quoted."""
+        return shlex.join(["--model", teacher_given(self.settings, wildcards["task"])])
 
     def augment_args(self, wildcards: Mapping) -> str:
         aug, data = self.settings["augment"], self.settings["data"]
@@ -196,7 +227,7 @@ class Jobs:
         glue_dir = data_dir(self.settings)
         if glue_dir:
             args += ["--data-dir", glue_dir]
-        return " ".join(args)
+        return shlex.join(args)
 
     @staticmethod
     def job_label(wildcards: Mapping) -> str:
@@ -206,16 +237,25 @@ class Jobs:
         return f"{wildcards['task']} {model_label(wildcards['layers'], wildcards['wbits'], wildcards['abits'])}"
 
     # ---------------------------------------------------------------------------------------- runtimes (minutes)
+    @functools.cached_property
+    def costs(self):
+        """The runtime model (``xtc.study.cost``: the calibration of this device type, or the documented default)."""
+        from xtc.study.cost import JobCosts
+
+        return JobCosts(self.settings, self.device())
+
     def run_minutes(self, wildcards: Mapping) -> int:
-        layers, _ = parse_layers(wildcards["layers"])
-        return estimate_minutes(self.settings, wildcards["task"], wildcards["epochs"], layers, wildcards["da"])
+        row = self.run(wildcards)
+        cost = self.costs.train(row["task"], row["layers"], row["wbits"], row["epochs"], row["da"], teacher=False)
+        return self.costs.minutes(cost["seconds"])
 
     def teacher_minutes(self, wildcards: Mapping) -> int:
         teacher, task = self.settings["teacher"], wildcards["task"]
-        return estimate_minutes(self.settings, task, per_task(teacher["epochs"], task), teacher["layers"], 0)
+        cost = self.costs.train(task, teacher["layers"], "fp", per_task(teacher["epochs"], task), 0, teacher=True)
+        return self.costs.minutes(cost["seconds"])
 
     def augment_minutes(self, wildcards: Mapping) -> int:
-        return estimate_minutes(self.settings, wildcards["task"], 1, self.settings["teacher"]["layers"], 1)
+        return self.costs.minutes(self.costs.augment(wildcards["task"]))
 
     def teacher_threads(self, wildcards: Mapping | None = None) -> int:
         resources = self.settings["resources"]
@@ -226,8 +266,19 @@ class Jobs:
 
     # ------------------------------------------------------------------------------------------------ sources
     def check_sources(self, rules: Iterable[str]) -> None:
-        """Models and data the pending jobs (``rules``: their rule names) need can be had; else one clear error."""
-        rules, settings = set(rules), self.settings
+        """Models and data the pending jobs (``rules``: their rule names) need can be had; else one clear error.
+
+        Offline (``--config offline=true``) this is the check that everything is local: in place, in the store
+        ``xtc prefetch`` filled, or in a cache."""
+        try:
+            self._check_sources(set(rules))
+        except SourceError as error:
+            configfile = self.settings["source"] if len(self.studies) == 1 else "config/studies/all.yaml"
+            raise SourceError(f"{error} (offline compute nodes: run `xtc prefetch --configfile {configfile}` on a "
+                              f"machine with network access; docs/cluster.md)") from None
+
+    def _check_sources(self, rules: set[str]) -> None:
+        settings = self.settings
         if "finetune_teacher" in rules:
             check_model(settings["teacher"]["model"], key="teacher.model")
         if "evaluate_given_teacher" in rules:
@@ -237,6 +288,10 @@ class Jobs:
                     check_model(given, key="teacher.finetuned")
         if "augment" in rules:
             check_model(settings["augment"]["mlm"], key="augment.mlm")
+            glove = settings["augment"]["glove"]
+            if glove and not Path(resolve_file(glove)).is_file():
+                raise SourceError(f"augment.glove = {glove!r} is not a file here nor in the prefetched store "
+                                  f"({store_dir() or 'none set'})")
         if rules & DATA_RULES:
             check_data(data_dir(settings), [TASKS[t].hub_config for t in self.tasks],
                        key=f"data.glue_dir in {settings['source']}")

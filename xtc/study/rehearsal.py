@@ -58,7 +58,12 @@ def root_of(value: object, base: str | os.PathLike[str]) -> Path | None:
     if value is True or (isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on")):
         return (Path(base) / DEFAULT_ROOT).resolve()
     if isinstance(value, str):
-        return (Path(base) / value).resolve()
+        root, base = (Path(base) / value).resolve(), Path(base).resolve()
+        if root == base or root in base.parents:
+            raise ValueError(f"rehearsal = {value!r} would make {root}, which holds the real study's results/, the "
+                             f"rehearsal root; use rehearsal=true (root {DEFAULT_ROOT}/) or a folder of its own, "
+                             f"e.g. rehearsal={DEFAULT_ROOT}-mine")
+        return root
     raise ValueError(f"rehearsal = {value!r} is not allowed; use rehearsal=true (root {DEFAULT_ROOT}/) or "
                      f"rehearsal=/a/folder (the rehearsal root)")
 

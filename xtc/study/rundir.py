@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from xtc.atomic import atomic_write_json, atomic_write_text
+from xtc.sources import prefetched_record
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def manifest(device: str, started: float, argv: Sequence[str]) -> dict[str, Any]:
+def manifest(device: str, started: float, argv: Sequence[str], device_info: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
+    """Versions, commit, command and wall time of a run; ``device_info`` (``xtc.device``) says where it ran, and
+    the sources it read at pinned revisions are listed when they came from a prefetched store (``xtc.study.prefetch``)."""
     versions = {}
     for package in ("xtc", "torch", "transformers", "datasets", "safetensors", "numpy", "scikit-learn"):
         try:
@@ -58,6 +62,8 @@ def manifest(device: str, started: float, argv: Sequence[str]) -> dict[str, Any]
     return {
         "command": ["xtc", *argv], "versions": versions, "python": platform.python_version(),
         "platform": platform.platform(), "git_commit": _git_commit(), "device": device,
+        **({"device_info": device_info} if device_info is not None else {}),
+        **({"prefetched": prefetched} if (prefetched := prefetched_record()) else {}),
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(time.time() - started, 2),
     }

@@ -1,4 +1,4 @@
-"""`xtc finetune` / `xtc distill` / `xtc evaluate` as a user runs them: run directories, kill/resume, bad input."""
+"""Run directories (xtc.study.rundir) as `xtc finetune` / `distill` / `evaluate` leave them: layout, kill/resume, bad input."""
 
 from __future__ import annotations
 
@@ -393,3 +393,52 @@ def test_one_rule_turns_a_run_dir_into_its_model_dir(workspace, tmp_path):
     assert model_dir(tmp_path) == tmp_path  # not a run dir: as given
     assert run_config_of(run) == run_config_of(run / "model") == json.loads((run / "config.json").read_text())
     assert run_config_of(run / "last")["recipe"]["distill"]["kd"] == "none" and run_config_of(tmp_path) is None
+
+
+# ---------------------------------------------------------------------------------------------- export's --out
+def _trained_dir(path: Path) -> Path:
+    """A run directory's marks (no weights: export refuses before it loads anything)."""
+    (path / "model").mkdir(parents=True)
+    for name in ("model/config.json", "config.json", "metrics.json"):
+        (path / name).write_text("{}")
+    return path
+
+
+@pytest.mark.parametrize("out, overwrite, message", [
+    ("run", False, "--out {root}/run holds the model being exported ({root}/run/model), which the export would delete; "
+                   "export into a folder of its own, e.g. --out {root}/run/packed"),
+    ("run", True, "--out {root}/run holds the model being exported"),
+    ("run/model", True, "--out {root}/run/model holds the model being exported"),
+    (".", True, "--out {root} holds the model being exported"),
+    ("other_run", True, "--out {root}/other_run is a run or model directory, which export never replaces (even with "
+                        "--overwrite)"),
+    ("notes", False, "--out {root}/notes is not empty and holds no earlier export (model.xtc.safetensors); choose an "
+                     "empty or new folder, or --overwrite to replace what it holds"),
+    ("runs", True, "--out {root}/runs holds the run or model directory {root}/runs/a, which export never replaces"),
+    ("notes/todo.txt", True, "--out {root}/notes/todo.txt is a file"),
+])
+def test_export_never_replaces_a_run_or_a_folder_it_was_not_given(tmp_path, capsys, out, overwrite, message):
+    run, other = _trained_dir(tmp_path / "run"), _trained_dir(tmp_path / "other_run")
+    _trained_dir(tmp_path / "runs" / "a")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    argv = ["export", "--model", str(run), "--out", str(tmp_path / out), *(["--overwrite"] if overwrite else [])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message.format(root=tmp_path) in err and err.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing touched
+    assert other.is_dir()
+
+
+def test_export_replaces_an_earlier_export_and_an_empty_folder(tmp_path):
+    from xtc.commands import check_export_out
+
+    model = _trained_dir(tmp_path / "run") / "model"
+    (tmp_path / "run" / "packed").mkdir()
+    (tmp_path / "run" / "packed" / "model.xtc.safetensors").write_bytes(b"earlier")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("replace me")
+    for out, overwrite in (("run/packed", False), ("empty", False), ("new", False), ("notes", True)):
+        check_export_out(model, tmp_path / out, overwrite)  # no error

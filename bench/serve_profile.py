@@ -146,9 +146,9 @@ def profile(setting: Setting, peer: str = "ort_int8_per_channel") -> dict:
     # no padding in the benchmark's batch: attention without a mask, as the model passes it
     parts = {name: s * chunks * layers for name, s in engine_components(layer, hidden, None, setting.rounds).items()}
     return {"machine": machine(), "setting": setting.describe(), "peer": peer, "kernels": compile_status(),
-            "whole_model_s": {k: round(statistics.median(v), 4) for k, v in whole.items()},
-            "engine_components_s": {k: round(v, 4) for k, v in parts.items()},
-            "ort_components_s": {k: round(v, 4) for k, v in ort_parts.items()},
+            "whole_model_s": {k: round(statistics.median(v), 6) for k, v in whole.items()},
+            "engine_components_s": {k: round(v, 6) for k, v in parts.items()},
+            "ort_components_s": {k: round(v, 6) for k, v in ort_parts.items()},
             "ort_ops_s": {k: round(v, 5) for k, v in ort_ops.items()}}
 
 

@@ -216,8 +216,9 @@ def test_machine_block_records_cpu_model_isa_and_threads():
     block = machine.machine(cpuinfo)
     assert block["cpu"] == "Intel(R) Xeon(R) Platinum 8480C" and block["threads"] == torch.get_num_threads()
     assert block["isa"]["avx512_vnni"] and block["isa"]["amx_int8"] and not block["isa"]["avx_vnni"]
+    threads = torch.get_num_threads()
     assert machine.isa_line(block) == (f"Intel(R) Xeon(R) Platinum 8480C, AVX2 yes, AVX512-VNNI yes, AMX yes, "
-                                       f"{torch.get_num_threads()} threads")
+                                       f"{threads} thread{'' if threads == 1 else 's'}")
     here = machine.machine()
     assert set(here["isa"]) == set(machine.ISA_FLAGS.values()) and here["cpu"]
 

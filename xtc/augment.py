@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from xtc.atomic import atomic_path
+from xtc.config import AugmentConfig
 from xtc.glove import GloVe
 from xtc.tasks import TASKS, Example, TaskSpec, get_task
 
@@ -236,8 +237,8 @@ def augment_examples(
     mlm_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     n_copies: int | None = None,
-    p: float = 0.4,
-    k: int = 15,
+    p: float = AugmentConfig.p,
+    k: int = AugmentConfig.k,
     glove: GloVe | None = None,
     seed: int = 0,
     max_seq_length: int = 512,
@@ -256,9 +257,7 @@ def augment_examples(
     spec = get_task(task)
     n_copies = spec.aug_copies if n_copies is None else n_copies
     _check_int("n_copies", n_copies, 0, "the number of augmented copies per example; 0 keeps only the originals")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-        raise ValueError(f"p={p!r} must be a probability in [0, 1] (the chance to replace a word; TinyBERT uses 0.4)")
-    _check_int("k", k, 1, "the number of candidates per word; TinyBERT uses 15")
+    AugmentConfig(p, k)  # validated there, with the fix
     _check_int("seed", seed, None, "any integer")
     _check_int("max_seq_length", max_seq_length, 4, "the MLM input [CLS] masked [SEP] sentence [SEP]; use 512")
     limit = getattr(getattr(mlm_model, "config", None), "max_position_embeddings", None)

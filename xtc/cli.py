@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import get_args
 
 from xtc import __version__
-from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, LayerStrategy, Padding,
+from xtc.config import (ENGINES, GLUE_TASK_NAMES, KD_VARIANTS, ActRange, AttentionTarget, AugmentConfig, LayerStrategy,
+                        Padding,
                         Recipe, RepFirst, parse_bits, parse_override, suggest, with_values)
 from xtc.sources import SourceError
 
 log = logging.getLogger("xtc")
+# modules of the optional extras (pyproject.toml) -> the extra that installs them; the core serves packed files
+EXTRA_OF = {"datasets": "train", "scipy": "train", "pandas": "report", "matplotlib": "report", "seaborn": "report",
+            "snakemake": "workflow", "jsonschema": "workflow", "dvc": "workflow"}
 # xtc calibrate writes, xtc plan reads (xtc.study.cost.CALIBRATION; spelled here so that `xtc --help` stays light)
 CALIBRATION = Path(__file__).resolve().parent.parent / "config" / "calibration.json"
 
@@ -400,15 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     ca.set_defaults(handler=_cmd_calibrate)
 
     au = sub.add_parser("augment", help="TinyBERT data augmentation of a task's train split",
-                        description="Replace words (p=0.4) by one of the top-k masked-LM candidates (single-piece "
-                        "words) or GloVe neighbours (multi-piece words, when --glove is given; kept otherwise).")
+                        description=f"Replace words (p={AugmentConfig.p}) by one of the top-k masked-LM candidates "
+                        "(single-piece words) or GloVe neighbours (multi-piece words, when --glove is given; kept otherwise).")
     au.add_argument("--task", required=True, type=_task, metavar=TASK_METAVAR, help="GLUE task")
     au.add_argument("--data-dir", help="local glue_data/ folder (default: $GLUE_DIR, else the hub)")
     au.add_argument("--mlm", required=True, help="masked-LM model (hub id or dir), e.g. bert-base-uncased")
     au.add_argument("--glove", help="GloVe text file for multi-piece words")
     au.add_argument("--copies", type=int, help="augmented copies per example (default: TinyBERT's per task)")
-    au.add_argument("--p", type=float, default=0.4, help="replacement probability per word (0.4)")
-    au.add_argument("--k", type=int, default=15, help="candidates per word (15)")
+    au.add_argument("--p", type=float, default=AugmentConfig.p,
+                    help=f"replacement probability per word ({AugmentConfig.p})")
+    au.add_argument("--k", type=int, default=AugmentConfig.k, help=f"candidates per word ({AugmentConfig.k})")
     au.add_argument("--max-train-examples", type=int, help="augment a seeded subset only")
     au.add_argument("--seed", type=int, default=0)
     au.add_argument("--out", required=True, help="the augmented train TSV to write")
@@ -427,10 +432,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()  # one progress display: ours
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:  # (a run stopped by SLURM's warning exits through xtc.train.Preempted, status 75)
+    from xtc.preempt import EXIT_CODE, Preempted
+
+    try:
         return args.handler(args, argv)
+    except Preempted as stopped:  # a cluster job's time limit or preemption: state saved, the retry resumes
+        print(f"xtc {args.command}: {stopped}", file=sys.stderr)
+        return EXIT_CODE
     except (ValueError, SourceError) as err:  # user errors and unreachable sources: one line, no traceback
         print(f"xtc {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # a light install (the serving core) running a command of an extra
+        extra = EXTRA_OF.get((err.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(f"xtc {args.command}: error: {err.name} is not installed; this command needs the {extra!r} extra: "
+              f"pip install 'xtc[{extra}]'", file=sys.stderr)
         return 2
 
 

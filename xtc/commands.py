@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xtc.atomic import atomic_dir, atomic_path, atomic_write_json
-from xtc.config import Recipe
+from xtc.config import AugmentConfig, Recipe
 from xtc.sources import check_model, is_hub_id, resolve_file
 from xtc.study.rundir import (  # noqa: F401 (re-exported: the run directory's names)
     LAST,
@@ -90,8 +90,9 @@ def run_training(
     from xtc.checkpoint import load_train_state, save_model_dir
     from xtc.collate import make_collator
     from xtc.device import describe, device_info
+    from xtc.preempt import StopRequest
     from xtc.study.runlock import hold_run_dir
-    from xtc.train import Hooks, StopRequest, Trainer
+    from xtc.train import Hooks, Trainer
 
     started, out = time.time(), paths.out
     device = require_device(paths.device)
@@ -150,7 +151,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     import torch
 
     from xtc.checkpoint import load_tokenizer
-    from xtc.labels import set_task_labels
+    from xtc.models import set_task_labels
     from xtc.models import load_classifier
     from xtc.tasks import get_task
 
@@ -161,7 +162,7 @@ def finetune(recipe: Recipe, model: str, paths: RunPaths) -> dict[str, Any]:
     torch.manual_seed(recipe.train.seed)  # the fresh classification head
     spec = get_task(recipe.data.task)
     classifier = load_classifier(source, num_labels=spec.num_labels)
-    set_task_labels(classifier, spec)  # the teacher's label2id/id2label name the task's labels (xtc.labels)
+    set_task_labels(classifier, spec)  # the teacher's label2id/id2label name the task's labels (xtc.models)
     inputs = {"model": str(model), **({"model_dir": source} if source != str(model) else {})}
     return run_training(recipe, classifier, tokenizer, paths, inputs=inputs)
 
@@ -243,7 +244,7 @@ def _load_teacher(source: str, recipe: Recipe) -> tuple[Any, str | Path]:
     if teacher.config.num_labels != want:
         raise ValueError(f"teacher {path} has {teacher.config.num_labels} labels but task {recipe.data.task!r} has "
                          f"{want}; fine-tune a teacher on this task first (xtc finetune)")
-    from xtc.labels import align_labels
+    from xtc.models import align_labels
 
     return align_labels(teacher, recipe.data.task, f"teacher {source}"), path
 
@@ -277,7 +278,7 @@ def evaluate(recipe: Recipe, model: str, tokenizer: str | None = None, out: Path
     check_inputs(recipe, loaded.config)
     tok = load_tokenizer(tokenizer or tokenizer_dir)
     eval_sets = load_eval_features(recipe, tok)
-    from xtc.labels import align_labels
+    from xtc.models import align_labels
 
     loaded = align_labels(loaded, recipe.data.task, f"model {model}")
     collate = make_collator(tok, recipe.data.padding, recipe.data.max_seq_length)
@@ -383,8 +384,8 @@ class AugmentRequest:
     data_dir: str | None = None
     glove: str | None = None
     copies: int | None = None
-    p: float = 0.4
-    k: int = 15
+    p: float = AugmentConfig.p
+    k: int = AugmentConfig.k
     max_train_examples: int | None = None
     seed: int = 0
     device: str | None = None

@@ -229,6 +229,23 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """TinyBERT's data augmentation (``xtc augment``): each word is replaced with probability ``p`` by one of its top
+    ``k`` candidates (TinyBERT's ``data_augmentation.py``: 0.4 and 15). The one place these defaults live."""
+
+    p: float = 0.4
+    k: int = 15
+
+    def __post_init__(self) -> None:
+        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not 0 <= self.p <= 1:
+            raise ValueError(f"augment p={self.p!r} must be a probability in [0, 1] (the chance to replace a word; "
+                             "TinyBERT uses 0.4)")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"augment k={self.k!r} must be an integer >= 1 (the number of candidates per word; "
+                             "TinyBERT uses 15)")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where GLUE comes from: the hub (``data_dir=None``) or a local ``glue_data/`` folder. ``padding``: every batch
     to ``max_seq_length`` (``max_length``, the original's) or to its longest example (``dynamic``)."""

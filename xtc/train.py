@@ -11,11 +11,6 @@
 * Resume: batch order is a permutation drawn from ``seed + epoch``, so a resumed run skips to its position in the
   epoch; model, optimizer, scheduler, RNG, step, stage and best score are restored; on CPU the metrics are exactly
   those of an uninterrupted run.
-* Stopping on a signal (``StopRequest``): SLURM can warn a job before it kills it (``sbatch --signal``; the profile
-  asks for ``SIGURG`` 180 s ahead) and sends ``SIGTERM`` to a job it preempts. The loop then finishes the step it is
-  in, saves its resumable state through ``on_checkpoint`` and exits with ``EXIT_CODE`` (``Preempted``); the same
-  command run again continues from that step, so a job loses at most one step. ``SIGURG`` is ignored by default,
-  so of the job's processes (shell, ``tee``, Snakemake's job process, all signalled by SLURM) only the trainer reacts.
 * Each train record carries ``started_at``, the Unix time its step began: step throughput over wall-clock time,
   and the start-up cost of a run (process start to first step; ``bench/workflow.py``), can be read from the log.
 
@@ -27,9 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
@@ -75,45 +68,6 @@ class Hooks:
     on_best: Callable[[nn.Module, dict[str, Any]], None] = lambda model, record: None
     on_checkpoint: Callable[[dict[str, Any]], None] = lambda state: None
     on_log: Callable[[dict[str, Any]], None] = lambda record: None
-
-
-STOP_SIGNALS = (signal.SIGURG, signal.SIGTERM)
-EXIT_CODE = 75  # EX_TEMPFAIL: try again later
-
-
-class Preempted(SystemExit):
-    """Training stopped on a signal after saving its state: the process exits with ``EXIT_CODE``, and running the
-    same command again resumes from the saved step (the workflow's retry does)."""
-
-    def __init__(self, signame: str, global_step: int) -> None:
-        super().__init__(EXIT_CODE)
-        self.signame, self.global_step = signame, global_step
-        self.message = (f"stopped by {signame} after step {global_step} (time limit or preemption near); its state is "
-                        "saved: run the same command again to resume (the workflow's retry does)")
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class StopRequest:
-    """Set by ``STOP_SIGNALS`` once installed; the training loop asks it after every optimizer step."""
-
-    def __init__(self) -> None:
-        self.signame: str | None = None
-
-    def install(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            for sig in STOP_SIGNALS:
-                signal.signal(sig, self._on_signal)
-        return self
-
-    def _on_signal(self, signum: int, frame) -> None:
-        if self.signame is None:
-            self.signame = signal.Signals(signum).name
-            log.warning("%s received: saving the state after this step and stopping", self.signame)
-
-    def __call__(self) -> str | None:
-        return self.signame
 
 
 def select_device(prefer: str | None = None) -> torch.device:
@@ -213,7 +167,7 @@ class Trainer:
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         self.train_features, self.eval_sets, self.collate = train_features, eval_sets, collate
         self.maps, self.hooks = maps, hooks or Hooks()
-        self.stop = stop or (lambda: None)  # a signal's name once the run must stop (StopRequest)
+        self.stop = stop or (lambda: None)  # a signal's name once the run must stop (xtc.preempt)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.steps_per_epoch = math.ceil(len(train_features) / train_cfg.batch_size)
         self.lengths = (torch.tensor([len(f["input_ids"]) for f in train_features])
@@ -341,9 +295,9 @@ class Trainer:
         if signame:  # time limit or preemption near: keep this step, not only the last evaluation
             if not evaluated:
                 self.hooks.on_checkpoint(self.state_dict())
-            stopped = Preempted(signame, st.global_step)
-            log.warning("%s", stopped)
-            raise stopped
+            from xtc.preempt import Preempted
+
+            raise Preempted(signame, st.global_step)
 
     def _next_stage(self) -> None:
         st = self.state

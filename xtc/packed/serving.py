@@ -18,6 +18,7 @@ the study's tables, which must not change between identical runs.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -28,7 +29,46 @@ from typing import Any
 import torch
 from torch import nn
 
-SCHEMA = "xtc-serving-report/1"
+SCHEMA = "xtc-serving-report/2"  # 2: machine is an object (CPU model, instruction sets, threads)
+# cpuinfo flag -> recorded name: the instruction sets that decide which int8 kernels oneDNN, FBGEMM and ONNX Runtime's
+# MLAS pick (and whether torch._int_mm has a fast path), so a speed figure is only comparable beside them
+ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512_vnni", "avx_vnni": "avx_vnni",
+             "amx_tile": "amx_tile", "amx_int8": "amx_int8", "amx_bf16": "amx_bf16"}
+
+
+def _cpuinfo(text: str | None = None) -> tuple[str | None, set[str]]:
+    """``(model name, flags)`` of the first processor in ``/proc/cpuinfo`` (or of ``text``)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None, set()
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model is None:
+            model = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def machine(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The machine a speed figure was taken on: CPU model, instruction sets, cores, torch threads and versions."""
+    model, flags = _cpuinfo(cpuinfo)
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {"cpu": model or platform.processor() or platform.machine(), "arch": platform.machine(),
+            "isa": {name: flag in flags for flag, name in ISA_FLAGS.items()},
+            "torch_cpu_capability": capability, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def isa_line(block: Mapping[str, Any]) -> str:
+    """One line for summaries: ``Intel(R) Xeon(R) ..., AVX2 yes, AVX512-VNNI yes, AMX no, 2 threads``."""
+    isa, yes = block["isa"], {True: "yes", False: "no"}
+    return (f"{block['cpu']}, AVX2 {yes[isa['avx2']]}, AVX512-VNNI {yes[isa['avx512_vnni']]}, "
+            f"AMX {yes[isa['amx_int8']]}, {block['threads']} thread{'' if block['threads'] == 1 else 's'}")
 
 
 def tensor_bytes(model: nn.Module) -> int:
@@ -108,7 +148,7 @@ def measure(teachers: Mapping[str, str], students: Sequence[Mapping[str, str]], 
             "load_s": round(loads[name], 3),
         })
     return {"schema": SCHEMA, "batch": batch, "seq": seq, "rounds": rounds, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "machine": machine(),
             "kernels": compile_status(), "teachers": teacher_rows, "students": rows}
 
 
@@ -123,6 +163,7 @@ def markdown(report: Mapping[str, Any], study: str) -> str:
              f"median of {report['rounds']} interleaved rounds; torch {report['torch']}. Students run on the "
              "integer engine from their packed files; memory is the models' tensor bytes (not process RSS). "
              "Machine-dependent: not part of the study's tables.", "",
+             f"Machine: {isa_line(report['machine'])}.", "",
              "| model | task | packed file MiB | sentences/s | speed-up vs FP32 teacher | tensor MiB | "
              "memory vs FP32 teacher | load s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for task, row in report["teachers"].items():

@@ -1,11 +1,11 @@
-"""Label order of a given teacher (xtc.labels): generic names, names in another order, names that do not match."""
+"""Label order of a given teacher (xtc.models, "label order"): generic names, another order, names that do not match."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from xtc.labels import align_labels, label_permutation, set_task_labels
+from xtc.models import align_labels, label_permutation, set_task_labels
 from xtc.models import random_model, tiny_bert_config
 
 MNLI = ("entailment", "neutral", "contradiction")

@@ -104,12 +104,17 @@ calibrate-gpu: venv
 	$(BIN)/xtc calibrate --configfile config/studies/xtc-main.yaml --device cuda --layers 12,6,5 --tf32 $(CALIBRATE_ARGS)
 
 # The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds (the
-# job count: snakemake -n $(FINDINGS)), about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR (or the hub) and the demo extra.
-FINDINGS := --configfile config/findings/findings-cpu.yaml
+# job count: snakemake -n $(FINDINGS)), about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR
+# (or the hub) and the demo extra. The second round: FINDINGS_FILE=config/findings/recipe.yaml (the recipe
+# ablation) or config/findings/kd-long.yaml (KD variants at a long budget); `make plan` prices either first.
+FINDINGS_FILE ?= config/findings/findings-cpu.yaml
+FINDINGS := --configfile $(FINDINGS_FILE)
 
 findings: $(VENV)/.demo-installed
+	@test -f $(FINDINGS_FILE) || { echo "make findings: FINDINGS_FILE=$(FINDINGS_FILE) does not exist; use one of: \
+		$$(ls config/findings/*.yaml | tr '\n' ' ')"; exit 2; }
 	$(WITH_VENV) $(BIN)/snakemake --cores $(DEMO_CORES) --keep-going $(FINDINGS) $(SNAKEMAKE_ARGS)
-	$(WITH_VENV) $(BIN)/snakemake $(FINDINGS) --report results/report-findings-cpu.html all
+	$(WITH_VENV) $(BIN)/snakemake $(FINDINGS) --report results/report-$(basename $(notdir $(FINDINGS_FILE))).html all
 
 bench: venv
 	$(BIN)/python -m bench --json

@@ -369,7 +369,7 @@ def test_kd_loss_is_positive_and_reaches_the_student(tiny_bert, tiny_batch):
     s = forward_with_internals(student, tiny_batch)
     terms = stages(DistillConfig(), 3)[0].terms
     values = kd_loss(s, t, None, terms, layer_maps((1, 3), 4), DistillConfig())
-    assert set(values) == {"pred", "att", "rep", "loss"}
+    assert set(values) == {"pred", "att", "rep", "loss", "att_masked"}
     assert all(v > 0 for v in values.values())
     torch.testing.assert_close(values["loss"], values["pred"] + values["att"] + values["rep"])
     values["loss"].backward()
@@ -378,6 +378,25 @@ def test_kd_loss_is_positive_and_reaches_the_student(tiny_bert, tiny_batch):
         grad = dict(student.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_att_masked_is_the_part_of_the_attention_loss_at_the_batch_padded_keys(tiny_bert, tiny_batch):
+    """The logged diagnostic splits L_att by the batch's own padding (not by the score threshold it uses)."""
+    student = build_student(random_model(tiny_bert.config, seed=5), (1, 3)).eval()
+    maps = layer_maps((1, 3), 4)
+    with torch.no_grad():
+        s, t = forward_with_internals(student, tiny_batch), forward_with_internals(tiny_bert, tiny_batch)
+    padded_key = (tiny_batch["attention_mask"] == 0)[:, None, None, :]  # (B, 1, 1, S): row 1's last 4 keys
+    at_padded = sum(torch.where(padded_key, (s.scores[i] - t.scores[j]).square(), 0.0).mean()
+                    for i, j in enumerate(maps.att_map))
+    values = kd_loss(s, t, None, {"att": 1.0}, maps, DistillConfig())
+    assert 0 < values["att_masked"] < values["att"]
+    torch.testing.assert_close(values["att_masked"], at_padded)
+    zeroed = kd_loss(s, t, None, {"att": 1.0}, maps, DistillConfig(att_mask="zero"))
+    assert zeroed["att_masked"] == 0 and zeroed["att"] < values["att"]
+    torch.testing.assert_close(zeroed["att"], values["att"] - values["att_masked"])
+    probs = kd_loss(s, t, None, {"att": 1.0}, maps, DistillConfig(attention_target="probs"))
+    assert "att_masked" not in probs
 
 
 def test_kd_loss_weights_and_probs_target(tiny_bert, tiny_batch):

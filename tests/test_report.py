@@ -348,7 +348,7 @@ def test_figure_legends_name_a_given_teacher_given():
     from xtc.report.columns import GIVEN
     from xtc.report.figures import _variant_label
 
-    base = {"task": "rte", "teacher_layer": "", "kd": "none", "da": 0, "seed": 42}
+    base = {"task": "rte", "teacher_layer": "", "kd": "none", "da": 0, "seed": 42, "recipe": "base"}
     frame = pd.DataFrame([
         {**base, "layers": 12, "wbits": "fp", "abits": "fp", "epochs": GIVEN, "lr": float(GIVEN), "seed": GIVEN},
         {**base, "layers": 12, "wbits": "1", "abits": "8", "epochs": 4, "lr": 2e-5, "kd": "one_stage"},

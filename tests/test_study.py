@@ -55,13 +55,63 @@ def test_a_run_key_round_trips_axes_path_label_and_table_row():
     path = study.run_dir(row)
     assert path == ("results/runs/task~rte/layers~4_2-5-8-11/wbits~1/abits~8/kd~one_stage/epochs~3/lr~5e-05/da~1/"
                     "seed~42")
-    values = dict(part.split("~") for part in path.removeprefix("results/runs/").split("/"))
-    assert study.run_key(values) == path  # Snakemake's wildcards name the same run
+    values = {"recipe": "", **dict(part.split("~") for part in path.removeprefix("results/runs/").split("/"))}
+    assert study.run_key(values) == path  # Snakemake's wildcards name the same run (the base recipe: no prefix)
     assert study.parse_layers(values["layers"]) == (4, (2, 5, 8, 11))
     line = study.table_row("s", row)
     assert list(line) == list(study.RUNS_COLUMNS)
     assert line["teacher_layer"] == "2,5,8,11" and line["packed_dir"] == path + "/packed"
     assert study.run_label(line) == "rte/L4[2,5,8,11]/W1A8/one_stage/e3/lr5e-05/da1/s42"
+
+
+def test_a_recipe_axis_names_its_runs_and_passes_its_overrides_after_train_set():
+    raw = tiny(grid__recipe=["base", "att_zero"], recipes={"att_zero": ["distill.att_mask=zero"]},
+               train={"set": ["distill.att_mask=original", "train.optimizer=torch"]})
+    s = load(raw)[0]
+    runs = study.study_runs(s)
+    named = [r for r in runs if r["recipe"] == "att_zero"]
+    # (4L, 2L) x (W1, W2) per recipe, plus one step-1 student per recipe: the recipe reaches step 1 too
+    assert len(runs) == 10 and len(named) == 5
+    assert all(study.run_dir(r).startswith("results/runs/recipe~att_zero/task~rte/") for r in named)
+    assert all(study.run_dir(r).startswith("results/runs/task~rte/") for r in runs if r["recipe"] == "base")
+    row = next(r for r in named if r["layers"] == 2 and r["wbits"] == "1")
+    path = study.run_dir(row)
+    wildcards = study.run_wildcards(path)
+    assert wildcards["recipe"] == "recipe~att_zero/" and study.run_key(wildcards) == path
+    assert study.run_wildcards(study.run_dir({**row, "recipe": "base"}))["recipe"] == ""
+    line = study.table_row("t", row)
+    assert line["recipe"] == "att_zero" and study.run_label(line).endswith("/s42/r-att_zero")
+    argv = shlex.split(Jobs([s]).student_args(wildcards))
+    parent = study.step1_row(s, row)
+    assert parent["recipe"] == "att_zero" and argv[argv.index("--init") + 1] == study.run_dir(parent)
+    sets = [argv[i + 1] for i, word in enumerate(argv) if word == "--set"]
+    assert sets == ["distill.att_mask=original", "train.optimizer=torch", "distill.att_mask=zero"]  # later wins
+    base = {**wildcards, "recipe": ""}
+    base_sets = [w for w in shlex.split(Jobs([s]).student_args(base)) if "=" in w]
+    assert base_sets == ["distill.att_mask=original", "train.optimizer=torch"]
+    dropped = load(tiny(grid__recipe=["base", "att_zero"], recipes={"att_zero": []},
+                        exclude={"no_named_2bit": {"recipe": "att_zero", "wbits": 2}}))[0]
+    assert len(study.study_runs(dropped)) == 8  # the exclusion matched the recipe axis
+
+
+@pytest.mark.parametrize("edits, match", [
+    ({"grid__recipe": ["att_zro"], "recipes": {"att_zero": []}}, "grid.recipe names 'att_zro'.*did you mean"),
+    ({"grid__recipe": ["lr_up"], "recipes": {"lr_up": ["train.lr=1e-3"]}}, "recipes.lr_up .* grid owns"),
+    ({"grid__recipe": ["bad"], "recipes": {"bad": ["distill.att_mask=tiny"]}}, "recipes.bad .*att_mask"),
+    ({"recipes": {"base": []}}, "recipes"),
+])
+def test_bad_recipes_are_refused_at_load(edits, match):
+    with pytest.raises(study.StudyError, match=match):
+        load(tiny(**edits))
+
+
+def test_studies_built_together_define_a_recipe_name_alike(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, rule in (("a", "zero"), ("b", "original")):
+        raw = tiny(grid__recipe=["mask"], recipes={"mask": [f"distill.att_mask={rule}"]})
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**raw, "study": name}))
+    with pytest.raises(study.StudyError, match="recipes.mask differs from a.yaml"):
+        load({"studies": ["a.yaml", "b.yaml"]})
 
 
 def test_full_precision_is_spelled_fp_in_paths_rows_and_labels():

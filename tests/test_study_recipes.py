@@ -108,3 +108,27 @@ def test_cpu_findings_use_the_original_rules_with_the_efficient_options_and_equa
     assert by_task == {"sst2": {3}, "cola": {3}, "mrpc": {1}}  # every KD variant and bit width: one budget per task
     budgets = {r.train.epochs for _, r in quantized if r.data.task == "sst2" and r.train.lr == 1e-4}
     assert budgets == {1, 3, 9}
+
+
+def test_the_recipe_ablation_switches_one_key_at_a_time_from_the_faithful_recipe():
+    """config/findings/recipe.yaml: every recipe's students differ from the faithful ones in exactly the keys its
+    name promises, under one teacher per task (a recipe never changes the teacher)."""
+    commands = xtc_commands("--configfile", "config/findings/recipe.yaml")
+    teachers = [argv for argv in commands if argv[0] == "finetune"]
+    students = [(argv, recipe_of(argv)) for argv in commands if argv[0] == "distill"]
+    assert len(teachers) == 3 and len(students) == 7 * 3 * 3
+    faithful = ("original", "original", "original", "max_length", False)
+    changed = {"faithful": {}, "att_zero": {1: "zero"}, "rep_input": {0: "input"}, "optim_torch": {2: "torch"},
+               "dynamic": {3: "dynamic"}, "dynamic_grouped": {3: "dynamic", 4: True},
+               "former": {0: "input", 1: "zero", 2: "torch", 3: "dynamic"}}
+    seen = set()
+    for argv, recipe in students:
+        out = argv[argv.index("--out") + 1]
+        name = out.removeprefix("results/runs/recipe~").split("/")[0]
+        keys = (recipe.distill.rep_first, recipe.distill.att_mask, recipe.train.optimizer, recipe.data.padding,
+                recipe.train.group_by_length)
+        assert keys == tuple(changed[name].get(i, v) for i, v in enumerate(faithful)), (name, keys)
+        assert recipe.data.max_seq_length == 64 and recipe.train.epochs == 1 and recipe.quant.weight_bits == 1
+        seen.add((name, recipe.data.task, recipe.train.seed))
+    assert len(seen) == len(students)
+    assert all(recipe_of(argv).data.padding == "max_length" for argv in teachers)

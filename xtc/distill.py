@@ -155,6 +155,24 @@ def attention_mse(
     )
 
 
+@torch.no_grad()
+def attention_mse_at_masked(
+    student_att: Sequence[torch.Tensor], teacher_att: Sequence[torch.Tensor], att_map: Sequence[int],
+    att_mask: str = "original",
+) -> torch.Tensor:
+    """The part of ``attention_mse`` (scores target) that sits at masked keys (the teacher's entries <= -100): the
+    same sum of per-layer means, with every other entry's squared error left out. A diagnostic (the training log's
+    ``att_masked``): with ``att_mask="original"`` and padding to a fixed length, most of ``L_att`` can sit where the
+    model never attends; with ``"zero"`` it is 0."""
+    prepare = _unmask if att_mask == "zero" else (lambda a: a)
+    total = torch.zeros(())
+    for a, t in zip(student_att, att_map, strict=True):
+        target = teacher_att[t]
+        error = (prepare(a.float()) - prepare(target.float())).square()
+        total = total.to(error.device) + torch.where(target <= MASKED_SCORE, error, 0.0).mean()
+    return total
+
+
 # ---------------------------------------------------------------------------------------------- stages
 @dataclass(frozen=True)
 class Stage:
@@ -329,7 +347,8 @@ def kd_loss(
 ) -> dict[str, torch.Tensor]:
     """Each active term of ``terms`` (unweighted) and ``loss = sum(weight * term)``.
 
-    Teacher tensors are detached (the teacher is never trained); ``att`` uses ``cfg.attention_target``.
+    Teacher tensors are detached (the teacher is never trained); ``att`` uses ``cfg.attention_target``. With the
+    scores target, ``att_masked`` (a diagnostic, not in ``loss``) is the part of ``att`` at masked keys.
     """
     unknown = set(terms) - set(TERMS)
     if unknown:
@@ -359,4 +378,6 @@ def kd_loss(
         values["att"] = attention_mse(student_att, [a.detach() for a in teacher_att], maps.att_map, target,
                                       cfg.att_mask)
     values["loss"] = sum(terms[name] * value for name, value in values.items())
+    if "att" in terms and cfg.attention_target == "scores":  # logged beside the terms, never trained on
+        values["att_masked"] = attention_mse_at_masked(student_att, teacher_att, maps.att_map, cfg.att_mask)
     return values

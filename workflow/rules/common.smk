@@ -102,6 +102,7 @@ wildcard_constraints:
     lr=r"[0-9.e+-]+",
     da="0|1",
     seed=r"\d+",
+    recipe=r"(recipe~[a-z0-9_]+/)?",  # empty: the base recipe (grid.py, recipe_key)
     study="|".join(s["study"] for s in STUDIES),
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from xtc.tasks import get_task
 from xtc.report.columns import AXES, CHECKPOINTS, FP, GIVEN, MIB, RUNS_COLUMNS
-from xtc.study.grid import precision
+from xtc.study.grid import BASE, precision
 
 
 def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -29,6 +29,9 @@ def read_runs_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     elsewhere, only evaluated here) has no epochs, lr or seed: they read as ``GIVEN`` (0)."""
     path = Path(path)
     table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "recipe" not in table.columns:  # written before the recipe axis: every run is the study's base recipe
+        table["recipe"] = BASE
+    table["recipe"] = table["recipe"].replace("", BASE)
     missing = [c for c in RUNS_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{path} lacks the columns {missing}; a runs table has exactly {list(RUNS_COLUMNS)} "

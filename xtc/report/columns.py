@@ -16,7 +16,7 @@ from xtc.study.grid import FP, RUNS_COLUMNS, model_label
 __all__ = ["AXES", "CHECKPOINTS", "FP", "GIVEN", "KD_ORDER", "MIB", "RUNS_COLUMNS", "MetricColumn", "bits_sort_key",
            "kd_sort_key", "metric_columns", "model_label", "study_columns"]
 # A configuration is every axis except seed; task becomes table columns (one row per configuration).
-AXES = ("layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da")
+AXES = ("layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "recipe")
 CHECKPOINTS = ("best", "last")
 TASK_ORDER = (*XTC_GLUE_TASKS, "wnli")  # the paper's column order; WNLI last (never in the average)
 GIVEN = 0  # epochs, lr and seed of a given teacher (fine-tuned elsewhere): not trained here

@@ -67,7 +67,7 @@ def _variant_label(frame: pd.DataFrame, exclude: Collection[str]) -> pd.Series:
             else:
                 value = {"da": "DA on" if row["da"] else "DA off", "lr": f"lr {row['lr']:g}",
                          "teacher_layer": f"layers [{row['teacher_layer']}]", "kd": f"KD {row['kd']}",
-                         "epochs": f"{row['epochs']} ep"}[axis]
+                         "epochs": f"{row['epochs']} ep", "recipe": f"recipe {row['recipe']}"}[axis]
             if value in parts:
                 continue
             parts.append(value)

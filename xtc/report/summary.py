@@ -21,6 +21,7 @@ import pandas as pd
 from xtc.tasks import get_task
 from xtc.metrics import XTC_GLUE_TASKS, glue_average
 from xtc.report.collect import SIZE_COLUMNS
+from xtc.study.grid import BASE
 from xtc.report.columns import (AXES, CHECKPOINTS, FP, METRIC_SHORT, TASK_ORDER, MetricColumn, bits_sort_key,
                                 kd_sort_key, metric_columns, model_label, study_columns)
 
@@ -57,7 +58,8 @@ def assign_configurations(runs: pd.DataFrame) -> pd.DataFrame:
 def _row_order(axes: dict) -> tuple:
     """Teacher first, then 12, 6, 5 layers; within a depth FP, 1-bit, 2-bit (the paper's table order)."""
     return (-axes["layers"], axes["wbits"] != FP, bits_sort_key(axes["wbits"]), bits_sort_key(axes["abits"]),
-            axes["teacher_layer"], kd_sort_key(axes["kd"]), axes["epochs"], axes["lr"], axes["da"])
+            axes["teacher_layer"], kd_sort_key(axes["kd"]), axes["epochs"], axes["lr"], axes["da"],
+            axes["recipe"] != BASE, axes["recipe"])  # the base recipe first, then the named ones
 
 
 def _task_order(tasks) -> list[str]:

@@ -21,10 +21,11 @@ from xtc.metrics import XTC_GLUE_TASKS, describe_glue_average
 from xtc.report.collect import SIZE_COLUMNS
 from xtc.report.columns import AXES, CHECKPOINTS, GIVEN, study_columns
 from xtc.report.summary import headline
+from xtc.study.grid import BASE
 
 BEST_HEADING = "## Best dev checkpoint"  # the main table's section (xtc.report.show prints it)
 _AXIS_TITLES = {"layers": "Layers", "teacher_layer": "Teacher layers", "wbits": "W bits", "abits": "A bits",
-                "kd": "KD", "epochs": "Epochs", "lr": "LR", "da": "DA"}
+                "kd": "KD", "epochs": "Epochs", "lr": "LR", "da": "DA", "recipe": "Recipe"}
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,8 @@ def study_columns_tasks(tasks: Collection[str]) -> list[str]:
 
 
 def _fixed_axes(summary: pd.DataFrame) -> str:
-    fixed = [a for a in AXES if a not in varying_axes(summary)]
+    fixed = [a for a in AXES if a not in varying_axes(summary)
+             and not (a == "recipe" and summary[a].iloc[0] == BASE)]  # the base recipe goes unsaid
     return ", ".join(f"{_AXIS_TITLES[a]} {_axis_cell(a, summary[a].iloc[0])}" for a in fixed)
 
 

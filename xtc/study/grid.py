@@ -34,10 +34,15 @@ from xtc.tasks import TASKS
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 FP = "fp"
-# The grid axes: every one but teacher_layer is a path component (teacher_layer joins the layer value).
-AXES = ("task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "seed")
+# The grid axes: every one but teacher_layer and recipe is a path component (teacher_layer joins the layer value;
+# a recipe other than BASE prefixes the path: results/runs/recipe~att_zero/task~...).
+AXES = ("task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr", "da", "seed", "recipe")
 RUNS_COLUMNS = ("study", *AXES, "run_dir", "packed_dir")
-RUN = "results/runs/" + "/".join(f"{axis}~{{{axis}}}" for axis in AXES if axis != "teacher_layer")
+RUN = "results/runs/{recipe}" + "/".join(f"{axis}~{{{axis}}}" for axis in AXES
+                                         if axis not in ("teacher_layer", "recipe"))
+# The recipe of a run: the study's own train.set (BASE), or BASE plus a named entry of the study's `recipes:` (its
+# --set overrides, applied after train.set), e.g. the recipe ablation of config/findings/recipe.yaml.
+BASE = "base"
 TEACHERS = "results/teachers"
 TEACHER = TEACHERS + "/task~{task}/seed~{seed}"
 GIVEN_TEACHER = TEACHERS + "/task~{task}/given"
@@ -104,21 +109,39 @@ def model_label(layers: int | str, wbits: str, abits: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- the run key
-def run_row(task, layers, teacher_layer, wbits, abits, kd, epochs, lr, da, seed) -> dict:
+def run_row(task, layers, teacher_layer, wbits, abits, kd, epochs, lr, da, seed, recipe=BASE) -> dict:
     """A run's axis values, normalized (a full-precision student has full-precision activations)."""
     wbits = precision(wbits)
     return {"task": task, "layers": int(layers), "teacher_layer": tuple(teacher_layer) if teacher_layer else None,
             "wbits": wbits, "abits": FP if wbits == FP else precision(abits), "kd": kd, "epochs": int(epochs),
-            "lr": fmt_lr(lr), "da": int(da), "seed": int(seed)}
+            "lr": fmt_lr(lr), "da": int(da), "seed": int(seed), "recipe": str(recipe)}
+
+
+def recipe_key(recipe: str) -> str:
+    """Path spelling of a recipe: nothing for BASE (every run path of a study without recipes), else a prefix."""
+    return "" if recipe == BASE else f"recipe~{recipe}/"
 
 
 def run_dir(row: Mapping) -> str:
-    return RUN.format(**{**row, "layers": layers_key(row["layers"], row["teacher_layer"])})
+    return RUN.format(**{**row, "layers": layers_key(row["layers"], row["teacher_layer"]),
+                         "recipe": recipe_key(row["recipe"])})
+
+
+def run_wildcards(path: str) -> dict[str, str]:
+    """The wildcards Snakemake matches in a run dir (``run_key``'s inverse): every ``axis~value`` part, ``recipe``
+    in its path spelling (empty for the base recipe)."""
+    values = dict(part.split("~", 1) for part in path.split("/") if "~" in part)
+    values["recipe"] = recipe_key(values.get("recipe", BASE))
+    return values
 
 
 def run_key(values: Mapping) -> str:
-    """The run dir of a path's values (Snakemake wildcards: ``layers`` already in its path spelling)."""
-    return RUN.format(**{axis: values[axis] for axis in AXES if axis != "teacher_layer"})
+    """The run dir of a path's values (Snakemake wildcards: ``layers`` in its path spelling; ``recipe`` in its path
+    spelling, or a run row's recipe name)."""
+    recipe = values.get("recipe", "")
+    recipe = recipe if recipe == "" or recipe.endswith("/") else recipe_key(recipe)
+    return RUN.format(**{axis: values[axis] for axis in AXES if axis not in ("teacher_layer", "recipe")},
+                      recipe=recipe)
 
 
 def is_quantized(row: Mapping) -> bool:
@@ -139,8 +162,9 @@ def run_label(row: Mapping) -> str:
     if str(row["run_dir"]).startswith(TEACHERS + "/"):
         return f"{row['task']}/teacher"
     layers = f"L{row['layers']}" + (f"[{row['teacher_layer']}]" if row["teacher_layer"] else "")
+    recipe = [] if row.get("recipe", BASE) in (BASE, "") else [f"r-{row['recipe']}"]
     return "/".join((row["task"], layers, bits_label(row["wbits"], row["abits"]), row["kd"], f"e{row['epochs']}",
-                     f"lr{row['lr']}", f"da{row['da']}", f"s{row['seed']}"))
+                     f"lr{row['lr']}", f"da{row['da']}", f"s{row['seed']}", *recipe))
 
 
 # ------------------------------------------------------------------------------------------- loading, validation
@@ -247,25 +271,46 @@ def check_finetuned(study: Mapping) -> None:
                              "{task} (the GLUE task name): fix the template")
 
 
-def check_overrides(study: Mapping) -> None:
-    """Every ``train.set`` entry parses, names a recipe key the grid does not own, and the set validates."""
-    source, values = study["source"], {}
-    for item in study["train"]["set"]:
+def _check_set(items, where: str, source: str, values: dict) -> dict:
+    """``values`` updated with ``items`` (``section.key=value`` strings), each checked: it parses, names a recipe key
+    the grid does not own, and the whole set validates."""
+    values = dict(values)
+    for item in items:
         try:
             key, value = parse_override(item)
             with_values(Recipe(), {key: value})
         except ValueError as err:
-            raise StudyError(f"{source}: train.set {item!r}: {err}") from None
+            raise StudyError(f"{source}: {where} {item!r}: {err}") from None
         if key in GRID_OWNED:
             axis = GRID_OWNED[key]
             raise StudyError(
-                f"{source}: train.set {item!r} sets {key}, which the grid owns ({axis} names it in every run's path "
+                f"{source}: {where} {item!r} sets {key}, which the grid owns ({axis} names it in every run's path "
                 f"and label); vary {axis} instead, or drop the entry")
         values[key] = value
     try:
         with_values(Recipe(), values)
     except ValueError as err:
-        raise StudyError(f"{source}: train.set: {err}") from None
+        raise StudyError(f"{source}: {where}: {err}") from None
+    return values
+
+
+def check_overrides(study: Mapping) -> None:
+    """``train.set`` and every named recipe (on top of it) check out (``_check_set``); ``grid.recipe`` names
+    ``base`` or a recipe of ``recipes:``."""
+    source = study["source"]
+    base = _check_set(study["train"]["set"], "train.set", source, {})
+    for name, items in study["recipes"].items():
+        _check_set(items, f"recipes.{name}", source, base)
+    for name in study["grid"]["recipe"]:
+        if name != BASE and name not in study["recipes"]:
+            known = [BASE, *study["recipes"]]
+            raise StudyError(f"{source}: grid.recipe names '{name}', which recipes: does not define"
+                             f"{_hint(name, known)} use one of: {', '.join(known)}, or define it under recipes:")
+
+
+def recipe_overrides(study: Mapping, recipe: str) -> list[str]:
+    """The ``--set`` overrides of a run's recipe: ``train.set``, then the named recipe's (later wins)."""
+    return [*study["train"]["set"], *([] if recipe == BASE else study["recipes"][recipe])]
 
 
 def check_study(study: Mapping) -> None:
@@ -368,6 +413,13 @@ def load_studies(raw: Mapping, source: str, validate: Validate, schemas: Path = 
                 raise StudyError(
                     f"{study['source']}: '{key}' differs from {first['source']}; studies built together share "
                     f"their {key} settings (runs are found by grid values only): make them equal")
+    named = {}
+    for study in studies:  # a recipe name is part of run paths: one definition per invocation
+        for name, items in study["recipes"].items():
+            source, before = named.setdefault(name, (study["source"], items))
+            if before != items:
+                raise StudyError(f"{study['source']}: recipes.{name} differs from {source}'s; studies built "
+                                 f"together share a recipe's path: make them equal or rename one")
     return studies
 
 
@@ -409,7 +461,7 @@ def step1_row(study: Mapping, row: Mapping) -> dict | None:
         return None
     s1, task = study["step1"], row["task"]
     return run_row(task, row["layers"], row["teacher_layer"], FP, FP, s1["kd"], per_task(s1["epochs"], task),
-                   s1["lr"], per_task(s1["da"], task), row["seed"])
+                   s1["lr"], per_task(s1["da"], task), row["seed"], row["recipe"])  # step 1 under the run's recipe
 
 
 def grid_runs(study: Mapping) -> list[dict]:
@@ -420,7 +472,7 @@ def grid_runs(study: Mapping) -> list[dict]:
             choices = [tuple(c) if c else None for c in grid["teacher_layer"].get(str(layers)) or [None]]
             for values in itertools.product(choices, grid["wbits"], grid["abits"], grid["kd"],
                                             per_task(grid["epochs"], task), grid["lr"], per_task(grid["da"], task),
-                                            per_task(grid["seed"], task)):
+                                            per_task(grid["seed"], task), grid["recipe"]):
                 row = run_row(task, layers, *values)
                 if not is_quantized(row) and layers == n_teacher:
                     continue  # an FP student as deep as the teacher is the teacher
@@ -453,7 +505,7 @@ def teacher_row(study: Mapping, task: str) -> dict:
     return {"study": study["study"], "task": task, "layers": teacher["layers"], "teacher_layer": "", "wbits": FP,
             "abits": FP, "kd": "none", "epochs": "" if given else per_task(teacher["epochs"], task),
             "lr": "" if given else fmt_lr(teacher["lr"]), "da": 0, "seed": "" if given else teacher["seed"],
-            "run_dir": teacher_record_dir(study, task), "packed_dir": ""}
+            "recipe": BASE, "run_dir": teacher_record_dir(study, task), "packed_dir": ""}
 
 
 def study_table(study: Mapping) -> list[dict]:

@@ -27,8 +27,10 @@ from xtc.study.grid import (
     is_quantized,
     model_label,
     per_task,
+    recipe_overrides,
     run_dir,
     run_key,
+    run_wildcards,
     step1_row,
     study_runs,
     study_table,
@@ -44,7 +46,9 @@ DATA_RULES = frozenset({"finetune_teacher", "evaluate_given_teacher", "augment",
 
 class Jobs:
     def __init__(self, studies: list[dict]):
-        self.studies, self.settings, self.runs = studies, studies[0], {}
+        # the shared settings, with every study's named recipes (load_studies checked that a name means one thing)
+        self.settings = {**studies[0], "recipes": {n: r for s in studies for n, r in s["recipes"].items()}}
+        self.studies, self.runs = studies, {}
         for study in studies:
             for row in study_runs(study):
                 self.runs.setdefault(run_dir(row), row)
@@ -218,7 +222,7 @@ class Jobs:
             args += ["--kd", row["kd"]]
         if row["da"]:
             args += ["--train-file", AUGMENTED.format(task=row["task"])]
-        for override in self.settings["train"]["set"]:
+        for override in recipe_overrides(self.settings, row["recipe"]):
             args += ["--set", override]
         return shlex.join(args)
 
@@ -260,7 +264,7 @@ class Jobs:
                     "finetune", *words(self.teacher_args(wildcards)), "--task", task,
                     *words(self.train_args(wildcards)), "--seed", str(seed), "--out", self.teacher_dir(task)]
         for path in self.runs:
-            w = dict(part.split("~", 1) for part in path.split("/") if "~" in part)
+            w = run_wildcards(path)
             commands[path] = ["distill", *words(self.student_args(w)), "--task", w["task"],
                               *words(self.train_args(w)), "--epochs", w["epochs"], "--lr", w["lr"],
                               "--seed", w["seed"], "--out", path]

@@ -10,7 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from bench import deepspeed_step, export_ratio, kd_step, packed_eval, peers, quant_linear, serve, workflow
+from bench import deepspeed_step, export_ratio, kd_step, packed_eval, peers, quant_linear, serve, tradeoff, workflow
 from bench.machine import isa_line, machine
 
 SUITE = {
@@ -21,7 +21,10 @@ SUITE = {
     "export_ratio": export_ratio.run,
     "workflow": workflow.run,
     "serve": serve.run,
+    "tradeoff": tradeoff.run,
 }
+# Run only when named (--only): they read what another command left behind (tradeoff: `make demo`'s models).
+OPT_IN = ("tradeoff",)
 # The figure each benchmark is judged by, for the readable summary: (key, target).
 HEADLINES = {
     "kd_step": [("w1a8_over_fp32", "<= 1.15"), ("w1a8_compiled_over_fp32", "<= 0.95"),
@@ -40,6 +43,7 @@ HEADLINES = {
               ("engine_memory_ratio_vs_fp32", "<= 0.3"),
               ("engine_load_ratio_vs_fp32", "<= 1.0"), ("engine_packed_speedup_vs_fp32", ">= 2.5"),
               ("engine_packed_memory_ratio_vs_fp32", "<= 0.3"), ("numerics_within_bound", None)],
+    "tradeoff": [("best_ort_int8", None)],
     "workflow": [("dry_run", None), ("xtc_help_s", "< 3"), ("xtc_distill_first_step_s", "< 3"),
                  ("xtc_distill_cpu_s_at_first_step", None)],
 }
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(SUITE), action="append", help="run only these benchmarks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    names = args.only or list(SUITE)
+    names = args.only or [name for name in SUITE if name not in OPT_IN]
     if "serve" in names and SUITE["serve"] is serve.run and (why := peers.missing_extra()):
         print(f"python -m bench: {why}", file=sys.stderr)
         return 2
@@ -82,6 +86,8 @@ def summary_lines(report: dict, names: list[str]) -> list[str]:
             continue
         for shape, figures in entry.get("shapes", {}).items():
             lines.append(f"  {shape}: " + ", ".join(f"{k} = {v}" for k, v in figures.items()))
+        for label, row in entry.get("models", {}).items():
+            lines.append(f"  {label}: " + ", ".join(f"{k} = {v}" for k, v in row.items() if k != "kind"))
         for key, target in HEADLINES.get(name, []):
             if key in entry:
                 lines.append(f"  {key} = {entry[key]}" + (f"  (target {target})" if target else ""))

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench import __main__ as bench_main
-from bench import export_ratio, kd_step, machine, memory, packed_eval, peers, serve, timing, workflow
+from bench import export_ratio, kd_step, machine, memory, packed_eval, peers, serve, timing, tradeoff, workflow
 from bench.kd_step import Setting
 from guards import import_peer
 
@@ -319,5 +319,46 @@ def test_only_runs_one_benchmark_and_the_summary_shows_its_target(monkeypatch, c
 
 def test_every_benchmark_has_a_cli_name():
     assert set(bench_main.SUITE) == {"quant_linear", "kd_step", "deepspeed_step", "packed_eval", "export_ratio",
-                                     "workflow", "serve"}
+                                     "workflow", "serve", "tradeoff"}
+    assert set(bench_main.OPT_IN) <= set(bench_main.SUITE)
     assert set(bench_main.HEADLINES) <= set(bench_main.SUITE)
+
+
+@needs_serve_extra
+def test_tradeoff_puts_each_demo_model_s_dev_accuracy_beside_its_speed(tmp_path, monkeypatch):
+    """A tiny stand-in for `make demo`'s results (teacher dir, packed student, runs table, SST-2 dev file): every
+    model and ONNX Runtime peer is evaluated on the same dev set; the ORT FP32 export predicts as its source does."""
+    from textdata import tiny_tokenizer, write_glue_tsv
+    from xtc.checkpoint import save_model_dir
+    from xtc.config import QuantConfig
+    from xtc.models import random_model, tiny_bert_config
+    from xtc.packed.export import export_packed
+    from xtc.quant import quantize_
+
+    with pytest.raises(SystemExit, match="run `make demo` first"):
+        tradeoff.demo_models(tmp_path)
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    teacher = random_model(tiny_bert_config(vocab_size=len(tokenizer)), seed=0).eval()
+    teacher_dir = tmp_path / "results/teachers/task~sst2/seed~42"
+    save_model_dir(teacher, teacher_dir / "model")
+    tokenizer.save_pretrained(teacher_dir / "model")
+    student = random_model(tiny_bert_config(vocab_size=len(tokenizer)), seed=1).eval()
+    quantize_(student, QuantConfig(weight_bits=1))
+    run = "results/runs/task~sst2/layers~4/wbits~1/abits~8/kd~one_stage/epochs~1/lr~0.0001/da~0/seed~42"
+    export_packed(student, tmp_path / run / "packed/model.xtc.safetensors")
+    (tmp_path / "results/demo").mkdir(parents=True)
+    (tmp_path / tradeoff.RUNS).write_text(
+        "study\ttask\tlayers\twbits\tabits\trun_dir\tpacked_dir\n"
+        f"demo\tsst2\t4\tfp\tfp\tresults/teachers/task~sst2/seed~42\t\n"
+        f"demo\tsst2\t4\t1\t8\t{run}\t{run}/packed\n")
+    write_glue_tsv(tmp_path / "glue", "sst2", "validation", 40, seed=3)
+    monkeypatch.setenv("GLUE_DIR", str(tmp_path / "glue"))
+    result = tradeoff.run(quick=True, root=tmp_path)
+    rows = result["models"]
+    assert set(rows) == {"FP32 teacher 4L", "W1A8 4L (xtc int8 engine)", "ONNX Runtime fp32 (teacher)",
+                         "ONNX Runtime int8 (teacher)", "ONNX Runtime int8 per channel (teacher)",
+                         "ONNX Runtime int8 fused (teacher)"}
+    assert rows["ONNX Runtime fp32 (teacher)"]["accuracy"] == rows["FP32 teacher 4L"]["accuracy"]
+    assert all(0 <= r["accuracy"] <= 100 and _positive(r["sentences_per_s"]) for r in rows.values())
+    assert rows["W1A8 4L (xtc int8 engine)"]["size_vs_fp32"] < 0.5  # 1-bit codes (a tiny model: FP embeddings weigh)
+    assert result["best_ort_int8"] in rows and rows[result["best_ort_int8"]]["speedup_vs_best_ort_int8"] == 1.0

@@ -51,6 +51,10 @@ def test_calibrate_times_every_kind_and_the_plan_reads_it(tiny_study, capsys):
     job = after.costs.train("rte", 2, "fp", 1, 0, teacher=False)
     n = 2490  # the real RTE train split (no data.max_train_examples), 1 epoch
     assert job["seconds"] > n / fp2["samples_per_s"]  # training at the calibrated rate, plus start-up and evals
+    startup = entry["startup"]  # timed in a fresh process: what every job pays before its first step
+    assert sorted(startup) == ["export_s", "imports_s", "load_s"] and all(v > 0 for v in startup.values())
+    assert after.costs.export() == pytest.approx(sum(startup.values()))
+    assert after.costs.rates.start_s(2) == pytest.approx(startup["imports_s"] + 2 * startup["load_s"])
     # a second calibration of the same shape, batch, length and threads replaces the entry
     assert main(["calibrate", "--configfile", "cal.yaml", "--device", "cpu", "--steps", "1", "--warmup", "0",
                  "--layers", "2", "--out", str(out)]) == 0

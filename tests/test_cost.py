@@ -83,6 +83,29 @@ def test_a_calibration_replaces_the_default_and_other_kinds_scale_by_flops(tmp_p
     assert cost.JobCosts(s, "cpu", calibration=path).rates.note == cost.DEFAULT_NOTE  # no CPU entry
 
 
+def test_a_calibrated_start_up_replaces_the_fixed_estimate_in_every_job(tmp_path):
+    s, shape, seq = tiny(gpu=0, threads=1), cost.Shape(), 128
+    kinds = {"eval:6:fp": {"samples_per_s": 40.0, "flops_per_sample": cost.forward_flops(shape, 6, seq)},
+             "distill:6:1": {"samples_per_s": 10.0, "flops_per_sample": cost.train_flops(shape, 6, seq, 12)}}
+    entry = {"shape": shape.key(), "batch_size": 32, "seq_length": seq, "threads": 1, "tf32": False,
+             "measured": "2026-12-07", "kinds": kinds}
+    costs = {}
+    for name, startup in (("fixed", None), ("timed", {"imports_s": 3.0, "load_s": 1.5, "export_s": 2.0})):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"version": 1, "devices": {"cpu: Some CPU x1": [
+            {**entry, **({"startup": startup} if startup else {})}]}}))
+        costs[name] = cost.JobCosts(s, "cpu", calibration=path)
+    fixed, timed = costs["fixed"], costs["timed"]
+    train = [c.train("rte", 6, "1", 3, 0, teacher=False)["seconds"] for c in (fixed, timed)]
+    assert train[0] - train[1] == pytest.approx(cost.START_S - (3.0 + 2 * 1.5))  # the teacher and the student
+    assert fixed.export() == cost.SMALL_JOB_S["export"] and timed.export() == 3.0 + 1.5 + 2.0
+    evals = [c.evaluate("rte", 6, packed=True) for c in (fixed, timed)]
+    assert evals[0] - evals[1] == pytest.approx(cost.START_S - (3.0 + 1.5))
+    assert fixed.serving_report([(6, True)]) == cost.SMALL_JOB_S["serving_report"]
+    assert timed.serving_report([(6, False), (6, True)]) == pytest.approx(
+        3.0 + 2 * 1.5 + 6 * 32 / 40.0 + 6 * 32 / (40.0 * cost.INT8_SPEEDUP))
+
+
 @pytest.mark.parametrize("configfile, expected, names", [
     ("config/studies/xtc-main.yaml", XTC_MAIN, ["xtc-main"]),
     ("config/studies/layer-reduction.yaml", LAYER_REDUCTION, ["layer-reduction"]),

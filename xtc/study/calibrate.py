@@ -10,7 +10,9 @@ ids). Per kind it records samples per second, FLOPs per sample (``xtc.study.cost
 
 * ``finetune:L:fp``: teacher fine-tuning (labels only); ``distill:L:fp`` step 1, ``distill:L:1`` / ``distill:L:2``
   step 2 (W1A8 / W2A8) with KD from the teacher; ``eval:L:fp`` a forward under ``no_grad`` at the
-  evaluation batch; ``augment:12:fp`` the masked LM's rows (``xtc.augment``).
+  evaluation batch; ``augment:12:fp`` the masked LM's rows (``xtc.augment``);
+* ``startup``: what every job pays before its first step, in a fresh process (``time_startup``): the interpreter
+  and a training job's imports, loading one model directory of the study's shape, and a packed export.
 
 The result is one entry of ``config/calibration.json`` under the device's name (``xtc.device.device_name``);
 an entry of the same shape, batch, length, threads and TF32 setting is replaced. ``xtc plan`` and the workflow's
@@ -173,6 +175,55 @@ def _time_augment(mlm_shape: Shape, device: torch.device, steps: int, warmup: in
     return {"samples_per_s": rows / seconds, "flops_per_sample": flops, "peak_memory_bytes": peak, "row_tokens": row}
 
 
+# A job's fixed cost, timed in a fresh process as a job pays it: the interpreter and the imports of a training job,
+# loading one model directory of the study's shape, and exporting a W1A8 student of it packed.
+_STARTUP_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+import torch, transformers, xtc.commands, xtc.distill, xtc.train
+from xtc.checkpoint import load_model_dir
+from xtc.config import QuantConfig
+from xtc.packed.export import export_packed
+from xtc.quant import quantize_
+imported = time.perf_counter()
+model = load_model_dir(sys.argv[1])
+loaded = time.perf_counter()
+quantize_(model, QuantConfig(weight_bits=1))
+export_packed(model, sys.argv[2])
+print(json.dumps({"imports_s": imported - started, "load_s": loaded - imported,
+                  "export_s": time.perf_counter() - loaded}))
+"""
+
+
+def time_startup(shape: Shape, teacher_layers: int) -> dict:
+    """``imports_s`` (interpreter start included), ``load_s`` (one model directory of the teacher's shape) and
+    ``export_s`` (quantize and write it packed), measured in a fresh process, median of three."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from xtc.checkpoint import save_model_dir
+    from xtc.models import random_model
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="xtc-calibrate-") as tmp:
+        save_model_dir(random_model(_config(shape, teacher_layers)), Path(tmp) / "model")
+        for _ in range(3):
+            spawned = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", _STARTUP_CHILD, str(Path(tmp) / "model"),
+                                   str(Path(tmp) / "model.xtc.safetensors")], capture_output=True, text=True,
+                                  env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"the start-up timing child failed: {done.stderr[-2000:]}")
+            timing = json.loads(done.stdout.strip().splitlines()[-1])
+            total = time.perf_counter() - spawned
+            timing["imports_s"] = total - timing["load_s"] - timing["export_s"]  # the interpreter's start too
+            runs.append(timing)
+    return {key: round(sorted(r[key] for r in runs)[1], 3) for key in ("imports_s", "load_s", "export_s")}
+
+
 def calibrate(shape: Shape, teacher_layers: int, kinds: Sequence[str], batch: int, seq: int, device: torch.device,
               steps: int = 3, warmup: int = 1, tf32: bool = False, out: Path = CALIBRATION,
               mlm_shape: Shape | None = None) -> dict:
@@ -192,11 +243,14 @@ def calibrate(shape: Shape, teacher_layers: int, kinds: Sequence[str], batch: in
         peak = measured[kind]["peak_memory_bytes"]
         log.info("%s: %.1f samples/s%s (%.0f s)", kind, measured[kind]["samples_per_s"],
                  f", peak {peak / 2**30:.2f} GiB" if peak else "", time.perf_counter() - started)
+    startup = time_startup(shape, teacher_layers)
+    log.info("start-up: imports %.1f s, a model load %.1f s, an export %.1f s", startup["imports_s"],
+             startup["load_s"], startup["export_s"])
     info = device_info(device, tf32=tf32)
     name = device_name(device)
     entry = {"shape": shape.key(), "batch_size": batch, "seq_length": seq, "threads": torch.get_num_threads(),
              "tf32": info["tf32"], "torch": torch.__version__, "cuda": torch.version.cuda, "steps": steps,
-             "measured": datetime.now(UTC).strftime("%Y-%m-%d"), "kinds": measured}
+             "measured": datetime.now(UTC).strftime("%Y-%m-%d"), "kinds": measured, "startup": startup}
     data = read_calibration(out)
     same = ("shape", "batch_size", "seq_length", "threads", "tf32")
     entries = [e for e in data["devices"].get(name, []) if any(e[k] != entry[k] for k in same)]

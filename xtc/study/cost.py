@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +196,14 @@ class Rates:
     seq: float
     batch: int
     note: str = ""
+    startup: Mapping[str, float] | None = None  # imports_s, load_s, export_s (calibrate.time_startup)
+
+    def start_s(self, models: int) -> float:
+        """A job's fixed cost before its first step: the imports and ``models`` model loads (calibrated), else
+        START_S (an estimate)."""
+        if not self.startup:
+            return START_S
+        return self.startup["imports_s"] + models * self.startup["load_s"]
 
     def flops_rate(self, key: str, flops_per_sample: float) -> float:
         """Effective FLOP/s of a calibrated kind (or of the calibrated kind nearest in depth and job)."""
@@ -226,7 +234,8 @@ def find_rates(device_type: str, shape: Shape, batch: int, seq: float, threads: 
                    and (device_type != "cpu" or e["threads"] == threads) and e.get("tf32", False) == tf32]
         if entries:
             best = min(entries, key=lambda e: abs(e["seq_length"] - seq))
-            return Rates(name, best["kinds"], best["seq_length"], batch, f"calibrated on {name} ({best['measured']})")
+            return Rates(name, best["kinds"], best["seq_length"], batch, f"calibrated on {name} ({best['measured']})",
+                         best.get("startup"))
     rate = DEFAULT_FLOPS[device_type] * (threads if device_type == "cpu" else 1)
     default = {"default:0:fp": {"samples_per_s": 1.0, "flops_per_sample": rate}}
     return Rates(f"default {device_type}", default, seq, batch, DEFAULT_NOTE)
@@ -297,8 +306,26 @@ class JobCosts:
     def evaluate(self, task: str, layers: int, packed: bool = False) -> float:
         """A dev-set evaluation job: on the training device, or (``packed``) the integer engine on CPU."""
         if packed:
-            return START_S + self._eval(task, layers, self.cpu_rates, INT8_SPEEDUP)
-        return START_S + self._eval(task, layers, self.rates)
+            return self.cpu_rates.start_s(1) + self._eval(task, layers, self.cpu_rates, INT8_SPEEDUP)
+        return self.rates.start_s(1) + self._eval(task, layers, self.rates)
+
+    def export(self) -> float:
+        """An export job (CPU): start-up, the run's model loaded, quantized and written packed."""
+        startup = self.cpu_rates.startup
+        return startup["imports_s"] + startup["load_s"] + startup["export_s"] if startup else SMALL_JOB_S["export"]
+
+    def serving_report(self, models: Sequence[tuple[int, bool]]) -> float:
+        """The serving report (CPU): every (layers, packed) model loaded, then timed on 6 batches of the study's
+        batch size at data.max_seq_length (``xtc.packed.serving.measure``: a warm-up round and 5)."""
+        rates = self.cpu_rates
+        if not rates.startup:
+            return SMALL_JOB_S["serving_report"]
+        batch, seq = self.settings["data"]["batch_size"], self.settings["data"]["max_seq_length"]
+        seconds = rates.startup["imports_s"]
+        for layers, packed in models:
+            rate = rates.samples_per_s(kind_key("eval", layers), forward_flops(self.shape, layers, seq), seq)
+            seconds += rates.startup["load_s"] + 6 * batch / (rate * (INT8_SPEEDUP if packed else 1.0))
+        return seconds
 
     def train(self, task: str, layers: int, wbits: str, epochs, da, teacher: bool) -> dict:
         """Seconds, optimizer steps, evaluations and peak GPU memory of one training job."""
@@ -314,7 +341,8 @@ class JobCosts:
             rate /= QUANT_OVERHEAD
         if teacher and not self.gpu:  # the teacher's own threads (resources.teacher_threads), scaled linearly
             rate *= (s["resources"]["teacher_threads"] or self.threads) / self.threads
-        seconds = (START_S + (examples + self.dev_examples(task)) / TOKENIZE_PER_S + examples * epochs / rate
+        seconds = (self.rates.start_s(1 if teacher else 2) + (examples + self.dev_examples(task)) / TOKENIZE_PER_S
+                   + examples * epochs / rate
                    + evals * self._eval(task, layers, self.rates))
         memory = self.rates.peak_memory(key) or self.memory_estimate(layers, wbits, seq, teacher)
         return {"seconds": seconds, "steps": steps, "evals": evals, "memory": memory, "kind": key}
@@ -344,7 +372,7 @@ class JobCosts:
         mlm = self.mlm
         flops = forward_flops(mlm, mlm.layers, row) + 2 * mlm.hidden * mlm.vocab * row  # LM head on every position
         rate = self.rates.samples_per_s(kind_key("augment", mlm.layers), flops, row)
-        return START_S + examples / TOKENIZE_PER_S + rows / rate
+        return self.rates.start_s(1) + examples / TOKENIZE_PER_S + rows / rate
 
     def augmented_bytes(self, task: str) -> int:
         copies = self.settings["augment"]["copies"] or TASKS[task].aug_copies

@@ -24,7 +24,8 @@ from xtc.study.cost import (
     safetensors_bytes,
     tensors,
 )
-from xtc.study.grid import data_dir, is_quantized, per_task, run_dir, step1_row, teacher_given, teacher_record_dir
+from xtc.study.grid import (data_dir, is_quantized, per_task, run_dir, run_wildcards, step1_row, teacher_given,
+                            teacher_record_dir)
 from xtc.study.jobs import Jobs
 from xtc.tasks import TASKS
 
@@ -101,7 +102,7 @@ class Plan:
                               run_dir_bytes(self.shape, layers, TASKS[task].num_labels, cost["steps"], cost["evals"],
                                             bits), cost["memory"], cost["kind"], path))
             if is_quantized(row):
-                self._add(PlanJob(f"export {path}", "export", SMALL_JOB_S["export"], 0, 1, [f"distill {path}"]))
+                self._add(PlanJob(f"export {path}", "export", self.costs.export(), 0, 1, [f"distill {path}"]))
                 self._add(PlanJob(f"evaluate_packed {path}", "evaluate_packed",
                                   self.costs.evaluate(task, layers, packed=True), 0,
                                   self.threads, [f"export {path}"], 4_000))
@@ -113,9 +114,13 @@ class Plan:
             sizes = [f"export {p.removesuffix('/packed/size.json')}" for p in jobs.study_sizes(name)]
             self._add(PlanJob(f"aggregate {name}", f"aggregate_{name.replace('-', '_')}", local,
                               deps=[f"runs_table {name}", *metrics, *sizes]))
-            if jobs.serving_plan(name)["students"]:
+            serving = jobs.serving_plan(name)
+            if serving["students"]:
                 deps = [self._producer(p) for p in jobs.serving_inputs(name)]
-                self._add(PlanJob(f"serving_report {name}", "serving_report", SMALL_JOB_S["serving_report"], 0,
+                models = [(L, False) for _ in serving["teachers"]]
+                models += [(run_wildcards(s["packed"])["layers"].split("_")[0], True) for s in serving["students"]]
+                self._add(PlanJob(f"serving_report {name}", "serving_report",
+                                  self.costs.serving_report([(int(n), packed) for n, packed in models]), 0,
                                   self.threads, deps))
         produced = [n for n in self.nodes if n.split()[0] in ("finetune_teacher", "evaluate_given_teacher", "distill",
                                                                 "export", "evaluate_packed")]

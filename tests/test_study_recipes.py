@@ -116,7 +116,8 @@ def test_the_recipe_ablation_switches_one_key_at_a_time_from_the_faithful_recipe
     commands = xtc_commands("--configfile", "config/findings/recipe.yaml")
     teachers = [argv for argv in commands if argv[0] == "finetune"]
     students = [(argv, recipe_of(argv)) for argv in commands if argv[0] == "distill"]
-    assert len(teachers) == 3 and len(students) == 7 * 3 * 3
+    # 7 recipes x 3 tasks x 3 seeds at 1x; SST-2 at 3x for four recipes; SST-2 3L (and its step-1 student) for two
+    assert len(teachers) == 3 and len(students) == 7 * 3 * 3 + 4 * 3 + 2 * 3 * 2
     faithful = ("original", "original", "original", "max_length", False)
     changed = {"faithful": {}, "att_zero": {1: "zero"}, "rep_input": {0: "input"}, "optim_torch": {2: "torch"},
                "dynamic": {3: "dynamic"}, "dynamic_grouped": {3: "dynamic", 4: True},
@@ -128,7 +129,10 @@ def test_the_recipe_ablation_switches_one_key_at_a_time_from_the_faithful_recipe
         keys = (recipe.distill.rep_first, recipe.distill.att_mask, recipe.train.optimizer, recipe.data.padding,
                 recipe.train.group_by_length)
         assert keys == tuple(changed[name].get(i, v) for i, v in enumerate(faithful)), (name, keys)
-        assert recipe.data.max_seq_length == 64 and recipe.train.epochs == 1 and recipe.quant.weight_bits == 1
-        seen.add((name, recipe.data.task, recipe.train.seed))
+        assert recipe.data.max_seq_length == 64 and recipe.quant.weight_bits in (1, None)  # None: step 1
+        assert recipe.train.epochs == 1 or (recipe.data.task == "sst2" and name in (
+            "faithful", "att_zero", "dynamic_grouped", "former"))
+        assert "/layers~6/" in out or (recipe.data.task == "sst2" and name in ("faithful", "rep_input"))
+        seen.add(out)
     assert len(seen) == len(students)
     assert all(recipe_of(argv).data.padding == "max_length" for argv in teachers)

@@ -235,7 +235,7 @@ def test_tiny_study_end_to_end(tiny_run):
     with (tiny_run / "results/tiny/runs.tsv").open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert list(rows[0]) == ["study", "task", "layers", "teacher_layer", "wbits", "abits", "kd", "epochs", "lr",
-                             "da", "seed", "run_dir", "packed_dir"]
+                             "da", "seed", "recipe", "run_dir", "packed_dir"]
     assert [(r["layers"], r["wbits"], r["abits"], r["kd"]) for r in rows] == [
         ("4", "fp", "fp", "none"), ("4", "1", "8", "one_stage"), ("2", "fp", "fp", "one_stage"),
         ("2", "1", "8", "one_stage"),

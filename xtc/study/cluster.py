@@ -30,6 +30,11 @@ CPU_PARTITION_ENV = "XTC_CPU_PARTITION"
 DEFAULT_STUDY = "config/config.yaml"
 
 
+
+def job_wildcards(job) -> str:
+    """A job's wildcards as ``task=rte, layers=4, ...``; empty ones (the base recipe's path prefix) left out."""
+    return ", ".join(f"{k}={v}" for k, v in job.wildcards.items() if v != "")
+
 def _is_slurm(workflow) -> bool:
     plugin = workflow.executor_plugin
     return plugin is not None and plugin.name == "slurm" and workflow.is_main_process
@@ -87,7 +92,7 @@ def report_failures(workflow, logfiles: str | list[str] | None = None) -> None:
         return
     lines = [f"{len(failed)} job(s) failed; the others ran on (keep-going). Run the same command again to retry them:"]
     for job in failed:
-        wildcards = ", ".join(f"{k}={v}" for k, v in job.wildcards.items())
+        wildcards = job_wildcards(job)
         lines.append(f"  failed: rule {job.rule.name} ({wildcards or 'no wildcards'}): "
                      f"{', '.join(map(str, job.log)) or 'no log'}")
     for line in lines:
@@ -189,7 +194,7 @@ def largest_requests(jobs, default_partition: str) -> dict[str, dict[str, tuple[
         if job.is_local:
             continue
         where = str(job.resources.get("slurm_partition") or default_partition)
-        name = f"{job.rule.name} ({', '.join(f'{k}={v}' for k, v in job.wildcards.items()) or 'no wildcards'})"
+        name = f"{job.rule.name} ({job_wildcards(job) or 'no wildcards'})"
         mine = largest.setdefault(where, {})
         for key in ("runtime", "mem_mb", "gpu"):
             value = int(job.resources.get(key) or 0)

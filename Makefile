@@ -111,8 +111,8 @@ FINDINGS_FILE ?= config/findings/findings-cpu.yaml
 FINDINGS := --configfile $(FINDINGS_FILE)
 
 findings: $(VENV)/.demo-installed
-	@test -f $(FINDINGS_FILE) || { echo "make findings: FINDINGS_FILE=$(FINDINGS_FILE) does not exist; use one of: \
-		$$(ls config/findings/*.yaml | tr '\n' ' ')"; exit 2; }
+	@test -f $(FINDINGS_FILE) || { echo "make findings: FINDINGS_FILE=$(FINDINGS_FILE) does not exist; use one of:" \
+		"$$(ls config/findings/*.yaml | tr '\n' ' ')"; exit 2; }
 	$(WITH_VENV) $(BIN)/snakemake --cores $(DEMO_CORES) --keep-going $(FINDINGS) $(SNAKEMAKE_ARGS)
 	$(WITH_VENV) $(BIN)/snakemake $(FINDINGS) --report results/report-$(basename $(notdir $(FINDINGS_FILE))).html all
 

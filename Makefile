@@ -106,7 +106,7 @@ calibrate-gpu: venv
 # The paper's findings at CPU scale (docs/findings-cpu.md): MiniLM-L6 on real SST-2, CoLA and MRPC, 3 seeds (the
 # job count: snakemake -n $(FINDINGS)), about 2 hours on 2 cores; stopped, it resumes where it was. Needs GLUE_DIR
 # (or the hub) and the demo extra. The second round: FINDINGS_FILE=config/findings/recipe.yaml (the recipe
-# ablation) or config/findings/kd-long.yaml (KD variants at a long budget); `make plan` prices either first.
+# ablation; recipe-tasks.yaml its MRPC and CoLA part) or config/findings/kd-long.yaml (KD variants at a long budget); `make plan` prices either first.
 FINDINGS_FILE ?= config/findings/findings-cpu.yaml
 FINDINGS := --configfile $(FINDINGS_FILE)
 

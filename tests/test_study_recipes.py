@@ -136,3 +136,14 @@ def test_the_recipe_ablation_switches_one_key_at_a_time_from_the_faithful_recipe
         seen.add(out)
     assert len(seen) == len(students)
     assert all(recipe_of(argv).data.padding == "max_length" for argv in teachers)
+
+
+def test_the_recipe_ablations_task_part_trains_runs_of_the_whole_ablation():
+    """config/findings/recipe-tasks.yaml is recipe.yaml's MRPC and CoLA part as a study of its own: every command it
+    would run is one of recipe.yaml's, word for word (one shared file: the same runs, trained once)."""
+    whole = {shlex.join(argv) for argv in xtc_commands("--configfile", "config/findings/recipe.yaml")}
+    part = [argv for argv in xtc_commands("--configfile", "config/findings/recipe-tasks.yaml")]
+    students = [argv for argv in part if argv[0] == "distill"]
+    assert len(students) == 2 * 5 * 3 and len([a for a in part if a[0] == "finetune"]) == 2
+    assert {recipe_of(argv).data.task for argv in students} == {"mrpc", "cola"}
+    assert [shlex.join(argv) for argv in part if shlex.join(argv) not in whole] == []

@@ -368,7 +368,8 @@ def with_shared(raw: Mapping, source: str) -> dict:
                          f"directory) or drop the key")
     merged = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(merged, dict) or "shared" in merged or "grid" in merged:
-        raise StudyError(f"{source}: shared = {path} must hold shared sections only ({', '.join(SHARED_KEYS)})")
+        raise StudyError(f"{source}: shared = {path} must hold shared sections only ({', '.join(SHARED_KEYS)}, "
+                         f"recipes)")
     for key, value in raw.items():
         both = isinstance(value, dict) and isinstance(merged.get(key), dict)
         merged[key] = {**merged[key], **value} if both else value

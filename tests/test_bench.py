@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,34 @@ def test_serve_profile_splits_both_sides_into_the_same_components():
     assert set(result["whole_model_s"]) == {"engine", "ort_int8"} and result["machine"]["isa"]
 
 
+@needs_serve_extra
+def test_serve_sweep_times_every_cell_against_that_cell_s_fastest_ort_int8(monkeypatch):
+    """threads x batch x sequence: every cell holds every candidate's throughput and the engine's ratio against the
+    fastest ONNX Runtime int8 variant of that same cell; the thread count is restored afterwards."""
+    from bench import serve_sweep
+
+    monkeypatch.setenv("XTC_ENGINE_COMPILE", "0")
+    before = torch.get_num_threads()
+    mode = {"depth": 1, "threads": (1, 2, 10_000), "batches": (1, 2), "seqs": (8, 16), "rounds": 1,
+            "model": SERVE_TINY["model"]}
+    result = serve_sweep.run(mode=mode)
+    assert torch.get_num_threads() == before
+    threads = [t for t in (1, 2) if t <= (os.cpu_count() or 1)]
+    assert result["threads"] == threads  # 10,000 threads: more than the machine's cores, left out
+    assert set(result["cells"]) == {f"threads{t}_{b}x{s}" for t in threads for b in (1, 2) for s in (8, 16)}
+    for cell in result["cells"].values():
+        assert set(cell["sentences_per_s"]) == set(serve_sweep.CANDIDATES)
+        assert all(_positive(v) for v in cell["sentences_per_s"].values())
+        per_s = cell["sentences_per_s"]
+        assert cell["best_ort_int8"] == max(serve_sweep.ORT_INT8, key=per_s.get)
+        for engine in serve.ENGINES:  # the ratio of medians: the engine's sentences/s over the best variant's
+            assert cell[f"{engine}_speedup_vs_best_ort_int8"] == pytest.approx(
+                per_s[engine] / per_s[cell["best_ort_int8"]], rel=0.02, abs=1e-3)
+    ratios = [c[f"{e}_speedup_vs_best_ort_int8"] for c in result["cells"].values() for e in serve.ENGINES]
+    assert result["engine_vs_best_ort_int8_min"] == min(ratios)
+    assert 0 <= result["cells_engine_at_or_above_best_ort_int8"] <= len(result["cells"])
+
+
 def test_serve_refuses_in_one_line_without_the_serve_extra(monkeypatch, capsys):
     monkeypatch.setattr(peers, "missing_extra", lambda: "the serve benchmark needs the serve extra (onnxruntime "
                                                         "missing): pip install -c constraints.txt -e '.[serve]'")
@@ -319,7 +348,7 @@ def test_only_runs_one_benchmark_and_the_summary_shows_its_target(monkeypatch, c
 
 def test_every_benchmark_has_a_cli_name():
     assert set(bench_main.SUITE) == {"quant_linear", "kd_step", "deepspeed_step", "packed_eval", "export_ratio",
-                                     "workflow", "serve", "tradeoff"}
+                                     "workflow", "serve", "serve_sweep", "tradeoff"}
     assert set(bench_main.OPT_IN) <= set(bench_main.SUITE)
     assert set(bench_main.HEADLINES) <= set(bench_main.SUITE)
 

@@ -463,3 +463,36 @@ def test_export_replaces_an_earlier_export_and_an_empty_folder(tmp_path):
     (tmp_path / "notes" / "todo.txt").write_text("replace me")
     for out, overwrite in (("run/packed", False), ("empty", False), ("new", False), ("notes", True)):
         check_export_out(model, tmp_path / out, overwrite)  # no error
+
+
+def test_a_run_whose_sources_only_moved_resumes_and_a_hub_switch_does_not(tmp_path, caplog):
+    """Another GLUE_DIR or venv path is the same run (it resumes, config.json keeps where it began); GLUE from the hub
+    instead of a local folder is another recipe (the hub may order examples otherwise)."""
+    import logging
+
+    from xtc.study.rundir import prepare_out_dir, recipe_clashes
+
+    def config(data_dir, model_dir):
+        return {"recipe": {"data": {"data_dir": data_dir, "task": "sst2"}, "train": {"lr": 1e-4}},
+                "inputs": {"model": "m", "model_dir": model_dir}}
+
+    out = tmp_path / "run"
+    began = config("/data/glue", "/old/venv/model")
+    assert prepare_out_dir(out, began, overwrite=False) == "new"
+    (out / "state").mkdir()
+    (out / "state" / "train_state.pt").write_bytes(b"state")
+    with caplog.at_level(logging.INFO, logger="xtc.study.rundir"):
+        assert prepare_out_dir(out, config("/scratch/glue", "/new/venv/model"), overwrite=False) == "resume"
+    assert "recipe.data.data_dir: '/data/glue' -> '/scratch/glue'" in caplog.text
+    assert json.loads((out / "config.json").read_text()) == began
+    with pytest.raises(ValueError, match=r"different recipe \(recipe.data.data_dir: 'local' -> None\)"):
+        prepare_out_dir(out, config(None, "/new/venv/model"), overwrite=False)
+    with pytest.raises(ValueError, match=r"recipe.train.lr: 0.0001 -> 0.0003"):
+        changed = config("/scratch/glue", "/old/venv/model")
+        changed["recipe"]["train"]["lr"] = 3e-4
+        prepare_out_dir(out, changed, overwrite=False)
+    # the workflow's check before the first job: the same rule
+    commands = {str(out): ["distill"]}
+    assert recipe_clashes(commands, lambda argv: config("/scratch/glue", None)["recipe"]) == {}
+    assert recipe_clashes(commands, lambda argv: config(None, None)["recipe"]) == {
+        str(out): "data.data_dir: 'local' -> None"}

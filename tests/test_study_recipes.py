@@ -24,6 +24,13 @@ def xtc_commands(*args: str) -> list[list[str]]:
     """``argv`` (after ``xtc``) of every training command a dry run of the workflow would run."""
     env = {"PATH": f"{BIN}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONPATH": str(REPO), "HOME": str(Path.home())}
+    # The dry run only prints commands: runs a developer trained in this checkout's results/ (e.g. with GLUE_DIR
+    # set) must not decide it, so the study's clash check, tested on its own (test_rundir.py), is switched off.
+    args = list(args)
+    if "--config" in args:
+        args.insert(args.index("--config") + 1, "recipe_change=replace")
+    else:
+        args += ["--config", "recipe_change=replace"]
     done = subprocess.run([str(BIN / "snakemake"), "-n", "-p", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -38,16 +38,42 @@ def replace_changed_recipes() -> None:
     os.environ[RECIPE_CHANGE_ENV] = "replace"
 
 
+# Where a run's sources were read from, not what it trained: the local GLUE folder and the directory a model name
+# resolved to (a venv's package, a prefetched store). A run whose sources only moved -- another GLUE_DIR, a new venv,
+# a cluster's other mount -- is the same run: it resumes, and the study's clash check passes it. Hub or local GLUE
+# still differ (the hub's copy may order examples otherwise, and the seeded subset with them): ``data_dir`` keeps
+# whether it is set.
+LOCATION_KEYS = (("recipe", "data", "data_dir"), ("inputs", "model_dir"))
+
+
+def without_locations(run_config: dict[str, Any]) -> dict[str, Any]:
+    """``run_config`` (``config.json``'s content) with ``LOCATION_KEYS`` reduced to what decides whether two runs are
+    the same: ``data_dir`` to "local" or None (the hub), ``model_dir`` dropped."""
+    out = json.loads(json.dumps(run_config))
+    for *parents, key in LOCATION_KEYS:
+        node = out
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict) and key in node:
+            if key == "data_dir":
+                node[key] = None if node[key] is None else "local"
+            else:
+                del node[key]
+    return out
+
+
 def recipe_clashes(commands: dict[str, list[str]], recipe_of) -> dict[str, str]:
     """The run directories whose ``config.json`` holds another recipe than their job's command would train:
-    dir -> its first differences; ``recipe_of(argv)`` is the CLI's own argv -> recipe dict."""
+    dir -> its first differences; ``recipe_of(argv)`` is the CLI's own argv -> recipe dict. Locations
+    (``LOCATION_KEYS``) are not part of a recipe."""
     clashes = {}
     for path, argv in commands.items():
         try:
             stored = json.loads((Path(path) / "config.json").read_text())["recipe"]
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no run there yet (or not an xtc run: the job itself refuses it)
-        diffs = _diff(stored, json.loads(json.dumps(recipe_of(argv))))
+        wanted = json.loads(json.dumps(recipe_of(argv)))
+        diffs = _diff(without_locations({"recipe": stored})["recipe"], without_locations({"recipe": wanted})["recipe"])
         if diffs:
             clashes[path] = "; ".join(diffs[:3])
     return clashes
@@ -109,8 +135,11 @@ def prepare_out_dir(out: Path, run_config: dict[str, Any], overwrite: bool) -> s
         _empty(out)
     if config_path.is_file():
         previous = json.loads(config_path.read_text())
-        if previous != run_config:
-            diffs = _diff(previous, run_config)
+        if previous != run_config and without_locations(previous) == without_locations(run_config):
+            log.info("%s: the same recipe, its sources read from elsewhere now (%s); config.json keeps where the run "
+                     "began", out, "; ".join(_diff(previous, run_config)[:3]))
+        elif previous != run_config:
+            diffs = _diff(without_locations(previous), without_locations(run_config))
             if os.environ.get(RECIPE_CHANGE_ENV) != "replace":
                 raise ValueError(
                     f"{out} was made by a different recipe ({'; '.join(diffs[:5])}); use another --out, "

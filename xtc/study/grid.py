@@ -356,7 +356,8 @@ def check_study(study: Mapping) -> None:
 
 def with_shared(raw: Mapping, source: str) -> dict:
     """``raw`` with the sections of its ``shared:`` file (a path relative to the working directory) filled in: a
-    section the study writes itself wins key by key. The paper studies share config/studies/shared/paper.yaml."""
+    section the study writes itself wins key by key. The paper studies share config/studies/shared/paper.yaml; a
+    shared file may also define ``recipes:`` once for several studies (config/findings/shared/recipe.yaml)."""
     raw = dict(raw)
     path = raw.pop("shared", None)
     if path is None:

@@ -26,7 +26,7 @@ SUITE = {
     "tradeoff": tradeoff.run,
 }
 # Run only when named (--only): tradeoff reads what another command left behind (`make demo`'s models); serve_sweep
-# takes ~10 minutes beside serve's record.
+# takes ~5 minutes beside serve's record.
 OPT_IN = ("tradeoff", "serve_sweep")
 # The figure each benchmark is judged by, for the readable summary: (key, target).
 HEADLINES = {

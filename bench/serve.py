@@ -28,7 +28,8 @@ engine's ``compile_s`` is its kernels' compilation, from inductor's on-disk cach
 ``resident_mib``: RSS after the load and that first forward with the allocator's free memory returned, minus the
 baseline -- the model's weights as they sit in memory once serving (the engine unpacks its codes at first use, ONNX
 Runtime prepacks at session creation). ``engine_eager`` is the engine's child with ``XTC_ENGINE_COMPILE=0`` (the
-cold start without a C++ compiler).
+cold start without a C++ compiler). Where the engine's products run on oneDNN's prepacked int8 linear (AMX CPUs,
+``xtc.quant.int8.select_matmul``), ``engine_int_mm`` is the same engine on ``torch._int_mm``, timed beside it.
 """
 
 from __future__ import annotations
@@ -56,15 +57,25 @@ ENGINE_OF = {"engine": "int8", "engine_packed": "int8-packed"}  # candidate -> x
 FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "latency_rounds": 5, "peers": "available"}
 QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "latency_rounds": 3, "peers": "available"}
 ENGINES = ("engine", "engine_packed")
+# where the process's engine runs its products on oneDNN (AMX: xtc.quant.int8.select_matmul), the same engine on
+# torch._int_mm is timed beside it: the kernel's own gain, in the same run
+INT_MM = "engine_int_mm"
 
 
 def load(candidate: str, path: str | Path):
     """The candidate model from its file (the loaders a user calls)."""
     from xtc.checkpoint import load_model_dir
     from xtc.packed import load as load_packed
+    from xtc.quant.int8 import Int8Linear
 
     if candidate in ENGINE_OF:
         return load_packed(path, engine=ENGINE_OF[candidate])
+    if candidate == INT_MM:  # the engine with the products on torch._int_mm where the process chose oneDNN
+        model = load_packed(path, engine="int8")
+        for module in model.modules():
+            if isinstance(module, Int8Linear):
+                module.kernel = "int_mm"  # before first use: it stays
+        return model
     if candidate in peers.PEERS:
         return peers.load_peer(candidate, Path(path))
     return load_model_dir(path).eval()
@@ -125,14 +136,16 @@ def _numerics(engine, fake, inputs, engine_packed=None) -> dict:
 
 
 def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> dict:
-    from xtc.quant.int8 import compile_status
+    from xtc.quant.int8 import engine_status
 
     model = (*mode.get("model", ()), ("num_hidden_layers", depth))
     setting = Setting(mode["batch"], mode["seq"], mode["rounds"], model)
     peer_names = tuple(mode.get("peers", ())) if with_peers else ()
-    candidates = CANDIDATES + peer_names
+    int_mm = (INT_MM,) if engine_status()["matmul"] == "onednn" else ()
+    candidates = CANDIDATES + int_mm + peer_names
     with tempfile.TemporaryDirectory(prefix="xtc-serve-") as tmp:
         paths = write_files(setting, Path(tmp))
+        paths[INT_MM] = paths["engine"]
         result: dict = {}
         if peer_names:
             started = time.perf_counter()
@@ -155,6 +168,10 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
         inputs = _inputs(setting, vocab, batch)
         if key == "throughput":
             result["numerics"] = _numerics(models["engine"], models["fake_quant"], inputs, models["engine_packed"])
+            if int_mm:
+                with torch.inference_mode():
+                    result["numerics"]["engine_int_mm_logits_equal_engine"] = torch.equal(
+                        models[INT_MM](**inputs).logits, models["engine"](**inputs).logits)
             if peer_names:
                 result["numerics"]["peers_max_abs_logit_diff_vs_fp32"] = _peer_diffs(models, peer_names, inputs)
         samples = interleaved_samples({c: _forward(m, inputs) for c, m in models.items()}, rounds, warmup=1)
@@ -167,6 +184,8 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
         figures["engine_packed_speedup_vs_fp32"] = packed["ratio"]
         figures["engine_packed_speedup_round_quartiles"] = packed["round_ratio_quartiles"]
         figures["fake_quant_speedup_vs_fp32"] = summary(samples, "fp32", "fake_quant")["ratio"]
+        if int_mm:  # > 1: oneDNN's prepacked products serve faster than torch._int_mm's
+            figures["engine_speedup_vs_engine_int_mm"] = summary(samples, INT_MM, "engine")["ratio"]
         for c in peer_names:
             figures[f"{c}_speedup_vs_fp32"] = summary(samples, "fp32", c)["ratio"]
         ort_int8 = [c for c in peer_names if c in peers.ORT_INT8]
@@ -187,7 +206,7 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
             for engine in ENGINES:
                 result[f"{engine}_resident_ratio_vs_best_ort_int8"] = round(
                     mem[engine]["resident_mib"] / mem[best]["resident_mib"], 3)
-    result["kernels"] = compile_status()
+    result["kernels"] = engine_status()
     return result
 
 
@@ -280,7 +299,7 @@ def child(candidate: str, path: str, batch: int, seq: int, steps: int, vocab: in
     elif candidate == "torchao_int8":
         import torchao.quantization  # noqa: F401
     compile_s = None
-    if candidate in ENGINE_OF:
+    if candidate in ENGINE_OF or candidate == INT_MM:
         started = time.perf_counter()
         enable_compiled()  # compile once per process: the process's cost, not the model's
         compile_s = round(time.perf_counter() - started, 3)

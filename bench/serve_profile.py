@@ -4,7 +4,8 @@
 
 Both sides are built from the same random BERT-base-shaped FP32 model (``bench/serve.py``'s files). The engine's
 first fused layer is taken apart into the steps of ``EngineBertLayer._forward`` on one 512-token chunk (its own
-kernels, its own weights) -- activation quantization (four), the four int8 products (``torch._int_mm``), the
+kernels, its own weights) -- activation quantization (four), the four int8 products (its matmul kernel:
+``torch._int_mm``, or oneDNN's prepacked int8 linear on AMX), the
 epilogues (Q/K/V rescale, rescale + GELU, two rescale + residual + LayerNorm) and float attention -- each timed
 alone, the steps alternating round by round (median of rounds), then scaled to the whole batch and all layers.
 ONNX Runtime's side comes from its own profiler (``enable_profiling``): every node's time over ``rounds`` runs of
@@ -53,23 +54,24 @@ def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[st
     x = hidden.reshape(batch * seq, width)  # (M, H)
     with torch.inference_mode():  # the tensors each step reads, computed once
         c0, s0 = k["quantize_tokens"](x, 8)
-        acc0 = torch._int_mm(c0, w_qkv)
+        acc0 = layer.qkv.matmul(c0, w_qkv)
         qkv = k["rescale"](acc0, s0, layer.qkv.w_scale, layer.qkv.bias)
         q, key, v = qkv.view(batch, seq, 3, layer.heads, layer.head_size).permute(2, 0, 3, 1, 4).unbind(0)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(layer.config._attn_implementation, eager_attention_forward)
         context = attention(layer, q, key, v, mask, dropout=0.0, scaling=layer.scaling)[0].reshape(batch * seq, width)
         c1, s1 = k["quantize_tokens"](context, 8)
-        acc1 = torch._int_mm(c1, w_ao)
+        acc1 = layer.attn_out.matmul(c1, w_ao)
         h = k["rescale_residual_norm"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x, layer.norm1_weight,
                                        layer.norm1_bias, layer.norm_eps[0])
         c2, s2 = k["quantize_tokens"](h, 8)
-        acc2 = torch._int_mm(c2, w_i)
+        acc2 = layer.intermediate.matmul(c2, w_i)
         inner = k["rescale_gelu"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias)
         c3, s3 = k["quantize_tokens"](inner, 8)
-        acc3 = torch._int_mm(c3, w_o)
+        acc3 = layer.out.matmul(c3, w_o)
     steps = {
         "activation quantization": lambda: [k["quantize_tokens"](t, 8) for t in (x, context, h, inner)],
-        "int8 matmul": lambda: [torch._int_mm(c, w) for c, w in ((c0, w_qkv), (c1, w_ao), (c2, w_i), (c3, w_o))],
+        "int8 matmul": lambda: [m.matmul(c, w) for m, c, w in ((layer.qkv, c0, w_qkv), (layer.attn_out, c1, w_ao),
+                                                               (layer.intermediate, c2, w_i), (layer.out, c3, w_o))],
         "attention (float)": lambda: attention(layer, q, key, v, mask, dropout=0.0, scaling=layer.scaling),
         "epilogues": lambda: (
             k["rescale"](acc0, s0, layer.qkv.w_scale, layer.qkv.bias),
@@ -124,7 +126,7 @@ def profile(setting: Setting, peer: str = "ort_int8_per_channel") -> dict:
     """Both sides' per-component seconds for one forward of ``setting.batch x setting.seq`` tokens (module
     docstring), with the whole-model medians beside them."""
     from xtc.packed.engine import CHUNK_TOKENS, EngineBertLayer
-    from xtc.quant.int8 import compile_status
+    from xtc.quant.int8 import engine_status
 
     with tempfile.TemporaryDirectory(prefix="xtc-profile-") as tmp:
         paths = serve.write_files(setting, Path(tmp))
@@ -145,7 +147,7 @@ def profile(setting: Setting, peer: str = "ort_int8_per_channel") -> dict:
     chunks = setting.batch / min(rows, setting.batch)
     # no padding in the benchmark's batch: attention without a mask, as the model passes it
     parts = {name: s * chunks * layers for name, s in engine_components(layer, hidden, None, setting.rounds).items()}
-    return {"machine": machine(), "setting": setting.describe(), "peer": peer, "kernels": compile_status(),
+    return {"machine": machine(), "setting": setting.describe(), "peer": peer, "kernels": engine_status(),
             "whole_model_s": {k: round(statistics.median(v), 6) for k, v in whole.items()},
             "engine_components_s": {k: round(v, 6) for k, v in parts.items()},
             "ort_components_s": {k: round(v, 6) for k, v in ort_parts.items()},

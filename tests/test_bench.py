@@ -131,13 +131,29 @@ SERVE_TINY = {"depths": (1,), "batch": 2, "seq": 8, "rounds": 1, "latency_rounds
 
 
 @needs_serve_extra
+def _matmul(monkeypatch, kernel: str) -> None:
+    """The engine's matmul kernel for this test and its children (oneDNN forced: its slow path without AMX is
+    fine at these sizes)."""
+    from xtc.quant import int8
+
+    monkeypatch.setenv(int8.MATMUL_ENV, kernel)
+    int8.reset_kernels()
+    monkeypatch.setattr(int8, "_matmul_status", {})  # forgotten again after the test
+
+
+@needs_serve_extra
 def test_serve_reports_engine_ratios_against_fp32_and_the_fastest_ort_int8(monkeypatch):
     monkeypatch.setenv("XTC_ENGINE_COMPILE", "0")  # the memory children inherit it: no compile in a test
+    _matmul(monkeypatch, "onednn")
     result = serve.run(mode={**SERVE_TINY, "peers": ("ort_int8",)})
     assert {"engine_speedup_vs_fp32", "engine_memory_ratio_vs_fp32", "engine_load_ratio_vs_fp32"} <= set(result)
     assert all(_positive(result[k]) for k in ("engine_speedup_vs_fp32", "engine_memory_ratio_vs_fp32"))
     depth = result["depths"]["1L"]
-    assert set(depth["memory"]) == {*serve.CANDIDATES, "ort_int8", "engine_eager"}
+    # on oneDNN's products, the same engine on torch._int_mm beside it: same logits, its own speed and memory
+    assert set(depth["memory"]) == {*serve.CANDIDATES, serve.INT_MM, "ort_int8", "engine_eager"}
+    assert depth["numerics"]["engine_int_mm_logits_equal_engine"] is True
+    assert _positive(depth["throughput_2x8"]["engine_speedup_vs_engine_int_mm"])
+    assert depth["kernels"]["matmul"] == "onednn"
     assert depth["numerics"]["within_bound"] is True
     assert depth["numerics"]["engine_packed_logits_equal_engine"] is True
     assert all(_positive(result[f"engine_packed_{k}_vs_fp32"]) for k in ("speedup", "memory_ratio"))
@@ -154,8 +170,9 @@ def test_serve_reports_engine_ratios_against_fp32_and_the_fastest_ort_int8(monke
 
 
 @needs_serve_extra
-def test_serve_peers_are_built_from_the_same_fp32_model_and_timed_alongside():
+def test_serve_peers_are_built_from_the_same_fp32_model_and_timed_alongside(monkeypatch):
     names = ("ort_fp32", "ort_int8", "ort_int8_per_channel", "ort_int8_fused", "torch_ao_int8")
+    _matmul(monkeypatch, "int_mm")
     result = serve.run(mode={**SERVE_TINY, "peers": names}, measure_memory=False)
     depth = result["depths"]["1L"]
     diffs = depth["numerics"]["peers_max_abs_logit_diff_vs_fp32"]
@@ -167,7 +184,8 @@ def test_serve_peers_are_built_from_the_same_fp32_model_and_timed_alongside():
         assert depth[shape]["best_ort_int8"] in peers.ORT_INT8
     assert depth["peer_files"]["ort_int8_fused"]["ops"].get("QAttention") == 1  # the fused variant is fused
     assert "MatMulInteger" in depth["peer_files"]["ort_int8"]["ops"]
-    assert set(depth["load_s"]) == {*serve.CANDIDATES, *names}
+    assert set(depth["load_s"]) == {*serve.CANDIDATES, *names}  # on torch._int_mm: no second engine
+    assert "engine_speedup_vs_engine_int_mm" not in depth["throughput_2x8"]
 
 
 @pytest.mark.skipif("torchao_int8" not in peers.available(), reason="torchao not installed (serve-torchao extra)")

@@ -21,9 +21,11 @@ from xtc.quant.int8 import (
     PackedWeight,
     compile_status,
     enable_compiled,
+    engine_status,
     kernels,
     quantize_tokens,
     reset_kernels,
+    select_matmul,
 )
 from xtc.quant.packed import PackedEmbedding, PackedLinear
 from xtc.quant.primitives import dequantize, quantize_symmetric, quantize_weight
@@ -239,6 +241,85 @@ def test_chunked_layers_give_the_unchunked_logits_on_a_padded_batch(tiny_bert, t
     whole = _logits(model, inputs)
     assert calls == [batch] * layers
     assert torch.equal(chunked, whole)
+
+
+# ---------------------------------------------------------------------------------------------- matmul kernels
+def _use_matmul(monkeypatch, kernel: str) -> None:
+    monkeypatch.setenv(int8_module.MATMUL_ENV, kernel)
+    reset_kernels()
+    assert select_matmul()["matmul"] == kernel
+
+
+@pytest.mark.parametrize("bits", [1, 2, 8])
+def test_both_matmul_kernels_give_the_exact_products(bits, monkeypatch):
+    """oneDNN's prepacked int8 linear (forced here; on CPUs without AMX it takes its slow reference path, fine at
+    this size) returns the exact sums as float32: equal to _int_mm's int32 converted, and to float64 arithmetic."""
+    g = torch.Generator().manual_seed(0)
+    w, x, b = torch.randn(24, 40, generator=g), torch.randn(35, 40, generator=g), torch.randn(24, generator=g)
+    w_codes, w_scale = quantize_weight(w, bits, "row")
+    x_codes, x_scale = quantize_symmetric(x, 8, "token")
+    exact = x_codes.double() @ w_codes.double().t()  # (35, 24)
+    got = {}
+    for kernel in ("int_mm", "onednn"):
+        _use_matmul(monkeypatch, kernel)
+        linear = Int8Linear(w_codes.t().to(torch.int8).contiguous(), w_scale, b, 8)
+        product = linear.matmul(x_codes.to(torch.int8))
+        assert linear.kernel == kernel and product.dtype == (torch.int32 if kernel == "int_mm" else torch.float32)
+        assert torch.equal(product.double(), exact)
+        got[kernel] = linear(x)
+    assert torch.equal(got["onednn"], got["int_mm"])
+
+
+@pytest.mark.parametrize("cfg", [INTEGER["W1A8"], INTEGER["W2A8-ternary"]], ids=["W1A8", "W2A8"])
+def test_the_engine_gives_the_same_logits_on_either_matmul_kernel(cfg, monkeypatch, tiny_bert, tiny_batch, tmp_path):
+    """The kernel choice (AMX or not) never changes a logit: bit for bit, fused layers and all."""
+    quantize_(tiny_bert, cfg)
+    path = tmp_path / "model.safetensors"
+    export_packed(tiny_bert, path)
+    logits = {}
+    for kernel in ("int_mm", "onednn"):
+        _use_matmul(monkeypatch, kernel)
+        engine = load_packed(path, engine="int8")
+        logits[kernel] = _logits(engine, tiny_batch)
+        linears = [m for m in engine.modules() if isinstance(m, Int8Linear)]
+        assert linears and {m.kernel for m in linears} == {kernel}
+    assert torch.equal(logits["onednn"], logits["int_mm"])
+    _use_matmul(monkeypatch, "onednn")
+    packed = load_packed(path, engine="int8-packed")  # kept packed: _int_mm whatever the process chose
+    assert torch.equal(_logits(packed, tiny_batch), logits["int_mm"])
+    assert {m.kernel for m in packed.modules() if isinstance(m, Int8Linear)} == {"int_mm"}
+
+
+def test_auto_takes_onednn_only_where_amx_is_and_its_probe_passes(monkeypatch):
+    monkeypatch.delenv(int8_module.MATMUL_ENV, raising=False)
+    for var in int8_module.ONEDNN_ISA_ENVS:
+        monkeypatch.delenv(var, raising=False)
+    reset_kernels()
+    amx = torch.cpu._is_amx_tile_supported()
+    assert select_matmul()["matmul"] == ("onednn" if amx else "int_mm")
+    assert engine_status()["matmul"] == select_matmul()["matmul"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # oneDNN capped below AMX: its slow path
+    reset_kernels()
+    assert select_matmul() == {"matmul": "int_mm", "matmul_reason": "no AMX on this CPU" if not amx else
+                               "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI keeps oneDNN off AMX"}
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(int8_module, "_why_not_amx", lambda: None)  # as on an AMX CPU, but oneDNN computes wrong
+    real = int8_module.onednn_product
+    monkeypatch.setattr(int8_module, "onednn_product", lambda *args: real(*args) + 1)
+    reset_kernels()
+    status = select_matmul()
+    assert status["matmul"] == "int_mm" and "disagrees with torch._int_mm" in status["matmul_reason"]
+    monkeypatch.setenv(int8_module.MATMUL_ENV, "onednn")
+    reset_kernels()
+    with pytest.raises(RuntimeError, match=f"{int8_module.MATMUL_ENV}=onednn, but oneDNN's int8 linear fails"):
+        select_matmul()
+
+
+def test_an_unknown_matmul_kernel_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv(int8_module.MATMUL_ENV, "amx")
+    reset_kernels()
+    with pytest.raises(ValueError, match=r"XTC_ENGINE_MATMUL='amx' is not a matmul kernel.*auto, onednn, int_mm"):
+        select_matmul()
 
 
 # ---------------------------------------------------------------------------------------------- kernels

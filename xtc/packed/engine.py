@@ -187,7 +187,7 @@ class EngineBertLayer(nn.Module):
         self.heads, self.head_size = attn.num_attention_heads, attn.attention_head_size
 
         def fused_codes() -> torch.Tensor:
-            return torch.cat([q.weight_codes(), k.weight_codes(), v.weight_codes()], dim=1)  # (H, 3H)
+            return torch.cat([q.int8_codes(), k.int8_codes(), v.int8_codes()], dim=1)  # (H, 3H)
 
         packed = [m.packed for m in (q, k, v)]
         fused = PackedWeight.cat(packed) if all(p is not None for p in packed) else None

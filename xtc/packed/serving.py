@@ -72,9 +72,13 @@ def isa_line(block: Mapping[str, Any]) -> str:
 
 
 def tensor_bytes(model: nn.Module) -> int:
-    """Bytes of the model's parameters and buffers, each underlying storage counted once."""
+    """Bytes of the model's parameters and buffers, each underlying storage counted once (an opaque oneDNN tensor,
+    the engine's prepacked weight on AMX, by its elements: its blocked layout's padding is not visible)."""
     seen, total = set(), 0
     for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_mkldnn:
+            total += tensor.numel() * tensor.element_size()
+            continue
         storage = tensor.untyped_storage()
         key = (storage.data_ptr(), storage.nbytes())
         if key not in seen:
@@ -103,7 +107,7 @@ def measure(teachers: Mapping[str, str], students: Sequence[Mapping[str, str]], 
     from xtc.models import load_fp_teacher
     from xtc.study.rundir import model_dir
     from xtc.packed import load
-    from xtc.quant.int8 import compile_status
+    from xtc.quant.int8 import engine_status
 
     if rounds < 1 or batch < 1 or seq < 1:
         raise ValueError(f"rounds={rounds}, batch={batch}, seq={seq}: each must be >= 1")
@@ -149,7 +153,7 @@ def measure(teachers: Mapping[str, str], students: Sequence[Mapping[str, str]], 
         })
     return {"schema": SCHEMA, "batch": batch, "seq": seq, "rounds": rounds, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "machine": machine(),
-            "kernels": compile_status(), "teachers": teacher_rows, "students": rows}
+            "kernels": engine_status(), "teachers": teacher_rows, "students": rows}
 
 
 def _mib(row: Mapping[str, Any]) -> str:

@@ -15,6 +15,13 @@ activation: ~40 ms eager vs ~2 ms compiled; the int32 -> float rescale with GELU
 written as small pure functions (quantize; rescale fused with bias and the next elementwise op) that
 ``torch.compile`` turns into single loops (``enable_compiled()``); without a working compiler they run eagerly, with
 the reason logged once.
+
+The int8 products themselves have two kernels (``select_matmul()``, decided once per process): ``torch._int_mm``
+(oneDNN's s8s8 GEMM on a plain weight each call) and, on CPUs with AMX, oneDNN's int8 linear on a weight prepacked
+once (``torch.ops.onednn.qlinear_pointwise``, scales 1, zero points 0). The latter returns the same exact sums as
+float32 -- ``_int_mm``'s int32 converted, bit for bit, sums beyond 2^24 included (checked at selection) -- which is
+what every rescale kernel does first, so the choice never changes a logit. Without AMX oneDNN runs that op on a
+reference path (42-187 s for one 512 x 768 x 2304 product), so ``auto`` takes it only where AMX is present.
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from xtc.quant.packing import code_mapping
 log = logging.getLogger(__name__)
 
 COMPILE_ENV = "XTC_ENGINE_COMPILE"  # "0" turns torch.compile off (eager kernels)
+MATMUL_ENV = "XTC_ENGINE_MATMUL"  # the int8 products' kernel: one of MATMULS
+MATMULS = ("auto", "onednn", "int_mm")  # auto: onednn where AMX is present, else int_mm
+ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN's own cap on the instruction sets it uses
 
 
 # ---------------------------------------------------------------------------------------------- pure kernels
@@ -46,7 +56,8 @@ def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch
 
 
 def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """int32 ``(M, N)`` products -> float ``acc * s_x * s_w + b`` (``s_x`` (M, 1), ``s_w`` and ``b`` (N,))."""
+    """``(M, N)`` products (int32, or oneDNN's equal float32) -> float ``acc * s_x * s_w + b`` (``s_x`` (M, 1), ``s_w`` and
+    ``b`` (N,))."""
     return acc.to(torch.float32) * x_scale * w_scale + bias
 
 
@@ -99,9 +110,13 @@ _status: dict[str, str] = {}
 
 def _probe(compiled: dict[str, Callable]) -> None:
     """Run every compiled kernel once on small inputs (dims > 1, so the dynamic graph serves every shape) and check
-    it against the eager kernel: a compiler that builds but computes differently must not be used."""
+    it against the eager kernel: a compiler that builds but computes differently must not be used. The products
+    come in the dtype of the selected matmul kernel (int32, or oneDNN's float32), so the graphs probed are those
+    the engine runs."""
     g = torch.Generator().manual_seed(0)
+    acc_dtype = torch.float32 if select_matmul()["matmul"] == "onednn" else torch.int32
     x, acc = torch.randn(3, 16, generator=g), torch.randint(-500, 500, (3, 8), generator=g, dtype=torch.int32)
+    acc = acc.to(acc_dtype)
     xs, ws, b, res = torch.rand(3, 1, generator=g), torch.rand(8, generator=g), torch.randn(8, generator=g), \
         torch.randn(3, 8, generator=g)
     nw, nb = torch.rand(8, generator=g), torch.randn(8, generator=g)  # distinct tensors: aliasing is guarded too
@@ -155,10 +170,86 @@ def compile_status() -> dict[str, str]:
 
 
 def reset_kernels() -> None:
-    """Forget the decision (tests switch ``XTC_ENGINE_COMPILE``)."""
+    """Forget the decisions (tests switch ``XTC_ENGINE_COMPILE`` and ``XTC_ENGINE_MATMUL``)."""
     global _kernels
     _kernels = None
     _status.clear()
+    _matmul_status.clear()
+
+
+_matmul_status: dict[str, str] = {}
+
+
+def prepack(codes: torch.Tensor) -> torch.Tensor:
+    """int8 ``(in, out)`` weight codes -> oneDNN's prepacked weight for ``onednn_product`` (once per weight)."""
+    with torch.inference_mode():
+        return torch.ops.onednn.qlinear_prepack(codes.t().contiguous(), None)
+
+
+def onednn_product(codes: torch.Tensor, packed: torch.Tensor, ones: torch.Tensor,
+                   zero_points: torch.Tensor) -> torch.Tensor:
+    """``(M, out)`` float32: the exact int8 sums of ``(M, in)`` codes with a ``prepack``ed weight, converted to float
+    as ``_int_mm(codes, w).to(torch.float32)`` (all scales 1, zero points 0; ``ones`` (out,) float32,
+    ``zero_points`` (out,) int64)."""
+    return torch.ops.onednn.qlinear_pointwise(codes, 1.0, 0, packed, ones, zero_points, None, 1.0, 0,
+                                              torch.float32, "none", [], "")
+
+
+def _why_not_amx() -> str | None:
+    """None where oneDNN's int8 linear runs on AMX here, else why not."""
+    if not torch.cpu._is_amx_tile_supported():
+        return "no AMX on this CPU"
+    for var in ONEDNN_ISA_ENVS:
+        cap = os.environ.get(var, "").upper()
+        if cap and "AMX" not in cap and cap != "ALL":
+            return f"{var}={os.environ[var]} keeps oneDNN off AMX"
+    return None
+
+
+def _probe_onednn() -> None:
+    """oneDNN's product must equal ``_int_mm``'s converted to float, bit for bit: extreme codes, sums past 2^24."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((20, 3072), -128, dtype=torch.int8)  # (M, K); 20 rows: _int_mm wants M > 16
+    x[:, ::2] = 127
+    w = torch.randint(-128, 128, (3072, 48), generator=g, dtype=torch.int8)  # (in, out)
+    w[:, 0], w[::2, 1], w[1::2, 1] = -128, 127, -128  # |sums| up to 50M > 2^24: float rounding is compared too
+    got = onednn_product(x, prepack(w), torch.ones(48), torch.zeros(48, dtype=torch.long))
+    if not torch.equal(got, torch._int_mm(x, w).to(torch.float32)):
+        raise RuntimeError("oneDNN's int8 linear disagrees with torch._int_mm")
+
+
+def select_matmul() -> dict[str, str]:
+    """``{"matmul": "onednn" | "int_mm", "matmul_reason": ...}``: the int8 products' kernel, decided once per process
+    from ``XTC_ENGINE_MATMUL`` (``auto``, the default: oneDNN's prepacked int8 linear where AMX is present and its
+    products pass the equality probe, else ``torch._int_mm``). Both give the same numbers (module docstring)."""
+    if _matmul_status:
+        return dict(_matmul_status)
+    choice = os.environ.get(MATMUL_ENV, "auto")
+    if choice not in MATMULS:
+        raise ValueError(f"{MATMUL_ENV}={choice!r} is not a matmul kernel of the integer engine: use one of "
+                         f"{', '.join(MATMULS)} (or leave it unset for auto)")
+    why = f"{MATMUL_ENV}=int_mm" if choice == "int_mm" else None if choice == "onednn" else _why_not_amx()
+    if why is None:
+        try:
+            _probe_onednn()
+        except Exception as err:
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            if choice == "onednn":
+                raise RuntimeError(f"{MATMUL_ENV}=onednn, but oneDNN's int8 linear fails here ({reason}); unset "
+                                   f"{MATMUL_ENV} to let the engine choose") from err
+            why = f"oneDNN's int8 linear failed its probe ({reason})"
+    if why is None:
+        reason = f"{MATMUL_ENV}=onednn" if choice == "onednn" else "AMX: oneDNN's int8 linear on prepacked weights"
+        _matmul_status.update(matmul="onednn", matmul_reason=reason)
+    else:
+        _matmul_status.update(matmul="int_mm", matmul_reason=why)
+    log.info("integer engine products: %s (%s)", _matmul_status["matmul"], _matmul_status["matmul_reason"])
+    return dict(_matmul_status)
+
+
+def engine_status() -> dict[str, str]:
+    """What the engine runs in this process: ``compile_status()`` and ``select_matmul()`` together (reports)."""
+    return {**compile_status(), **select_matmul()}
 
 
 def release_free_memory() -> None:
@@ -272,7 +363,9 @@ class Int8Linear(nn.Module):
     three scales. ``act_bits`` is the dynamic per-token activation width; ``act_max_abs`` a static range instead.
     ``codes`` may be a function that unpacks them: it runs on first use (the packed bytes are what loading reads,
     as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay. Or a ``PackedWeight``:
-    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``).
+    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``, always ``_int_mm``: prepacking
+    per forward would cost more than it saves). At first use the kept codes go to the process's matmul kernel
+    (``select_matmul``): as they are for ``_int_mm``, or prepacked once for oneDNN (the same int8 bytes, blocked).
     """
 
     def __init__(self, codes: torch.Tensor | Callable[[], torch.Tensor] | PackedWeight, w_scale: torch.Tensor,
@@ -294,15 +387,37 @@ class Int8Linear(nn.Module):
         self.register_buffer("w_scale", w_scale.reshape(-1).to(torch.float32))  # (out,)
         self.register_buffer("bias", torch.zeros(self.out_features) if bias is None else bias.detach().reshape(-1))
         self.register_buffer("act_max_abs", None if act_max_abs is None else act_max_abs.reshape(()))
+        # the matmul kernel: select_matmul()'s at first use unless set before it ("int_mm" or "onednn")
+        self.kernel: str | None = "int_mm" if self.packed is not None else None
+        self._ready = self.packed is not None  # codes unpacked and in the kernel's form
+        self._ones = self._zero_points = None  # oneDNN's unit weight scales and zero points, (out,)
 
-    def weight_codes(self) -> torch.Tensor:
-        """The int8 ``(in, out)`` codes, unpacked now if they were not yet (every time if kept packed)."""
+    def int8_codes(self) -> torch.Tensor:
+        """The plain int8 ``(in, out)`` codes, unpacked now if they were not yet (every time if kept packed); before
+        ``weight_codes()`` hands them to the matmul kernel (a fused Q/K/V weight is built from these)."""
         if self.packed is not None:
             return self.packed.weight_codes()
+        if self._ready and self.kernel == "onednn":
+            raise RuntimeError("Int8Linear.int8_codes: the codes are prepacked for oneDNN already")
         if self.codes is None:
             with torch.inference_mode():
                 self.codes = as_inference(self._unpack())
             del self._unpack
+        return self.codes
+
+    def weight_codes(self) -> torch.Tensor:
+        """The weight in the matmul kernel's form: ``int8_codes()``, or at first use oneDNN's prepacked weight made
+        from them; pass it back to ``matmul``."""
+        if self.packed is not None:
+            return self.packed.weight_codes()
+        if not self._ready:
+            self.int8_codes()
+            self.kernel = self.kernel or select_matmul()["matmul"]  # set before first use, it stays
+            if self.kernel == "onednn":
+                self.codes = prepack(self.codes)
+                self._ones, self._zero_points = torch.ones(self.out_features), torch.zeros(self.out_features,
+                                                                                             dtype=torch.long)
+            self._ready = True
         return self.codes
 
     def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,8 +430,12 @@ class Int8Linear(nn.Module):
         return codes.to(torch.int8), scale
 
     def matmul(self, codes: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``(M, out)`` int32 products of ``(M, in)`` activation codes with ``weight`` (default: this linear's)."""
-        return torch._int_mm(codes, self.weight_codes() if weight is None else weight)
+        """``(M, out)`` exact products of ``(M, in)`` activation codes with ``weight`` (default: this linear's; else
+        what its ``weight_codes()`` returned): int32 from ``_int_mm``, or the same sums as float32 from oneDNN."""
+        weight = self.weight_codes() if weight is None else weight
+        if self.kernel == "onednn":
+            return onednn_product(codes, weight, self._ones, self._zero_points)
+        return torch._int_mm(codes, weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

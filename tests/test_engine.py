@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 import torch
@@ -244,16 +245,33 @@ def test_chunked_layers_give_the_unchunked_logits_on_a_padded_batch(tiny_bert, t
 
 
 # ---------------------------------------------------------------------------------------------- matmul kernels
-def _use_matmul(monkeypatch, kernel: str) -> None:
+def _onednn_exact() -> bool:
+    """Whether oneDNN's int8 linear sums exactly here: with AMX or VNNI (without AMX, on a slow reference path that
+    is fine at test sizes); not without VNNI, where it saturates like _int_mm and forcing it is refused."""
+    try:
+        int8_module._probe_onednn()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _use_matmul(monkeypatch, kernel: str) -> bool:
+    """Force the kernel; False (after checking the refusal) where oneDNN cannot be used exactly on this CPU."""
     monkeypatch.setenv(int8_module.MATMUL_ENV, kernel)
     reset_kernels()
+    if kernel == "onednn" and not _onednn_exact():
+        with pytest.raises(RuntimeError, match="XTC_ENGINE_MATMUL=onednn, but oneDNN's int8 linear fails here"):
+            select_matmul()
+        return False
     assert select_matmul()["matmul"] == kernel
+    return True
 
 
 @pytest.mark.parametrize("bits", [1, 2, 8])
 def test_both_matmul_kernels_give_the_exact_products(bits, monkeypatch):
     """oneDNN's prepacked int8 linear (forced here; on CPUs without AMX it takes its slow reference path, fine at
-    this size) returns the exact sums as float32: equal to _int_mm's int32 converted, and to float64 arithmetic."""
+    this size) returns the exact sums as float32: equal to _int_mm's int32 converted, and to float64 arithmetic.
+    8-bit weights: full-range codes, which _int_mm saturates without VNNI (then split into two products)."""
     g = torch.Generator().manual_seed(0)
     w, x, b = torch.randn(24, 40, generator=g), torch.randn(35, 40, generator=g), torch.randn(24, generator=g)
     w_codes, w_scale = quantize_weight(w, bits, "row")
@@ -261,13 +279,46 @@ def test_both_matmul_kernels_give_the_exact_products(bits, monkeypatch):
     exact = x_codes.double() @ w_codes.double().t()  # (35, 24)
     got = {}
     for kernel in ("int_mm", "onednn"):
-        _use_matmul(monkeypatch, kernel)
+        if not _use_matmul(monkeypatch, kernel):
+            continue
         linear = Int8Linear(w_codes.t().to(torch.int8).contiguous(), w_scale, b, 8)
         product = linear.matmul(x_codes.to(torch.int8))
         assert linear.kernel == kernel and product.dtype == (torch.int32 if kernel == "int_mm" else torch.float32)
         assert torch.equal(product.double(), exact)
         got[kernel] = linear(x)
-    assert torch.equal(got["onednn"], got["int_mm"])
+    assert "onednn" not in got or torch.equal(got["onednn"], got["int_mm"])
+
+
+def test_int_mm_made_exact_where_it_saturates(monkeypatch):
+    """Full-range codes whose pair sums overflow int16 (what a CPU without VNNI gets wrong): the two-product form is
+    exact on every CPU, and a linear takes it when the probe says _int_mm saturates and its codes exceed +-64."""
+    x = torch.full((20, 64), 127, dtype=torch.int8)
+    w = torch.full((64, 8), 127, dtype=torch.int8)
+    w[:, 1::2] = -128
+    assert torch.equal(int8_module.int_mm_exact(x, w).long(), x.long() @ w.long())
+    _use_matmul(monkeypatch, "int_mm")
+    monkeypatch.setitem(int8_module._matmul_status, "int_mm_range", "saturates")
+    wide = Int8Linear(w, torch.ones(8), None, 8)
+    narrow = Int8Linear((w >> 2).contiguous(), torch.ones(8), None, 8)  # codes within +-32: one product
+    assert torch.equal(wide.matmul(x).long(), x.long() @ w.long()) and wide.split is True
+    assert torch.equal(narrow.matmul(x).long(), x.long() @ (w >> 2).long()) and narrow.split is False
+
+
+def test_the_saturation_probe_sees_a_cpu_without_vnni():
+    """oneDNN capped at AVX2 (what a CPU without VNNI runs): the probe says _int_mm saturates, oneDNN is refused,
+    and 8-bit weight products still come out exact."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from xtc.quant import int8; from xtc.quant.int8 import Int8Linear; s = int8.select_matmul();"
+            "x = torch.full((20, 64), 127, dtype=torch.int8); w = torch.full((64, 8), 127, dtype=torch.int8);"
+            "w[:, 1::2] = -128; raw = torch.equal(torch._int_mm(x, w).long(), x.long() @ w.long());"
+            "out = Int8Linear(w, torch.ones(8), None, 8).matmul(x).long();"
+            "print(s['matmul'], s['int_mm_range'].split(':')[0], raw, torch.equal(out, x.long() @ w.long()))")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", int8_module.MATMUL_ENV: "auto"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["int_mm", "saturates", "False", "True"]
 
 
 @pytest.mark.parametrize("cfg", [INTEGER["W1A8"], INTEGER["W2A8-ternary"]], ids=["W1A8", "W2A8"])
@@ -278,7 +329,8 @@ def test_the_engine_gives_the_same_logits_on_either_matmul_kernel(cfg, monkeypat
     export_packed(tiny_bert, path)
     logits = {}
     for kernel in ("int_mm", "onednn"):
-        _use_matmul(monkeypatch, kernel)
+        if not _use_matmul(monkeypatch, kernel):
+            return  # oneDNN saturates here (no VNNI): refused, checked above
         engine = load_packed(path, engine="int8")
         logits[kernel] = _logits(engine, tiny_batch)
         linears = [m for m in engine.modules() if isinstance(m, Int8Linear)]
@@ -296,19 +348,20 @@ def test_auto_takes_onednn_only_where_amx_is_and_its_probe_passes(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     reset_kernels()
     amx = torch.cpu._is_amx_tile_supported()
-    assert select_matmul()["matmul"] == ("onednn" if amx else "int_mm")
+    assert select_matmul()["matmul"] == ("onednn" if amx and _onednn_exact() else "int_mm")
     assert engine_status()["matmul"] == select_matmul()["matmul"]
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # oneDNN capped below AMX: its slow path
     reset_kernels()
-    assert select_matmul() == {"matmul": "int_mm", "matmul_reason": "no AMX on this CPU" if not amx else
-                               "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI keeps oneDNN off AMX"}
+    assert select_matmul()["matmul_reason"] == ("no AMX on this CPU" if not amx else
+                                                "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI keeps oneDNN off AMX")
+    assert select_matmul()["matmul"] == "int_mm"
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(int8_module, "_why_not_amx", lambda: None)  # as on an AMX CPU, but oneDNN computes wrong
     real = int8_module.onednn_product
     monkeypatch.setattr(int8_module, "onednn_product", lambda *args: real(*args) + 1)
     reset_kernels()
     status = select_matmul()
-    assert status["matmul"] == "int_mm" and "disagrees with torch._int_mm" in status["matmul_reason"]
+    assert status["matmul"] == "int_mm" and "disagrees with the exact int8 sums" in status["matmul_reason"]
     monkeypatch.setenv(int8_module.MATMUL_ENV, "onednn")
     reset_kernels()
     with pytest.raises(RuntimeError, match=f"{int8_module.MATMUL_ENV}=onednn, but oneDNN's int8 linear fails"):

@@ -22,6 +22,10 @@ once (``torch.ops.onednn.qlinear_pointwise``, scales 1, zero points 0). The latt
 float32 -- ``_int_mm``'s int32 converted, bit for bit, sums beyond 2^24 included (checked at selection) -- which is
 what every rescale kernel does first, so the choice never changes a logit. Without AMX oneDNN runs that op on a
 reference path (42-187 s for one 512 x 768 x 2304 product), so ``auto`` takes it only where AMX is present.
+
+Without VNNI (AVX2 CPUs), ``_int_mm`` itself is exact only for weight codes within +-64: its kernel adds pairs of
+products in int16 with saturation. The selection probes for it; where it saturates, weights with larger codes (8-bit)
+run as two exact products (``int_mm_exact``). 1- to 7-bit weights never reach it.
 """
 
 from __future__ import annotations
@@ -207,15 +211,37 @@ def _why_not_amx() -> str | None:
 
 
 def _probe_onednn() -> None:
-    """oneDNN's product must equal ``_int_mm``'s converted to float, bit for bit: extreme codes, sums past 2^24."""
+    """oneDNN's product must equal the exact sums converted to float, as ``_int_mm``'s are, bit for bit: extreme
+    codes, sums past 2^24 (without VNNI oneDNN saturates like ``_int_mm``: the probe refuses it there)."""
     g = torch.Generator().manual_seed(0)
-    x = torch.full((20, 3072), -128, dtype=torch.int8)  # (M, K); 20 rows: _int_mm wants M > 16
-    x[:, ::2] = 127
+    x = torch.randint(-128, 128, (20, 3072), generator=g, dtype=torch.int8)  # (M, K); M > 16 for _int_mm
+    x[0], x[1], x[2, ::2], x[2, 1::2] = 127, -128, 127, -128  # extreme rows: pairs past int16 where it saturates
     w = torch.randint(-128, 128, (3072, 48), generator=g, dtype=torch.int8)  # (in, out)
-    w[:, 0], w[::2, 1], w[1::2, 1] = -128, 127, -128  # |sums| up to 50M > 2^24: float rounding is compared too
+    w[:, 0], w[:, 1], w[::2, 2], w[1::2, 2] = -128, 127, 127, -128  # |sums| up to 50M > 2^24: float rounding too
     got = onednn_product(x, prepack(w), torch.ones(48), torch.zeros(48, dtype=torch.long))
-    if not torch.equal(got, torch._int_mm(x, w).to(torch.float32)):
-        raise RuntimeError("oneDNN's int8 linear disagrees with torch._int_mm")
+    if not torch.equal(got, (x.long() @ w.long()).to(torch.float32)):
+        raise RuntimeError("oneDNN's int8 linear disagrees with the exact int8 sums")
+
+
+SAFE_CODE = 64  # the largest |weight code| whose products a saturating _int_mm still sums exactly (2 * 255 * 64 < 2^15)
+
+
+def _int_mm_saturates() -> bool:
+    """Whether ``torch._int_mm`` gets full-range int8 products wrong here. Without VNNI (AVX2, or AVX-512 without
+    VNNI, or oneDNN capped below it), oneDNN's s8s8 GEMM shifts the activations to u8 and adds pairs of products in
+    int16 with saturation (``vpmaddubsw``): exact while ``2 * 255 * |w| <= 32767``, i.e. weight codes within +-64 (1-
+    to 7-bit weights), wrong for 8-bit ones, without a word."""
+    x = torch.full((20, 64), 127, dtype=torch.int8)  # (M, K); shifted: 255
+    w = torch.full((64, 8), 127, dtype=torch.int8)  # (K, N)
+    w[:, 1::2] = -128
+    return not torch.equal(torch._int_mm(x, w).long(), x.long() @ w.long())
+
+
+def int_mm_exact(codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``_int_mm(codes, weight)`` made exact where it saturates: the weight split as ``2 h + l`` (``h = w >> 1`` in
+    [-64, 63], ``l = w & 1``), two products within the exact range, ``2 (x h) + x l`` in int32."""
+    high, low = weight >> 1, weight & 1
+    return torch._int_mm(codes, high).mul_(2).add_(torch._int_mm(codes, low))
 
 
 def select_matmul() -> dict[str, str]:
@@ -243,7 +269,10 @@ def select_matmul() -> dict[str, str]:
         _matmul_status.update(matmul="onednn", matmul_reason=reason)
     else:
         _matmul_status.update(matmul="int_mm", matmul_reason=why)
-    log.info("integer engine products: %s (%s)", _matmul_status["matmul"], _matmul_status["matmul_reason"])
+    _matmul_status["int_mm_range"] = (f"saturates: weights with codes beyond +-{SAFE_CODE} (8-bit) run as two "
+                                      "products" if _int_mm_saturates() else "exact")
+    log.info("integer engine products: %s (%s); torch._int_mm %s", _matmul_status["matmul"],
+             _matmul_status["matmul_reason"], _matmul_status["int_mm_range"])
     return dict(_matmul_status)
 
 
@@ -390,6 +419,7 @@ class Int8Linear(nn.Module):
         # the matmul kernel: select_matmul()'s at first use unless set before it ("int_mm" or "onednn")
         self.kernel: str | None = "int_mm" if self.packed is not None else None
         self._ready = self.packed is not None  # codes unpacked and in the kernel's form
+        self.split: bool | None = None  # whether _int_mm needs the exact two-product form (``int_mm_exact``)
         self._ones = self._zero_points = None  # oneDNN's unit weight scales and zero points, (out,)
 
     def int8_codes(self) -> torch.Tensor:
@@ -435,7 +465,15 @@ class Int8Linear(nn.Module):
         weight = self.weight_codes() if weight is None else weight
         if self.kernel == "onednn":
             return onednn_product(codes, weight, self._ones, self._zero_points)
-        return torch._int_mm(codes, weight)
+        if self.split is None:  # once: codes beyond +-SAFE_CODE on a CPU whose _int_mm saturates them
+            self.split = select_matmul()["int_mm_range"] != "exact" and self._max_code(weight) > SAFE_CODE
+        return int_mm_exact(codes, weight) if self.split else torch._int_mm(codes, weight)
+
+    def _max_code(self, weight: torch.Tensor) -> int:
+        if self.packed is not None:  # every code the stored width can hold: u * mul - sub for u in 0 .. 2^b - 1
+            p = self.packed
+            return max(abs(p.sub), abs((2**p.stored_bits - 1) * p.mul - p.sub))
+        return max(int(weight.max()), -int(weight.min())) if weight.numel() else 0  # int8 abs() wraps at -128
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

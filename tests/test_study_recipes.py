@@ -154,3 +154,18 @@ def test_the_recipe_ablations_task_part_trains_runs_of_the_whole_ablation():
     assert len(students) == 2 * 5 * 3 and len([a for a in part if a[0] == "finetune"]) == 2
     assert {recipe_of(argv).data.task for argv in students} == {"mrpc", "cola"}
     assert [shlex.join(argv) for argv in part if shlex.join(argv) not in whole] == []
+
+
+def test_the_long_kd_budget_shares_the_first_rounds_runs_and_settings():
+    """config/findings/kd-long.yaml: its 3-epoch students are findings-cpu.yaml's own commands, word for word (one
+    shared file: trained once), and its 27-epoch students differ from them in the budget only -- 9x the 3x budget."""
+    first = {shlex.join(argv) for argv in xtc_commands("--configfile", "config/findings/findings-cpu.yaml")}
+    long = [argv for argv in xtc_commands("--configfile", "config/findings/kd-long.yaml") if argv[0] == "distill"]
+    recipes = {shlex.join(argv): recipe_of(argv) for argv in long}
+    assert sorted({r.train.epochs for r in recipes.values()}) == [3, 27] and len(long) == 3 * 2 * 3
+    assert all(cmd in first for cmd, r in recipes.items() if r.train.epochs == 3)
+    for cmd, recipe in recipes.items():
+        if recipe.train.epochs == 27:
+            short = cmd.replace("--epochs 27", "--epochs 3").replace("/epochs~27/", "/epochs~3/")
+            assert short in first, cmd  # the same run at 3 epochs is one of the first round's
+            assert recipe.data.task == "sst2" and recipe.quant.weight_bits == 1 and recipe.train.warmup_ratio == 0.1

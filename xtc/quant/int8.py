@@ -136,6 +136,11 @@ def _probe(compiled: dict[str, Callable]) -> None:
                 raise RuntimeError(f"compiled {name} disagrees with the eager kernel")
 
 
+def _reason(err: Exception) -> str:
+    """One line for a status report: the error's type and first line."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+
+
 def kernels() -> dict[str, Callable]:
     """The engine's elementwise kernels in use: the compiled ones once ``enable_compiled()`` succeeded, else eager."""
     return _kernels if _kernels is not None else EAGER
@@ -158,7 +163,7 @@ def enable_compiled() -> dict[str, str]:
         with torch.inference_mode():  # the engine runs its kernels on inference tensors only (as_inference)
             _probe(compiled)
     except Exception as err:  # no compiler, no headers, a backend bug: all mean "run eagerly"
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        reason = _reason(err)
         log.warning("torch.compile is unavailable for the integer engine (%s); running the eager kernels, which are "
                     "slower", reason)
         _status.update(mode="eager", reason=reason)
@@ -259,7 +264,7 @@ def select_matmul() -> dict[str, str]:
         try:
             _probe_onednn()
         except Exception as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            reason = _reason(err)
             if choice == "onednn":
                 raise RuntimeError(f"{MATMUL_ENV}=onednn, but oneDNN's int8 linear fails here ({reason}); unset "
                                    f"{MATMUL_ENV} to let the engine choose") from err

@@ -6,7 +6,7 @@ Both sides are built from the same random BERT-base-shaped FP32 model (``bench/s
 first fused layer is taken apart into the steps of ``EngineBertLayer._forward`` on one 512-token chunk (its own
 kernels, its own weights) -- activation quantization (four), the four int8 products (its matmul kernel:
 ``torch._int_mm``, or oneDNN's prepacked int8 linear on AMX), the
-epilogues (Q/K/V rescale, rescale + GELU, two rescale + residual + LayerNorm) and float attention -- each timed
+epilogues (Q/K/V rescale, rescale then GELU, two rescale + residual + LayerNorm) and float attention -- each timed
 alone, the steps alternating round by round (median of rounds), then scaled to the whole batch and all layers.
 ONNX Runtime's side comes from its own profiler (``enable_profiling``): every node's time over ``rounds`` runs of
 the whole batch, summed by op type and mapped onto the same components. Whole-model medians of both, interleaved,
@@ -65,7 +65,7 @@ def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[st
                                        layer.norm1_bias, layer.norm_eps[0])
         c2, s2 = k["quantize_tokens"](h, 8)
         acc2 = layer.intermediate.matmul(c2, w_i)
-        inner = k["rescale_gelu"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias)
+        inner = layer.act(k["rescale"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias))
         c3, s3 = k["quantize_tokens"](inner, 8)
         acc3 = layer.out.matmul(c3, w_o)
     steps = {
@@ -77,7 +77,7 @@ def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[st
             k["rescale"](acc0, s0, layer.qkv.w_scale, layer.qkv.bias),
             k["rescale_residual_norm"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x, layer.norm1_weight,
                                        layer.norm1_bias, layer.norm_eps[0]),
-            k["rescale_gelu"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias),
+            layer.act(k["rescale"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias)),
             k["rescale_residual_norm"](acc3, s3, layer.out.w_scale, layer.out.bias, h, layer.norm2_weight,
                                        layer.norm2_bias, layer.norm_eps[1])),
         "whole layer (one chunk)": lambda: layer._forward(hidden, mask, (w_qkv, w_ao, w_i, w_o)),

@@ -10,11 +10,12 @@ equal the fake-quant codes for the same input. The only differences from the fak
 the float model sums ``K`` products in float32 where the engine sums exactly, and the rescale is one multiply
 instead of two; a code at a rounding boundary can then flip by one step in a later layer (bound: ``xtc.packed.engine``).
 
-The elementwise passes around the matmul cost more than the matmul itself in eager mode (quantizing a 4096 x 3072
-activation: ~40 ms eager vs ~2 ms compiled; the int32 -> float rescale with GELU: ~60 ms vs ~18 ms), so they are
-written as small pure functions (quantize; rescale fused with bias and the next elementwise op) that
-``torch.compile`` turns into single loops (``enable_compiled()``); without a working compiler they run eagerly, with
-the reason logged once.
+The elementwise passes around the matmul cost more than the matmul itself in eager mode (quantizing a 512 x 768
+activation: 1.6 ms eager vs 0.16 ms compiled, 2 threads), so they are written as small pure functions (quantize;
+rescale fused with bias, and with residual + LayerNorm) that ``torch.compile`` turns into single loops, one graph
+per feature width (``enable_compiled()``, ``rows_dynamic``); without a working compiler they run eagerly, with the
+reason logged once. The GELU is not among them: ATen's eager erf GELU is vectorized, inductor's took 6x longer
+(compiled rescale + GELU 5.6 ms per 512 x 3072 chunk against 0.9 ms for the compiled rescale then ATen's GELU).
 
 The int8 products themselves have two kernels (``select_matmul()``, decided once per process): ``torch._int_mm``
 (oneDNN's s8s8 GEMM on a plain weight each call) and, on CPUs with AMX, oneDNN's int8 linear on a weight prepacked
@@ -31,6 +32,7 @@ run as two exact products (``int_mm_exact``). 1- to 7-bit weights never reach it
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -63,14 +65,6 @@ def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bia
     """``(M, N)`` products (int32, or oneDNN's equal float32) -> float ``acc * s_x * s_w + b`` (``s_x`` (M, 1), ``s_w`` and
     ``b`` (N,))."""
     return acc.to(torch.float32) * x_scale * w_scale + bias
-
-
-def rescale_gelu(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """BERT's intermediate dense epilogue with its exact (erf) GELU in one pass.
-
-    (Fusing the next quantizer in as well computes the GELU twice, once for the row maximum and once for the codes:
-    1.6x slower than this pass plus ``quantize_tokens`` at 2048 x 3072 on one thread.)"""
-    return F.gelu(rescale(acc, x_scale, w_scale, bias))
 
 
 def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
@@ -107,7 +101,7 @@ def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, 
 
 
 EAGER: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
-                              "rescale_gelu": rescale_gelu, "rescale_residual_norm": rescale_residual_norm}
+                              "rescale_residual_norm": rescale_residual_norm}
 _kernels: dict[str, Callable] | None = None
 _status: dict[str, str] = {}
 
@@ -124,7 +118,7 @@ def _probe(compiled: dict[str, Callable]) -> None:
     xs, ws, b, res = torch.rand(3, 1, generator=g), torch.rand(8, generator=g), torch.randn(8, generator=g), \
         torch.randn(3, 8, generator=g)
     nw, nb = torch.rand(8, generator=g), torch.randn(8, generator=g)  # distinct tensors: aliasing is guarded too
-    cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b), "rescale_gelu": (acc, xs, ws, b),
+    cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b),
              "rescale_residual_norm": (acc, xs, ws, b, res, nw, nb, 1e-12)}
     for name, args in cases.items():
         got, want = compiled[name](*args), EAGER[name](*args)
@@ -146,6 +140,25 @@ def kernels() -> dict[str, Callable]:
     return _kernels if _kernels is not None else EAGER
 
 
+def rows_dynamic(fn: Callable) -> Callable:
+    """``fn`` compiled for any number of rows but each feature width it meets: every 2-D tensor argument's dim 0
+    (tokens) is symbolic, every other size a constant of its graph. One graph per width (768, 2304, 3072 at BERT-base)
+    instead of ``dynamic=True``'s one graph for all, because inductor's C++ loops with a symbolic row length run up
+    to 2.5x slower (Xeon with AMX, 2 threads, 512 rows: the quantizer 0.95 ms against 0.59 at width 3072, the
+    residual + LayerNorm epilogue 0.69 against 0.28 ms at 768; docs/performance.md). A single row is a graph of its
+    own (PyTorch specializes sizes 0 and 1)."""
+    compiled = torch.compile(fn, dynamic=False)
+
+    @functools.wraps(fn)
+    def call(*args):
+        for arg in args:
+            if isinstance(arg, torch.Tensor) and arg.dim() == 2:
+                torch._dynamo.maybe_mark_dynamic(arg, 0)
+        return compiled(*args)
+
+    return call
+
+
 def enable_compiled() -> dict[str, str]:
     """Switch to ``torch.compile``d kernels (inductor, C++ on CPU) if that works here; returns ``compile_status()``.
 
@@ -159,7 +172,7 @@ def enable_compiled() -> dict[str, str]:
         _status.update(mode="eager", reason=f"{COMPILE_ENV}=0")
         return dict(_status)
     try:
-        compiled = {name: torch.compile(fn, dynamic=True) for name, fn in EAGER.items()}
+        compiled = {name: rows_dynamic(fn) for name, fn in EAGER.items()}
         with torch.inference_mode():  # the engine runs its kernels on inference tensors only (as_inference)
             _probe(compiled)
     except Exception as err:  # no compiler, no headers, a backend bug: all mean "run eagerly"

@@ -4,10 +4,10 @@
 
 Both sides are built from the same random BERT-base-shaped FP32 model (``bench/serve.py``'s files). The engine's
 first fused layer is taken apart into the steps of ``EngineBertLayer._forward`` on one 512-token chunk (its own
-kernels, its own weights) -- activation quantization (four), the four int8 products (its matmul kernel:
-``torch._int_mm``, or oneDNN's prepacked int8 linear on AMX), the
-epilogues (Q/K/V rescale, rescale then GELU, two rescale + residual + LayerNorm) and float attention -- each timed
-alone, the steps alternating round by round (median of rounds), then scaled to the whole batch and all layers.
+kernels, its own weights) -- activation quantization (the two passes of their own: layer input, attention context),
+the four int8 products (its matmul kernel: ``torch._int_mm``, or oneDNN's prepacked int8 linear on AMX), the
+epilogues with the two quantizers fused into them (Q/K/V rescale, rescale + GELU + quantize, two rescale +
+residual + LayerNorm, the first with its quantizer) and float attention -- each timed alone, the steps alternating round by round (median of rounds), then scaled to the whole batch and all layers.
 ONNX Runtime's side comes from its own profiler (``enable_profiling``): every node's time over ``rounds`` runs of
 the whole batch, summed by op type and mapped onto the same components. Whole-model medians of both, interleaved,
 sit beside the sums, so the per-component split can be read against what a request costs.
@@ -61,23 +61,21 @@ def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[st
         context = attention(layer, q, key, v, mask, dropout=0.0, scaling=layer.scaling)[0].reshape(batch * seq, width)
         c1, s1 = k["quantize_tokens"](context, 8)
         acc1 = layer.attn_out.matmul(c1, w_ao)
-        h = k["rescale_residual_norm"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x, layer.norm1_weight,
-                                       layer.norm1_bias, layer.norm_eps[0])
-        c2, s2 = k["quantize_tokens"](h, 8)
+        h, c2, s2 = k["rescale_residual_norm_quantize"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x,
+                                                        layer.norm1_weight, layer.norm1_bias, layer.norm_eps[0], 8)
         acc2 = layer.intermediate.matmul(c2, w_i)
-        inner = layer.act(k["rescale"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias))
-        c3, s3 = k["quantize_tokens"](inner, 8)
+        c3, s3 = k["rescale_gelu_quantize"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias, 8)
         acc3 = layer.out.matmul(c3, w_o)
-    steps = {
-        "activation quantization": lambda: [k["quantize_tokens"](t, 8) for t in (x, context, h, inner)],
+    steps = {  # the quantizers fused into an epilogue (the intermediate's and the output dense's inputs) count there
+        "activation quantization": lambda: [k["quantize_tokens"](t, 8) for t in (x, context)],
         "int8 matmul": lambda: [m.matmul(c, w) for m, c, w in ((layer.qkv, c0, w_qkv), (layer.attn_out, c1, w_ao),
                                                                (layer.intermediate, c2, w_i), (layer.out, c3, w_o))],
         "attention (float)": lambda: attention(layer, q, key, v, mask, dropout=0.0, scaling=layer.scaling),
         "epilogues": lambda: (
             k["rescale"](acc0, s0, layer.qkv.w_scale, layer.qkv.bias),
-            k["rescale_residual_norm"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x, layer.norm1_weight,
-                                       layer.norm1_bias, layer.norm_eps[0]),
-            layer.act(k["rescale"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias)),
+            k["rescale_residual_norm_quantize"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x,
+                                               layer.norm1_weight, layer.norm1_bias, layer.norm_eps[0], 8),
+            k["rescale_gelu_quantize"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias, 8),
             k["rescale_residual_norm"](acc3, s3, layer.out.w_scale, layer.out.bias, h, layer.norm2_weight,
                                        layer.norm2_bias, layer.norm_eps[1])),
         "whole layer (one chunk)": lambda: layer._forward(hidden, mask, (w_qkv, w_ao, w_i, w_o)),

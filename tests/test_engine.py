@@ -14,6 +14,7 @@ from xtc.packed import load as load_packed
 from xtc.packed.engine import EngineBertLayer, logit_bound
 from xtc.packed.export import export_packed
 from xtc.quant.packing import code_mapping, pack_codes
+from xtc.quant import cpu_kernels
 from xtc.quant import int8 as int8_module
 from xtc.quant import quantize_
 from xtc.quant.int8 import (
@@ -386,7 +387,7 @@ def test_eager_fallback_is_chosen_and_reported(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler found")
 
-    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(cpu_kernels, "build", broken)
     enable_compiled()
     assert kernels()["quantize_tokens"] is quantize_tokens
     assert compile_status()["mode"] == "eager" and "no C++ compiler" in compile_status()["reason"]
@@ -397,13 +398,66 @@ def test_compiled_kernels_match_the_eager_ones(monkeypatch, tiny_bert, tiny_batc
     reset_kernels()
     enable_compiled()
     skip_unless(compile_status()["mode"] == "compiled",
-                f"torch.compile is unavailable here: {compile_status()['reason']}", COMPILE)
+                f"the C++ kernels are unavailable here: {compile_status()['reason']}", COMPILE)
     x = torch.randn(33, 64)
     codes, scale = kernels()["quantize_tokens"](x, 8)
     want_codes, want_scale = quantize_tokens(x, 8)
     assert torch.equal(scale, want_scale) and (codes.int() - want_codes.int()).abs().max() <= 1
     fake, engine = _pair(tiny_bert, QuantConfig(weight_bits=1), tiny_batch, tmp_path)
     _check_bounded(fake, engine, tiny_batch)
+
+
+@pytest.mark.parametrize("acc_dtype", [torch.float32, torch.int32])
+def test_row_kernels_compute_the_eager_kernels(acc_dtype):
+    """Each C++ row kernel against its eager definition, on rows that are and are not whole vectors: the quantizer's
+    codes and scales exactly; rescale exactly (same operations, no fused multiply-add); GELU and LayerNorm to float
+    rounding, their codes exactly the quantizer's of the floats they produced."""
+    try:
+        cpu_kernels.build(acc_dtype)
+    except Exception as err:  # noqa: BLE001 -- any build failure means no toolchain here
+        skip_unless(False, f"the C++ kernels cannot be built here: {err}", COMPILE)
+    g = torch.Generator().manual_seed(3)
+    with torch.inference_mode():
+        for m, k in ((5, 768), (17, 100), (1, 3)):
+            x = torch.randn(m, k, generator=g) * 4
+            x[0, 0] = 0.0
+            codes, scale = cpu_kernels.quantize_tokens(x, 8)
+            want_codes, want_scale = quantize_tokens(x, 8)
+            assert torch.equal(codes, want_codes) and torch.equal(scale, want_scale)
+            assert torch.equal(cpu_kernels.quantize_tokens(torch.zeros(m, k))[1], torch.ones(m, 1))  # scale 0 -> 1
+            for bits in (4, 8):
+                assert torch.equal(cpu_kernels.quantize_tokens(x, bits)[0], quantize_tokens(x, bits)[0])
+        for m, n in ((9, 3072), (4, 40)):
+            acc = torch.randint(-40000, 40000, (m, n), generator=g, dtype=torch.int32).to(acc_dtype)
+            xs, ws, b = torch.rand(m, 1, generator=g) / 4000, torch.rand(n, generator=g), torch.randn(n, generator=g)
+            acc[0, :] = 40000 * 1000  # GELU far in its tails: erf +-1, no slow denormal path taken wrongly
+            assert torch.equal(cpu_kernels.rescale(acc, xs, ws, b), int8_module.rescale(acc, xs, ws, b))
+            codes, scale = cpu_kernels.rescale_gelu_quantize(acc, xs, ws, b, 8)
+            inner = torch.nn.functional.gelu(int8_module.rescale(acc, xs, ws, b))
+            want_codes, want_scale = quantize_tokens(inner, 8)
+            assert torch.allclose(scale, want_scale, rtol=1e-6, atol=0)
+            assert (codes.int() - want_codes.int()).abs().max() <= 1
+            res, nw, nb = torch.randn(m, n, generator=g), torch.rand(n, generator=g), torch.randn(n, generator=g)
+            args = (acc, xs, ws, b, res, nw, nb, 1e-12)
+            h, codes, scale = cpu_kernels.rescale_residual_norm_quantize(*args, 8)
+            want_h = int8_module.rescale_residual_norm(*args)
+            assert torch.allclose(h, want_h, rtol=1e-5, atol=1e-5)
+            assert torch.equal(cpu_kernels.rescale_residual_norm(*args), h)
+            want_codes, want_scale = quantize_tokens(h, 8)
+            assert torch.equal(codes, want_codes) and torch.equal(scale, want_scale)
+
+
+def test_row_kernels_refuse_what_they_cannot_read():
+    try:
+        cpu_kernels.build(torch.float32)
+    except Exception as err:  # noqa: BLE001
+        skip_unless(False, f"the C++ kernels cannot be built here: {err}", COMPILE)
+    with pytest.raises(ValueError, match="contiguous"):
+        cpu_kernels.rescale(torch.zeros(8, 4).t(), torch.ones(4, 1), torch.ones(8), torch.zeros(8))
+    with pytest.raises(ValueError, match="float32 or int32"):
+        cpu_kernels.rescale(torch.zeros(4, 8, dtype=torch.float64), torch.ones(4, 1), torch.ones(8), torch.zeros(8))
+    with pytest.raises(ValueError, match="float32"):
+        cpu_kernels.quantize_tokens(torch.zeros(4, 8, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------- errors

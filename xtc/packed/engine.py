@@ -13,7 +13,8 @@ exactly.
 Then every transformer layer shaped like BERT's (Q/K/V, attention output + LayerNorm, intermediate + GELU, output +
 LayerNorm; found by its structure, not its class name) whose six linears are integer becomes one
 ``EngineBertLayer``: Q, K and V share one quantized input and one ``(hidden, 3 hidden)`` matmul, and every rescale
-is fused with the bias (and with residual + LayerNorm where one follows; the GELU runs after it, eagerly).
+is fused with what follows it and with the next product's activation quantizer (bias + GELU + quantize; bias +
+residual + LayerNorm + quantize), one pass over each token's row (``xtc.quant.cpu_kernels``).
 
 **Numerics.** The engine computes the fake-quant model's arithmetic with exact integer dot products instead of
 float32 sums, so its logits differ from the float path's by float rounding, amplified where a rounding difference
@@ -202,6 +203,7 @@ class EngineBertLayer(nn.Module):
             self.register_buffer(f"norm{i}_weight", as_inference(norm.weight.detach()))
             self.register_buffer(f"norm{i}_bias", as_inference(norm.bias.detach()))
         self.act = layer.intermediate.intermediate_act_fn
+        self.gelu_fused = _exact_gelu(layer.intermediate)
 
     @staticmethod
     def fits(layer: nn.Module) -> bool:
@@ -261,17 +263,27 @@ class EngineBertLayer(nn.Module):
                                scaling=self.scaling, **{n: a for n, a in kwargs.items() if n == "position_ids"})
         context = context.reshape(batch * seq, hidden)  # (B, T, nh, hs) -> (M, H)
         codes, scale = k["quantize_tokens"](context, self.attn_out.act_bits)
-        h = k["rescale_residual_norm"](self.attn_out.matmul(codes, w_attn_out), scale, self.attn_out.w_scale,
-                                       self.attn_out.bias, x, self.norm1_weight, self.norm1_bias,
-                                       self.norm_eps[0])  # (M, H)
-        codes, scale = k["quantize_tokens"](h, self.intermediate.act_bits)
+        h, codes, scale = k["rescale_residual_norm_quantize"](
+            self.attn_out.matmul(codes, w_attn_out), scale, self.attn_out.w_scale, self.attn_out.bias, x,
+            self.norm1_weight, self.norm1_bias, self.norm_eps[0], self.intermediate.act_bits)  # (M, H), its codes
         acc = self.intermediate.matmul(codes, w_intermediate)  # (M, I)
-        # the activation eagerly: ATen's vectorized erf GELU is 6x faster than inductor's here (docs/performance.md)
-        inner = self.act(k["rescale"](acc, scale, self.intermediate.w_scale, self.intermediate.bias))
-        codes, scale = k["quantize_tokens"](inner, self.out.act_bits)
+        if self.gelu_fused:  # GELU and the next quantizer in the same pass over each row
+            codes, scale = k["rescale_gelu_quantize"](acc, scale, self.intermediate.w_scale, self.intermediate.bias,
+                                                      self.out.act_bits)
+        else:
+            inner = self.act(k["rescale"](acc, scale, self.intermediate.w_scale, self.intermediate.bias))
+            codes, scale = k["quantize_tokens"](inner, self.out.act_bits)
         out = k["rescale_residual_norm"](self.out.matmul(codes, w_out), scale, self.out.w_scale, self.out.bias, h,
                                          self.norm2_weight, self.norm2_bias, self.norm_eps[1])  # (M, H)
         return out.reshape(batch, seq, hidden)
+
+
+def _exact_gelu(intermediate: nn.Module) -> bool:
+    """Whether the activation is ``F.gelu`` exactly (erf form), so that the fused kernel computes the same."""
+    from transformers.activations import GELUActivation
+
+    fn = intermediate.intermediate_act_fn
+    return isinstance(fn, GELUActivation) and fn.act is nn.functional.gelu
 
 
 # ---------------------------------------------------------------------------------------------- the model

@@ -11,11 +11,11 @@ the float model sums ``K`` products in float32 where the engine sums exactly, an
 instead of two; a code at a rounding boundary can then flip by one step in a later layer (bound: ``xtc.packed.engine``).
 
 The elementwise passes around the matmul cost more than the matmul itself in eager mode (quantizing a 512 x 768
-activation: 1.6 ms eager vs 0.16 ms compiled, 2 threads), so they are written as small pure functions (quantize;
-rescale fused with bias, and with residual + LayerNorm) that ``torch.compile`` turns into single loops, one graph
-per feature width (``enable_compiled()``, ``rows_dynamic``); without a working compiler they run eagerly, with the
-reason logged once. The GELU is not among them: ATen's eager erf GELU is vectorized, inductor's took 6x longer
-(compiled rescale + GELU 5.6 ms per 512 x 3072 chunk against 0.9 ms for the compiled rescale then ATen's GELU).
+activation: 1.6 ms eagerly, 0.1 ms in a row kernel, 2 threads), so they are written as small pure functions here
+(quantize; rescale; rescale + residual + LayerNorm; and, fused with the next product's quantizer, rescale + GELU and
+rescale + residual + LayerNorm) -- the eager reference -- and run as C++ row kernels (``xtc.quant.cpu_kernels``,
+``enable_compiled()``) that read each token's row once; without a working compiler the eager ones run, with the
+reason logged once.
 
 The int8 products themselves have two kernels (``select_matmul()``, decided once per process): ``torch._int_mm``
 (oneDNN's s8s8 GEMM on a plain weight each call) and, on CPUs with AMX, oneDNN's int8 linear on a weight prepacked
@@ -32,7 +32,6 @@ run as two exact products (``int_mm_exact``). 1- to 7-bit weights never reach it
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 import os
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from xtc.quant.packing import code_mapping
 
 log = logging.getLogger(__name__)
 
-COMPILE_ENV = "XTC_ENGINE_COMPILE"  # "0" turns torch.compile off (eager kernels)
+COMPILE_ENV = "XTC_ENGINE_COMPILE"  # "0": the eager kernels, no C++ build
 MATMUL_ENV = "XTC_ENGINE_MATMUL"  # the int8 products' kernel: one of MATMULS
 MATMULS = ("auto", "onednn", "int_mm")  # auto: onednn where AMX is present, else int_mm
 ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN's own cap on the instruction sets it uses
@@ -75,6 +74,21 @@ def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: tor
     return F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
 
 
+def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
+                          bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's intermediate dense epilogue and the output dense's input quantizer: codes of ``GELU(rescale(...))``."""
+    return quantize_tokens(F.gelu(rescale(acc, x_scale, w_scale, bias)), bits)
+
+
+def rescale_residual_norm_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor,
+                                   bias: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor,
+                                   norm_bias: torch.Tensor, eps: float,
+                                   bits: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(h, codes, scale)``: the attention output's residual + LayerNorm ``h`` and the intermediate's input codes."""
+    h = rescale_residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps)
+    return (h, *quantize_tokens(h, bits))
+
+
 def byte_table(stored_bits: int, mul: int, sub: int) -> torch.Tensor:
     """``(256, 8 // stored_bits)`` int8: the codes ``u * mul - sub`` that each byte value packs (LSB first)."""
     shifts = torch.arange(0, 8, stored_bits, dtype=torch.int16)  # (per_byte,)
@@ -101,33 +115,39 @@ def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, 
 
 
 EAGER: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
-                              "rescale_residual_norm": rescale_residual_norm}
+                              "rescale_residual_norm": rescale_residual_norm,
+                              "rescale_gelu_quantize": rescale_gelu_quantize,
+                              "rescale_residual_norm_quantize": rescale_residual_norm_quantize}
 _kernels: dict[str, Callable] | None = None
 _status: dict[str, str] = {}
 
 
-def _probe(compiled: dict[str, Callable]) -> None:
-    """Run every compiled kernel once on small inputs (dims > 1, so the dynamic graph serves every shape) and check
-    it against the eager kernel: a compiler that builds but computes differently must not be used. The products
-    come in the dtype of the selected matmul kernel (int32, or oneDNN's float32), so the graphs probed are those
-    the engine runs."""
+def _probe(built: dict[str, Callable]) -> None:
+    """Run every built kernel once on small inputs (rows of 40: vector loops and their tails) and check it against
+    the eager kernel: a toolchain that builds but computes differently must not be used. The products come in the
+    dtype of the selected matmul kernel (int32, or oneDNN's float32), so the kernels probed are those the engine
+    runs. Codes must be equal, except one step where a float differs in the last bit (GELU, LayerNorm)."""
     g = torch.Generator().manual_seed(0)
     acc_dtype = torch.float32 if select_matmul()["matmul"] == "onednn" else torch.int32
-    x, acc = torch.randn(3, 16, generator=g), torch.randint(-500, 500, (3, 8), generator=g, dtype=torch.int32)
-    acc = acc.to(acc_dtype)
-    xs, ws, b, res = torch.rand(3, 1, generator=g), torch.rand(8, generator=g), torch.randn(8, generator=g), \
-        torch.randn(3, 8, generator=g)
-    nw, nb = torch.rand(8, generator=g), torch.randn(8, generator=g)  # distinct tensors: aliasing is guarded too
-    cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b),
-             "rescale_residual_norm": (acc, xs, ws, b, res, nw, nb, 1e-12)}
+    m, k, n = 3, 40, 40
+    x = torch.randn(m, k, generator=g) * 3
+    acc = torch.randint(-500, 500, (m, n), generator=g, dtype=torch.int32).to(acc_dtype)
+    xs, ws, b, res = torch.rand(m, 1, generator=g) / 50, torch.rand(n, generator=g), torch.randn(n, generator=g), \
+        torch.randn(m, n, generator=g)
+    nw, nb = torch.rand(n, generator=g), torch.randn(n, generator=g)  # distinct tensors: aliasing is guarded too
+    cases = {"quantize_tokens": (x, 8), "rescale": (acc, xs, ws, b), "rescale_gelu_quantize": (acc, xs, ws, b, 8),
+             "rescale_residual_norm": (acc, xs, ws, b, res, nw, nb, 1e-12),
+             "rescale_residual_norm_quantize": (acc, xs, ws, b, res, nw, nb, 1e-12, 8)}
     for name, args in cases.items():
-        got, want = compiled[name](*args), EAGER[name](*args)
+        got, want = built[name](*args), EAGER[name](*args)
         for g_, w_ in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,),
                           strict=True):
+            if g_.shape != w_.shape or g_.dtype != w_.dtype:
+                raise RuntimeError(f"built {name} returns {g_.dtype} {tuple(g_.shape)}, not {w_.dtype} "
+                                   f"{tuple(w_.shape)}")
             close = torch.equal(g_, w_) if g_.dtype == torch.int8 else torch.allclose(g_, w_, rtol=1e-5, atol=1e-5)
-            # codes may differ by one step where x / scale sits on a rounding boundary; nowhere else
             if not close and not (g_.dtype == torch.int8 and (g_.int() - w_.int()).abs().max() <= 1):
-                raise RuntimeError(f"compiled {name} disagrees with the eager kernel")
+                raise RuntimeError(f"built {name} disagrees with the eager kernel")
 
 
 def _reason(err: Exception) -> str:
@@ -136,34 +156,17 @@ def _reason(err: Exception) -> str:
 
 
 def kernels() -> dict[str, Callable]:
-    """The engine's elementwise kernels in use: the compiled ones once ``enable_compiled()`` succeeded, else eager."""
+    """The engine's elementwise kernels in use: the C++ row kernels once ``enable_compiled()`` succeeded, else
+    eager."""
     return _kernels if _kernels is not None else EAGER
 
 
-def rows_dynamic(fn: Callable) -> Callable:
-    """``fn`` compiled for any number of rows but each feature width it meets: every 2-D tensor argument's dim 0
-    (tokens) is symbolic, every other size a constant of its graph. One graph per width (768, 2304, 3072 at BERT-base)
-    instead of ``dynamic=True``'s one graph for all, because inductor's C++ loops with a symbolic row length run up
-    to 2.5x slower (Xeon with AMX, 2 threads, 512 rows: the quantizer 0.95 ms against 0.59 at width 3072, the
-    residual + LayerNorm epilogue 0.69 against 0.28 ms at 768; docs/performance.md). A single row is a graph of its
-    own (PyTorch specializes sizes 0 and 1)."""
-    compiled = torch.compile(fn, dynamic=False)
-
-    @functools.wraps(fn)
-    def call(*args):
-        for arg in args:
-            if isinstance(arg, torch.Tensor) and arg.dim() == 2:
-                torch._dynamo.maybe_mark_dynamic(arg, 0)
-        return compiled(*args)
-
-    return call
-
-
 def enable_compiled() -> dict[str, str]:
-    """Switch to ``torch.compile``d kernels (inductor, C++ on CPU) if that works here; returns ``compile_status()``.
+    """Switch to the C++ row kernels (``xtc.quant.cpu_kernels``, built by inductor's C++ toolchain) if they build
+    and pass the probe here; returns ``compile_status()``.
 
-    Decided once per process (10-40 s the first time on a 2-core CPU, seconds with inductor's on-disk cache); when
-    compiling fails or ``XTC_ENGINE_COMPILE=0`` the eager kernels stay, with the reason logged and reported.
+    Decided once per process (~10 s the first time on a 2-core CPU, then from the on-disk cache); when building
+    fails or ``XTC_ENGINE_COMPILE=0`` the eager kernels stay, with the reason logged and reported.
     """
     global _kernels
     if _status:
@@ -172,17 +175,19 @@ def enable_compiled() -> dict[str, str]:
         _status.update(mode="eager", reason=f"{COMPILE_ENV}=0")
         return dict(_status)
     try:
-        compiled = {name: rows_dynamic(fn) for name, fn in EAGER.items()}
+        from xtc.quant import cpu_kernels
+
+        cpu_kernels.build(torch.float32 if select_matmul()["matmul"] == "onednn" else torch.int32)
         with torch.inference_mode():  # the engine runs its kernels on inference tensors only (as_inference)
-            _probe(compiled)
-    except Exception as err:  # no compiler, no headers, a backend bug: all mean "run eagerly"
+            _probe(cpu_kernels.KERNELS)
+    except Exception as err:  # no compiler, no headers, a toolchain bug: all mean "run eagerly"
         reason = _reason(err)
-        log.warning("torch.compile is unavailable for the integer engine (%s); running the eager kernels, which are "
+        log.warning("the integer engine's C++ kernels are unavailable (%s); running the eager kernels, which are "
                     "slower", reason)
         _status.update(mode="eager", reason=reason)
         return dict(_status)
-    _status.update(mode="compiled", reason="torch.compile (inductor) probe passed")
-    _kernels = compiled
+    _status.update(mode="compiled", reason="C++ row kernels (inductor's toolchain) built, probe passed")
+    _kernels = cpu_kernels.KERNELS
     return dict(_status)
 
 

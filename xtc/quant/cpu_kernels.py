@@ -1,0 +1,284 @@
+"""The integer engine's elementwise kernels as C++ row kernels: each token's row is read once, kept in L1, and leaves
+as the next linear's int8 codes.
+
+Between two int8 products a BERT layer only runs per-token work: rescale the exact sums (``acc s_x s_w + b``), then
+GELU or residual + LayerNorm, then quantize the result per token for the next product (``xtc.quant.int8``'s
+``quantize_tokens``). Written as separate passes (eager ops, or ``torch.compile``'s loops, which also quantize in
+three parallel loops with a serial step between), every pass streams the whole activation through memory again, and
+each compiled call pays ~40 us of guard checks. Here one C++ function per epilogue walks the rows in parallel
+(OpenMP), computes the row into a per-thread buffer, and writes only what the next step reads: the int8 codes and
+one scale per row (plus LayerNorm's output, which is also the residual). Built once per machine by inductor's C++
+toolchain (``CppPythonBindingsCodeCache``: the compiler, ISA flags and on-disk cache ``torch.compile`` uses;
+vectorized with ``at::vec``), called through its thin Python binding.
+
+Numerics, operation for operation those of ``xtc.quant.int8``'s eager kernels: the rescale ``((acc * s_x) * s_w) +
+b`` without fused multiply-adds, GELU as ATen's (``(x * 0.5) * (1 + erf(x * sqrt(1/2)))``, the same vectorized erf),
+the quantizer's ``scale = 2 max|x| / 2^k`` (1 where 0), division, round half to even, clamp -- so the codes of a row
+equal ``quantize_tokens`` of the same floats exactly. LayerNorm computes the mean and variance in two passes over the
+row in float32 (ATen accumulates differently): its output may differ from ``F.layer_norm`` in the last bits, inside
+the engine's bound (``xtc.packed.engine``). ``xtc.quant.int8.enable_compiled`` builds these, checks them against the
+eager kernels on probe inputs and falls back to the eager ones, with the reason, when either fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+ACC_TYPES = {torch.float32: "float", torch.int32: "int32_t"}  # the products' dtype: oneDNN's float32, _int_mm's int32
+
+_PRELUDE = r"""
+#include <torch/csrc/inductor/cpp_prefix.h>
+#include <cmath>
+#include <memory>
+using Vec = at::vec::Vectorized<float>;
+static constexpr int64_t VW = Vec::size();
+
+// max |y| over a row (0 for an empty row)
+static inline float row_absmax(const float* y, int64_t n) {
+    Vec acc(0.0f);
+    int64_t k = 0;
+    for (; k + VW <= n; k += VW) acc = at::vec::maximum(acc, Vec::loadu(y + k).abs());
+    float m = at::vec::vec_reduce_all<float, 1>(
+        [](at::vec::Vectorized<float>& a, at::vec::Vectorized<float>& b) { return at::vec::maximum(a, b); }, acc);
+    for (; k < n; ++k) m = max_propagate_nan(m, std::abs(y[k]));
+    return m;
+}
+
+// xtc.quant.int8.quantize_tokens on one row: scale = 2 max|y| / levels (1 where 0), codes = clamp(round(y / scale))
+static inline void quantize_row(const float* y, int64_t n, float levels, int8_t* codes, float* scale) {
+    float s = 2.0f * row_absmax(y, n) / levels;
+    if (s == 0.0f) s = 1.0f;
+    *scale = s;
+    const float half = levels / 2.0f;
+    const Vec vs(s), lo(-half), hi(half - 1.0f);
+    int64_t k = 0;
+    for (; k + VW <= n; k += VW) {
+        auto q = at::vec::minimum(at::vec::maximum((Vec::loadu(y + k) / vs).round(), lo), hi);
+        at::vec::convert<int8_t>(q).store(codes + k, VW);
+    }
+    for (; k < n; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(y[k] / s), -half), half - 1.0f));
+}
+
+template <typename A> static inline Vec load_float(const A* p);
+template <> inline Vec load_float<float>(const float* p) { return Vec::loadu(p); }
+template <> inline Vec load_float<int32_t>(const int32_t* p) {
+    return at::vec::convert<float>(at::vec::Vectorized<int32_t>::loadu(p));
+}
+
+static inline float sum_all(Vec v) {
+    return at::vec::vec_reduce_all<float, 1>(
+        [](at::vec::Vectorized<float>& a, at::vec::Vectorized<float>& b) { return a + b; }, v);
+}
+
+// out[k] = ((acc[k] * xs) * ws[k]) + b[k]
+template <typename A>
+static inline void rescale_row(const A* acc, float xs, const float* ws, const float* b, int64_t n, float* out) {
+    const Vec vx(xs);
+    int64_t k = 0;
+    for (; k + VW <= n; k += VW) (((load_float(acc + k) * vx) * Vec::loadu(ws + k)) + Vec::loadu(b + k)).store(out + k);
+    for (; k < n; ++k) {
+        float t = static_cast<float>(acc[k]) * xs;
+        t = t * ws[k];
+        out[k] = t + b[k];
+    }
+}
+
+// ATen's erf GELU, in place
+static inline void gelu_row(float* y, int64_t n) {
+    const Vec half(0.5f), one(1.0f), alpha(static_cast<float>(M_SQRT1_2));
+    int64_t k = 0;
+    // erf(+-9) is +-1 in float32, as erf beyond; the clamp keeps exp(-t^2) out of the (slow) denormals
+    const Vec lo(-9.0f), hi(9.0f);
+    for (; k + VW <= n; k += VW) {
+        Vec x = Vec::loadu(y + k);
+        (x * half * (one + at::vec::clamp(x * alpha, lo, hi).erf())).store(y + k);
+    }
+    for (; k < n; ++k) y[k] = y[k] * 0.5f * (1.0f + std::erf(y[k] * static_cast<float>(M_SQRT1_2)));
+}
+
+// y = LayerNorm(y + r) in place: mean, then variance of the deviations, both in float32
+static inline void residual_norm_row(float* y, const float* r, const float* gamma, const float* beta, int64_t n,
+                                     float eps) {
+    Vec vsum(0.0f);
+    float sum = 0.0f;
+    int64_t k = 0;
+    for (; k + VW <= n; k += VW) {
+        Vec v = Vec::loadu(y + k) + Vec::loadu(r + k);
+        v.store(y + k);
+        vsum = vsum + v;
+    }
+    for (; k < n; ++k) { y[k] = y[k] + r[k]; sum += y[k]; }
+    const float mean = (sum_all(vsum) + sum) / static_cast<float>(n);
+    const Vec vmean(mean);
+    Vec vvar(0.0f);
+    float var = 0.0f;
+    for (k = 0; k + VW <= n; k += VW) { Vec d = Vec::loadu(y + k) - vmean; vvar = vvar + d * d; }
+    for (; k < n; ++k) { const float d = y[k] - mean; var += d * d; }
+    const float rstd = 1.0f / std::sqrt((sum_all(vvar) + var) / static_cast<float>(n) + eps);
+    const Vec vrstd(rstd);
+    for (k = 0; k + VW <= n; k += VW)
+        (((Vec::loadu(y + k) - vmean) * vrstd) * Vec::loadu(gamma + k) + Vec::loadu(beta + k)).store(y + k);
+    for (; k < n; ++k) y[k] = ((y[k] - mean) * rstd) * gamma[k] + beta[k];
+}
+"""
+
+_SOURCES = {
+    # (x (M, K) float, codes (M, K) int8, scale (M,) float, M, K, levels)
+    "quantize": (("const float*", "int8_t*", "float*", "const int64_t", "const int64_t", "const float"), r"""
+extern "C" void kernel(const float* x, int8_t* codes, float* scale, const int64_t M, const int64_t K,
+                       const float levels) {
+    #pragma omp parallel for
+    for (int64_t i = 0; i < M; ++i) quantize_row(x + i * K, K, levels, codes + i * K, scale + i);
+}
+"""),
+    # (acc (M, N), xs (M,), ws (N,), b (N,), out (M, N), M, N)
+    "rescale": (("const ACC*", "const float*", "const float*", "const float*", "float*", "const int64_t",
+                "const int64_t"), r"""
+extern "C" void kernel(const ACC* acc, const float* xs, const float* ws, const float* b, float* out,
+                       const int64_t M, const int64_t N) {
+    #pragma omp parallel for
+    for (int64_t i = 0; i < M; ++i) rescale_row(acc + i * N, xs[i], ws, b, N, out + i * N);
+}
+"""),
+    # (acc, xs, ws, b, codes (M, N) int8, scale (M,), M, N, levels): GELU(rescale) quantized; the row never leaves
+    "rescale_gelu_quantize": (("const ACC*", "const float*", "const float*", "const float*", "int8_t*", "float*",
+                              "const int64_t", "const int64_t", "const float"), r"""
+extern "C" void kernel(const ACC* acc, const float* xs, const float* ws, const float* b, int8_t* codes,
+                       float* scale, const int64_t M, const int64_t N, const float levels) {
+    #pragma omp parallel
+    {
+        std::unique_ptr<float[]> row(new float[N]);
+        #pragma omp for
+        for (int64_t i = 0; i < M; ++i) {
+            float* y = row.get();
+            rescale_row(acc + i * N, xs[i], ws, b, N, y);
+            gelu_row(y, N);
+            quantize_row(y, N, levels, codes + i * N, scale + i);
+        }
+    }
+}
+"""),
+    # (acc, xs, ws, b, residual (M, N), gamma (N,), beta (N,), h (M, N) out, codes (M, N), scale (M,), M, N, eps,
+    #  levels; levels 0: no codes) -- LayerNorm(rescale + residual), and its codes
+    "rescale_residual_norm": (("const ACC*", "const float*", "const float*", "const float*", "const float*",
+                              "const float*", "const float*", "float*", "int8_t*", "float*", "const int64_t",
+                              "const int64_t", "const float", "const float"), r"""
+extern "C" void kernel(const ACC* acc, const float* xs, const float* ws, const float* b, const float* residual,
+                       const float* gamma, const float* beta, float* h, int8_t* codes, float* scale,
+                       const int64_t M, const int64_t N, const float eps, const float levels) {
+    #pragma omp parallel for
+    for (int64_t i = 0; i < M; ++i) {
+        float* y = h + i * N;
+        rescale_row(acc + i * N, xs[i], ws, b, N, y);
+        residual_norm_row(y, residual + i * N, gamma, beta, N, eps);
+        if (levels > 0.0f) quantize_row(y, N, levels, codes + i * N, scale + i);
+    }
+}
+"""),
+}
+
+_built: dict[tuple[str, torch.dtype], Callable] = {}
+
+
+def _kernel(name: str, acc_dtype: torch.dtype = torch.float32) -> Callable:
+    """The built C++ function ``name`` (for products of ``acc_dtype``), compiled at first use (cached on disk)."""
+    key = (name, acc_dtype)
+    if key not in _built:
+        from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+        argtypes, body = _SOURCES[name]
+        acc = ACC_TYPES[acc_dtype]
+        _built[key] = CppPythonBindingsCodeCache.load_pybinding(
+            [t.replace("ACC", acc) for t in argtypes], _PRELUDE + body.replace("ACC", acc), needs_vec_isa=True)
+    return _built[key]
+
+
+def build(acc_dtype: torch.dtype) -> None:
+    """Compile every kernel for products of ``acc_dtype`` now (raises where the toolchain cannot)."""
+    for name in _SOURCES:
+        _kernel(name, acc_dtype if "ACC" in "".join(_SOURCES[name][0]) else torch.float32)
+
+
+def _rows(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError(f"xtc.quant.cpu_kernels needs contiguous CPU tensors, got {tuple(t.shape)} strides "
+                             f"{t.stride()} on {t.device}")
+
+
+def _acc(acc: torch.Tensor) -> torch.dtype:
+    if acc.dtype not in ACC_TYPES:
+        raise ValueError(f"products must be float32 or int32, got {acc.dtype}")
+    return acc.dtype
+
+
+def _f32(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32:
+            raise ValueError(f"xtc.quant.cpu_kernels needs float32 tensors, got {t.dtype} {tuple(t.shape)}")
+
+
+def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """``xtc.quant.int8.quantize_tokens``: ``(codes int8 (M, K), scale (M, 1))``."""
+    _f32(x)
+    x = x.contiguous()
+    m, k = x.shape
+    codes, scale = torch.empty(m, k, dtype=torch.int8), torch.empty(m, 1)
+    _kernel("quantize")(x, codes, scale, m, k, float(2**bits))
+    return codes, scale
+
+
+def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``xtc.quant.int8.rescale``: ``acc * s_x * s_w + b``, float ``(M, N)``."""
+    _f32(x_scale, w_scale, bias)
+    _rows(acc, x_scale, w_scale, bias)
+    m, n = acc.shape
+    out = torch.empty(m, n)
+    _kernel("rescale", _acc(acc))(acc, x_scale, w_scale, bias, out, m, n)
+    return out
+
+
+def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
+                          bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_tokens(F.gelu(rescale(acc, ...)), bits)``; the GELU output itself is never written."""
+    _f32(x_scale, w_scale, bias)
+    _rows(acc, x_scale, w_scale, bias)
+    m, n = acc.shape
+    codes, scale = torch.empty(m, n, dtype=torch.int8), torch.empty(m, 1)
+    _kernel("rescale_gelu_quantize", _acc(acc))(acc, x_scale, w_scale, bias, codes, scale, m, n, float(2**bits))
+    return codes, scale
+
+
+def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits):
+    _f32(x_scale, w_scale, bias, residual, norm_weight, norm_bias)
+    residual = residual.contiguous()
+    _rows(acc, x_scale, w_scale, bias, norm_weight, norm_bias)
+    m, n = acc.shape
+    h = torch.empty(m, n)
+    codes, scale = (torch.empty(m, n, dtype=torch.int8), torch.empty(m, 1)) if bits else (h, h)
+    _kernel("rescale_residual_norm", _acc(acc))(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, h,
+                                                 codes, scale, m, n, float(eps), float(2**bits) if bits else 0.0)
+    return h, codes, scale
+
+
+def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
+                          residual: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                          eps: float) -> torch.Tensor:
+    """``xtc.quant.int8.rescale_residual_norm``: ``LN(acc s_x s_w + b + residual)``."""
+    return _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, 0)[0]
+
+
+def rescale_residual_norm_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor,
+                                   bias: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor,
+                                   norm_bias: torch.Tensor, eps: float,
+                                   bits: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(h, *quantize_tokens(h, bits))`` with ``h = rescale_residual_norm(...)``, in one pass."""
+    return _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits)
+
+
+KERNELS: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
+                                "rescale_gelu_quantize": rescale_gelu_quantize,
+                                "rescale_residual_norm": rescale_residual_norm,
+                                "rescale_residual_norm_quantize": rescale_residual_norm_quantize}

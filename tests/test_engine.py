@@ -13,7 +13,7 @@ from xtc.config import ENGINES, QuantConfig
 from xtc.packed import load as load_packed
 from xtc.packed.engine import EngineBertLayer, logit_bound
 from xtc.packed.export import export_packed
-from xtc.quant.packing import code_mapping, pack_codes
+from xtc.quant.packing import code_mapping, pack_bits, pack_codes
 from xtc.quant import cpu_kernels
 from xtc.quant import int8 as int8_module
 from xtc.quant import quantize_
@@ -340,7 +340,37 @@ def test_the_engine_gives_the_same_logits_on_either_matmul_kernel(cfg, monkeypat
     _use_matmul(monkeypatch, "onednn")
     packed = load_packed(path, engine="int8-packed")  # kept packed: _int_mm whatever the process chose
     assert torch.equal(_logits(packed, tiny_batch), logits["int_mm"])
-    assert {m.kernel for m in packed.modules() if isinstance(m, Int8Linear)} == {"int_mm"}
+    kept_packed = [m for m in packed.modules() if isinstance(m, Int8Linear)]
+    # on oneDNN where its prepacked layout is exactly the codes (re-packed in its order), else _int_mm
+    assert all((m.kernel == "onednn") == (m.packed.blocked_key is not None) for m in kept_packed)
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+def test_kept_packed_weights_unpack_into_onednns_prepacked_weight(bits, monkeypatch):
+    """``int8-packed`` on oneDNN: a BERT-sized weight re-packed once in oneDNN's blocked order (same bits per
+    weight) gives the exact products, through the prepacked weight of its role, after another weight of the same
+    shape and another role used its own."""
+    if not _use_matmul(monkeypatch, "onednn"):
+        return
+    g = torch.Generator().manual_seed(bits)
+    encoding = "sign" if bits == 1 else "ternary"
+    mul, sub = code_mapping(encoding, bits)
+    linears, codes = [], []
+    for role in ("a", "b"):
+        w = torch.randint(-1, 2, (768, 256), generator=g, dtype=torch.int8)  # (out, in)
+        if bits == 1:
+            w[w == 0] = 1
+        data = pack_bits(((w.int() + sub) // mul).to(torch.uint8), bits)
+        linear = Int8Linear(PackedWeight(data, bits, mul, sub, 768, 256), torch.ones(768), None, 8)
+        linear.role = role
+        linears.append(linear)
+        codes.append(w)
+    x = torch.randint(-128, 128, (40, 256), generator=g, dtype=torch.int8)
+    for _ in range(2):  # alternating uses: each role's prepacked weight holds its own codes
+        for linear, w in zip(linears, codes, strict=True):
+            assert torch.equal(linear.matmul(x).double(), x.double() @ w.double().t())
+            assert linear.kernel == "onednn" and linear.packed.blocked_key[0] == linear.role
+            assert linear.packed.data.numel() == 768 * 256 * bits // 8  # still the stored width
 
 
 def test_auto_takes_onednn_only_where_amx_is_and_its_probe_passes(monkeypatch):

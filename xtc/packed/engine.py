@@ -197,6 +197,8 @@ class EngineBertLayer(nn.Module):
                               shape=(q.in_features, 3 * q.out_features))
         self.attn_out, self.intermediate, self.out = (layer.attention.output.dense, layer.intermediate.dense,
                                                       layer.output.dense)
+        for role in ("qkv", "attn_out", "intermediate", "out"):  # kept packed on oneDNN: one prepacked weight each
+            getattr(self, role).role = role
         norms = layer.attention.output.LayerNorm, layer.output.LayerNorm
         self.norm_eps = norms[0].eps, norms[1].eps
         for i, norm in enumerate(norms, 1):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xtc.quant.packing import code_mapping
+from xtc.quant.packing import code_mapping, pack_bits
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +363,16 @@ class Int8TrainLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+SCRATCH: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # (role, in, out) -> (prepacked, bytes)
+
+
+def _prepacked_bytes(packed: torch.Tensor) -> torch.Tensor:
+    """An int8 tensor over the memory of oneDNN's prepacked weight (its blocked codes, then int32 compensation sums),
+    valid while ``packed`` lives."""
+    size = torch.ops.mkldnn._nbytes(packed)
+    return torch.frombuffer((ctypes.c_int8 * size).from_address(torch.ops.mkldnn.data_ptr(packed)), dtype=torch.int8)
+
+
 # ---------------------------------------------------------------------------------------------- modules
 class PackedWeight(nn.Module):
     """An ``(out, in)`` weight kept as its packed 1/2/4/8-bit codes in memory, unpacked to int8 on every use.
@@ -371,6 +381,12 @@ class PackedWeight(nn.Module):
     contiguous ``(in, out)`` matrix), which the caller drops after its matmul: the model holds 1 or 2 bits per
     weight, plus one layer's int8 codes while that layer runs. ``zeros`` are the flat ``(out, in)`` positions of a
     ``sign+zeros`` weight's exact zeros.
+
+    For oneDNN's int8 linear (AMX), ``to_blocked`` re-packs the codes once in the order of oneDNN's prepacked weight
+    (its blocked layout, then its per-column compensation sums, kept as raw bytes in ``tail``), and
+    ``blocked_weight()`` unpacks them straight into a prepacked weight kept per role and shape (``SCRATCH``): the
+    same table gather as ``weight_codes()``, no reorder per use, and the model still holds 1 or 2 bits per weight
+    plus one prepacked weight per role. Not for concurrent forwards of models that share a role and shape.
     """
 
     def __init__(self, data: torch.Tensor, stored_bits: int, mul: int, sub: int, out_features: int,
@@ -384,8 +400,51 @@ class PackedWeight(nn.Module):
         self.register_buffer("data", data.reshape(-1)[: out_features * in_features * stored_bits // 8])  # (bytes,)
         self.register_buffer("zeros", None if zeros is None or not zeros.numel() else zeros.long().reshape(-1))
         self.register_buffer("table", byte_table(stored_bits, mul, sub), persistent=False)  # (256, per_byte)
+        self.register_buffer("tail", None, persistent=False)  # oneDNN's compensation bytes, once ``to_blocked``
+        self.blocked_key: tuple[str, int, int] | None = None  # (role, in, out) of its SCRATCH entry
+
+    def to_blocked(self, role: str) -> bool:
+        """Re-pack the codes in oneDNN's prepacked order (module docstring); False, changing nothing, where they
+        cannot be: a ``sign+zeros`` weight, or a prepacked layout that is not exactly the codes (permuted) and one
+        int32 per column (oneDNN pads blocks of small shapes; BERT's 768/2304/3072 fill them)."""
+        if self.blocked_key is not None:
+            return True
+        if self.zeros is not None:
+            return False
+        key, body = (role, self.in_features, self.out_features), self.out_features * self.in_features
+        with torch.inference_mode():
+            packed = prepack(self.weight_codes().contiguous())
+            raw = _prepacked_bytes(packed)
+            if raw.numel() != body + 4 * self.out_features:  # padded blocks: not just the codes and one int32 each
+                return False
+            unsigned = raw[:body].int() + self.sub
+            fits = bool((unsigned % self.mul == 0).all()) if self.mul != 1 else True
+            unsigned = unsigned // self.mul
+            if not fits or int(unsigned.min()) < 0 or int(unsigned.max()) >= 2**self.stored_bits:
+                return False
+            data, tail = pack_bits(unsigned.to(torch.uint8), self.stored_bits), raw[body:].clone()
+            scratch = SCRATCH.setdefault(key, (packed, raw))
+            if scratch[1].numel() != raw.numel():
+                return False
+            self.data, self.tail, self.blocked_key = data, tail, key
+            if not torch.equal(_prepacked_bytes(self.blocked_weight()), raw):  # the round trip, byte for byte
+                raise RuntimeError(f"re-packing a {self.in_features} x {self.out_features} weight in oneDNN's order "
+                                   "did not give its bytes back")
+        return True
+
+    def blocked_weight(self) -> torch.Tensor:
+        """The prepacked weight for ``onednn_product``, its bytes unpacked now from ``to_blocked``'s codes."""
+        packed, raw = SCRATCH[self.blocked_key]
+        body = self.out_features * self.in_features
+        with torch.inference_mode():
+            torch.index_select(self.table, 0, self.data.int(), out=raw[:body].view(-1, self.table.shape[1]))
+            raw[body:].copy_(self.tail)
+        return packed
 
     def weight_codes(self) -> torch.Tensor:
+        if self.blocked_key is not None:
+            raise RuntimeError("PackedWeight.weight_codes: the codes are re-packed in oneDNN's order; use "
+                               "blocked_weight()")
         with torch.inference_mode():
             codes = unpack_int8(self.data, self.table, self.out_features * self.in_features)
             if self.zeros is not None:
@@ -415,9 +474,11 @@ class Int8Linear(nn.Module):
     three scales. ``act_bits`` is the dynamic per-token activation width; ``act_max_abs`` a static range instead.
     ``codes`` may be a function that unpacks them: it runs on first use (the packed bytes are what loading reads,
     as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay. Or a ``PackedWeight``:
-    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``, always ``_int_mm``: prepacking
-    per forward would cost more than it saves). At first use the kept codes go to the process's matmul kernel
-    (``select_matmul``): as they are for ``_int_mm``, or prepacked once for oneDNN (the same int8 bytes, blocked).
+    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``): to plain int8 for ``_int_mm``,
+    or, on oneDNN, re-packed once in its prepacked order and unpacked into the prepacked weight of this linear's
+    ``role`` (``PackedWeight.to_blocked``; a fused layer names its four roles, so a layer's weights never share
+    one). At first use the kept codes go to the process's matmul kernel (``select_matmul``): as they are for
+    ``_int_mm``, or prepacked once for oneDNN (the same int8 bytes, blocked).
     """
 
     def __init__(self, codes: torch.Tensor | Callable[[], torch.Tensor] | PackedWeight, w_scale: torch.Tensor,
@@ -440,8 +501,9 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(self.out_features) if bias is None else bias.detach().reshape(-1))
         self.register_buffer("act_max_abs", None if act_max_abs is None else act_max_abs.reshape(()))
         # the matmul kernel: select_matmul()'s at first use unless set before it ("int_mm" or "onednn")
-        self.kernel: str | None = "int_mm" if self.packed is not None else None
-        self._ready = self.packed is not None  # codes unpacked and in the kernel's form
+        self.kernel: str | None = None
+        self._ready = False  # codes unpacked and in the kernel's form
+        self.role = "own"  # which prepacked weight a packed one is unpacked into on oneDNN (set before first use)
         self.split: bool | None = None  # whether _int_mm needs the exact two-product form (``int_mm_exact``)
         self._ones = self._zero_points = None  # oneDNN's unit weight scales and zero points, (out,)
 
@@ -449,7 +511,7 @@ class Int8Linear(nn.Module):
         """The plain int8 ``(in, out)`` codes, unpacked now if they were not yet (every time if kept packed); before
         ``weight_codes()`` hands them to the matmul kernel (a fused Q/K/V weight is built from these)."""
         if self.packed is not None:
-            return self.packed.weight_codes()
+            return self.packed.weight_codes()  # refuses once re-packed for oneDNN
         if self._ready and self.kernel == "onednn":
             raise RuntimeError("Int8Linear.int8_codes: the codes are prepacked for oneDNN already")
         if self.codes is None:
@@ -462,16 +524,25 @@ class Int8Linear(nn.Module):
         """The weight in the matmul kernel's form: ``int8_codes()``, or at first use oneDNN's prepacked weight made
         from them; pass it back to ``matmul``."""
         if self.packed is not None:
-            return self.packed.weight_codes()
+            if not self._ready:
+                self.kernel = self.kernel or select_matmul()["matmul"]
+                if self.kernel == "onednn" and not self.packed.to_blocked(self.role):
+                    self.kernel = "int_mm"  # a layout it cannot re-pack: plain int8 codes per use
+                self._set_ready()
+            return self.packed.blocked_weight() if self.kernel == "onednn" else self.packed.weight_codes()
         if not self._ready:
             self.int8_codes()
             self.kernel = self.kernel or select_matmul()["matmul"]  # set before first use, it stays
             if self.kernel == "onednn":
                 self.codes = prepack(self.codes)
-                self._ones, self._zero_points = torch.ones(self.out_features), torch.zeros(self.out_features,
-                                                                                             dtype=torch.long)
-            self._ready = True
+            self._set_ready()
         return self.codes
+
+    def _set_ready(self) -> None:
+        if self.kernel == "onednn":
+            self._ones, self._zero_points = torch.ones(self.out_features), torch.zeros(self.out_features,
+                                                                                         dtype=torch.long)
+        self._ready = True
 
     def quantize_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(codes (M, in), scale (M, 1) or (1, 1))`` of a ``(M, in)`` input."""

@@ -477,6 +477,18 @@ def test_row_kernels_compute_the_eager_kernels(acc_dtype):
             assert torch.equal(codes, want_codes) and torch.equal(scale, want_scale)
 
 
+@pytest.mark.parametrize("stored_bits", [1, 2, 4, 8])
+def test_the_unpack_kernel_copies_each_bytes_table_row(stored_bits):
+    try:
+        cpu_kernels.build(torch.float32)
+    except Exception as err:  # noqa: BLE001
+        skip_unless(False, f"the C++ kernels cannot be built here: {err}", COMPILE)
+    table = int8_module.byte_table(stored_bits, 2 if stored_bits == 1 else 1, 1)
+    data = torch.randint(0, 256, (1001,), generator=torch.Generator().manual_seed(stored_bits), dtype=torch.uint8)
+    got = cpu_kernels.unpack_bytes(data, table, torch.empty(1001 * (8 // stored_bits), dtype=torch.int8))
+    assert torch.equal(got, table[data.long()].reshape(-1))
+
+
 def test_row_kernels_refuse_what_they_cannot_read():
     try:
         cpu_kernels.build(torch.float32)

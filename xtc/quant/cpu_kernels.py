@@ -177,6 +177,24 @@ extern "C" void kernel(const ACC* acc, const float* xs, const float* ws, const f
     }
 }
 """),
+    # (data (B,) uint8, table (256 * per_byte,) int8, out (B * per_byte,) int8, B, per_byte): each byte's codes
+    "unpack_bytes": (("const uint8_t*", "const int8_t*", "int8_t*", "const int64_t", "const int64_t"), r"""
+#include <cstring>
+template <int P>
+static void unpack(const uint8_t* data, const int8_t* table, int8_t* out, int64_t n) {
+    #pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * P, table + data[i] * P, P);
+}
+extern "C" void kernel(const uint8_t* data, const int8_t* table, int8_t* out, const int64_t n,
+                       const int64_t per_byte) {
+    switch (per_byte) {
+        case 8: unpack<8>(data, table, out, n); break;
+        case 4: unpack<4>(data, table, out, n); break;
+        case 2: unpack<2>(data, table, out, n); break;
+        default: unpack<1>(data, table, out, n); break;
+    }
+}
+"""),
 }
 
 _built: dict[tuple[str, torch.dtype], Callable] = {}
@@ -278,7 +296,22 @@ def rescale_residual_norm_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_s
     return _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits)
 
 
+def unpack_bytes(data: torch.Tensor, table: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``xtc.quant.int8.unpack_bytes``: ``out`` (``data.numel() * per_byte`` int8) = each byte's row of ``table``
+    (``(256, per_byte)`` int8), in order."""
+    if data.dtype != torch.uint8 or table.dtype != torch.int8 or out.dtype != torch.int8:
+        raise ValueError(f"unpack_bytes needs uint8 data, int8 table and out, got {data.dtype}, {table.dtype}, "
+                         f"{out.dtype}")
+    _rows(data, table, out)
+    if table.shape != (256, table.shape[1]) or out.numel() != data.numel() * table.shape[1]:
+        raise ValueError(f"unpack_bytes: {data.numel()} bytes x {tuple(table.shape)} table do not fill "
+                         f"{out.numel()} codes")
+    _kernel("unpack_bytes")(data, table, out, data.numel(), table.shape[1])
+    return out
+
+
 KERNELS: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
                                 "rescale_gelu_quantize": rescale_gelu_quantize,
                                 "rescale_residual_norm": rescale_residual_norm,
-                                "rescale_residual_norm_quantize": rescale_residual_norm_quantize}
+                                "rescale_residual_norm_quantize": rescale_residual_norm_quantize,
+                                "unpack_bytes": unpack_bytes}

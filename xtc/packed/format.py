@@ -368,7 +368,9 @@ def read_packed(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torc
     path = Path(path)
     header = read_header(path)
     try:
-        tensors = safetensors.torch.load_file(str(path))
+        # read into memory, not mapped: load_file's tensors are views of a private file mapping, whose pages stay
+        # resident beside the engine's own copies for as long as any tensor of the file lives
+        tensors = safetensors.torch.load(path.read_bytes())
     except Exception as err:  # safetensors raises its own SafetensorError type
         raise corrupt(path, str(err)) from err
     try:

@@ -215,11 +215,19 @@ def test_packed_row_embedding_rejects_rows_that_do_not_start_on_a_byte():
         PackedRowEmbedding(torch.zeros(5, dtype=torch.uint8), torch.ones(10, 1), "sign", 1, 10, 4)
 
 
+@pytest.mark.parametrize("kernels_mode", ["eager", "compiled"])
 @pytest.mark.parametrize("engine", ["int8", "int8-packed"])
 def test_chunked_layers_give_the_unchunked_logits_on_a_padded_batch(tiny_bert, tiny_config, tmp_path, monkeypatch,
-                                                                    engine):
-    """Every evaluation at batch 128 takes the chunked path (batch x seq > CHUNK_TOKENS): the same numbers, exactly."""
+                                                                    engine, kernels_mode):
+    """Every evaluation at batch 128 takes the chunked path (batch x seq > CHUNK_TOKENS): the same numbers, exactly
+    (the C++ kernels write each chunk's rows of the layer output in place)."""
     import xtc.packed.engine as engine_module
+
+    if kernels_mode == "compiled":
+        monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
+        enable_compiled()
+        skip_unless(compile_status()["mode"] == "compiled",
+                    f"the C++ kernels are unavailable here: {compile_status()['reason']}", COMPILE)
 
     quantize_(tiny_bert, QuantConfig(weight_bits=1))
     export_packed(tiny_bert, tmp_path / "m.safetensors")

@@ -242,13 +242,14 @@ class EngineBertLayer(nn.Module):
             out = torch.empty_like(hidden_states)
             per_row_mask = (attention_mask is not None and attention_mask.dim() > 0
                             and attention_mask.shape[0] == batch)
-            for start in range(0, batch, rows):
+            for start in range(0, batch, rows):  # each chunk's last epilogue writes its rows of out
                 mask = attention_mask[start:start + rows] if per_row_mask else attention_mask
-                out[start:start + rows] = self._forward(hidden_states[start:start + rows], mask, weights, **kwargs)
+                self._forward(hidden_states[start:start + rows], mask, weights, into=out[start:start + rows],
+                              **kwargs)
             return out
 
     def _forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
-                 weights: tuple[torch.Tensor, ...], **kwargs: Any) -> torch.Tensor:
+                 weights: tuple[torch.Tensor, ...], into: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
         from transformers.models.bert.modeling_bert import eager_attention_forward
 
@@ -276,7 +277,8 @@ class EngineBertLayer(nn.Module):
             inner = self.act(k["rescale"](acc, scale, self.intermediate.w_scale, self.intermediate.bias))
             codes, scale = k["quantize_tokens"](inner, self.out.act_bits)
         out = k["rescale_residual_norm"](self.out.matmul(codes, w_out), scale, self.out.w_scale, self.out.bias, h,
-                                         self.norm2_weight, self.norm2_bias, self.norm_eps[1])  # (M, H)
+                                         self.norm2_weight, self.norm2_bias, self.norm_eps[1],
+                                         None if into is None else into.view(batch * seq, hidden))  # (M, H)
         return out.reshape(batch, seq, hidden)
 
 

@@ -269,12 +269,17 @@ def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: tor
     return codes, scale
 
 
-def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits):
+def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits, out=None):
     _f32(x_scale, w_scale, bias, residual, norm_weight, norm_bias)
     residual = residual.contiguous()
     _rows(acc, x_scale, w_scale, bias, norm_weight, norm_bias)
     m, n = acc.shape
-    h = torch.empty(m, n)
+    h = torch.empty(m, n) if out is None else out
+    if out is not None:
+        _f32(out)
+        _rows(out)
+        if out.shape != (m, n):
+            raise ValueError(f"out must be {(m, n)}, got {tuple(out.shape)}")
     codes, scale = (torch.empty(m, n, dtype=torch.int8), torch.empty(m, 1)) if bits else (h, h)
     _kernel("rescale_residual_norm", _acc(acc))(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, h,
                                                  codes, scale, m, n, float(eps), float(2**bits) if bits else 0.0)
@@ -283,9 +288,9 @@ def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias
 
 def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
                           residual: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
-                          eps: float) -> torch.Tensor:
-    """``xtc.quant.int8.rescale_residual_norm``: ``LN(acc s_x s_w + b + residual)``."""
-    return _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, 0)[0]
+                          eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``xtc.quant.int8.rescale_residual_norm``: ``LN(acc s_x s_w + b + residual)`` (written into ``out`` if given)."""
+    return _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, 0, out)[0]
 
 
 def rescale_residual_norm_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor,

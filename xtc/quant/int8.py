@@ -68,10 +68,12 @@ def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bia
 
 def rescale_residual_norm(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
                           residual: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
-                          eps: float) -> torch.Tensor:
-    """BERT's output dense + residual + LayerNorm: ``LN(acc s_x s_w + b + residual)``."""
+                          eps: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """BERT's output dense + residual + LayerNorm: ``LN(acc s_x s_w + b + residual)`` (into ``out`` if given: a
+    contiguous ``(M, N)`` float32 tensor, e.g. the rows of the layer's output)."""
     y = rescale(acc, x_scale, w_scale, bias) + residual  # (M, N)
-    return F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
+    y = F.layer_norm(y, (y.shape[-1],), norm_weight, norm_bias, eps)
+    return y if out is None else out.copy_(y)
 
 
 def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,

@@ -202,6 +202,8 @@ class Trainer:
         if self.device.type != "cpu":
             raise ValueError(f"train.int8_forward runs on CPU (torch._int_mm), but the device is {self.device}; "
                              "drop train.int8_forward or train on CPU")
+        from xtc.quant.int8 import enable_compiled
+
         left = enable_int8_forward(self.model)
         on = sum(isinstance(m, QuantLinear) and m.int8_forward for m in self.model.modules())
         if not on and not left:
@@ -211,8 +213,9 @@ class Trainer:
             raise ValueError("train.int8_forward: no linear of the student fits (binary/ternary weights with "
                              "per-tensor or per-row scales, dynamic per-token inputs): "
                              f"{next(iter(left.values()))}; drop train.int8_forward for this student")
-        log.info("train.int8_forward: %d linears train on integer forwards%s", on,
-                 f"; {len(left)} keep the float forward ({next(iter(left.values()))})" if left else "")
+        log.info("train.int8_forward: %d linears train on integer forwards%s; their quantizer and rescale: %s", on,
+                 f"; {len(left)} keep the float forward ({next(iter(left.values()))})" if left else "",
+                 enable_compiled()["mode"])  # the C++ row kernels where they build (the same codes), else eager
 
     # -- schedule -------------------------------------------------------------------------------------------------
     def stage_steps(self, stage: Stage) -> int:

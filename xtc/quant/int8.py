@@ -355,13 +355,13 @@ class Int8TrainLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, wq: torch.Tensor, bias: torch.Tensor | None, bits: int) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])  # (M, K)
-        codes, scale = quantize_tokens(flat, bits)  # (M, K) int8, (M, 1)
+        k = kernels()  # the C++ row kernels once enable_compiled() succeeded (train.int8_forward asks), else eager
+        codes, scale = k["quantize_tokens"](flat, bits)  # (M, K) int8, (M, 1): the same codes either way
         w_scale = wq.abs().amax(dim=1)  # (N,)
         w_scale = torch.where(w_scale == 0, torch.ones_like(w_scale), w_scale)
         w_codes = (wq / w_scale.unsqueeze(1)).round_().to(torch.int8)  # (N, K), exact: wq / alpha = -1, 0, 1
-        out = torch._int_mm(codes, w_codes.t()).to(x.dtype).mul_(scale).mul_(w_scale)  # (M, N)
-        if bias is not None:
-            out.add_(bias)
+        out = k["rescale"](torch._int_mm(codes, w_codes.t()), scale, w_scale.detach(),
+                           torch.zeros_like(w_scale) if bias is None else bias.detach())  # (M, N): acc s_x s_w + b
         ctx.save_for_backward(codes, scale, wq)
         ctx.has_bias = bias is not None
         return out.view(*x.shape[:-1], wq.shape[0])

@@ -1,6 +1,6 @@
 """Skips that a promised run turns into failures: `make test` sets XTC_REQUIRE_PEER=1 (DeepSpeed, the numerical
-oracle) and XTC_REQUIRE_COMPILE=1 (torch.compile's C++ toolchain); CI (CI=true) or XTC_REQUIRE_GLUE=1 requires the
-real GLUE files. Elsewhere the same tests skip with their reason."""
+oracle) and XTC_REQUIRE_COMPILE=1 (torch.compile's C++ toolchain, which also builds the engine's C++ kernels);
+CI (CI=true) or XTC_REQUIRE_GLUE=1 requires the real GLUE files. Elsewhere the same tests skip with their reason."""
 
 from __future__ import annotations
 

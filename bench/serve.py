@@ -20,7 +20,8 @@ file.
 
 The peers (``bench/peers.py``, the serve extra; at the deepest depth only): ONNX Runtime FP32 and dynamic int8 in
 three variants, torchao's int8 dynamic-activation model (compiled) and ``torch.ao``'s ``quantize_dynamic``, all built
-from the same FP32 model directory in the same run, timed in the same interleaved rounds. Their figures sit beside
+from the same FP32 model directory in the same run, timed in the same rounds (each candidate a block of calls in a
+row per round, the first discarded: ``bench.timing.block_samples``). Their figures sit beside
 the engine's, and the engine is compared with the fastest ONNX Runtime int8 variant (``best_ort_int8``): throughput
 ratio at the throughput batch, latency ratio at 1 x seq, and resident-memory ratio. Each memory child also reports
 cold start (``load_s_in_child`` + ``first_forward_s``: the first 1 x seq forward, kernel compilation included; the
@@ -48,14 +49,17 @@ import torch
 
 from bench import memory, peers
 from bench.kd_step import XTC_W1A8, Setting, features, teacher_model, xtc_student
-from bench.timing import interleaved_samples, summary
+from bench.timing import block_samples, interleaved_samples, summary
 
 REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = ("fp32", "fake_quant", "engine", "engine_packed")
 ENGINE_OF = {"engine": "int8", "engine_packed": "int8-packed"}  # candidate -> xtc.packed.load(engine=...)
 # peers: the peers timed beside the engine at the deepest depth (bench/peers.py)
-FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "latency_rounds": 5, "peers": "available"}
-QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "latency_rounds": 3, "peers": "available"}
+# calls: per candidate and round, run in a row, the first discarded (bench.timing.block_samples)
+FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "calls": 2, "latency_rounds": 5,
+        "latency_calls": 5, "peers": "available"}
+QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "calls": 2, "latency_rounds": 3, "latency_calls": 4,
+         "peers": "available"}
 ENGINES = ("engine", "engine_packed")
 # where the process's engine runs its products on oneDNN (AMX: xtc.quant.int8.select_matmul), the same engine on
 # torch._int_mm is timed beside it: the kernel's own gain, in the same run
@@ -164,7 +168,8 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
     result.update({"load_s": {c: round(s, 4) for c, s in loads["medians"].items()},
                    "engine_load_ratio_vs_fp32": loads["ratio"],
                    "engine_packed_load_ratio_vs_fp32": summary(load_samples, "engine_packed", "fp32")["ratio"]})
-    for batch, rounds, key in ((mode["batch"], mode["rounds"], "throughput"), (1, mode["latency_rounds"], "latency")):
+    for batch, rounds, calls, key in ((mode["batch"], mode["rounds"], mode["calls"], "throughput"),
+                                      (1, mode["latency_rounds"], mode["latency_calls"], "latency")):
         inputs = _inputs(setting, vocab, batch)
         if key == "throughput":
             result["numerics"] = _numerics(models["engine"], models["fake_quant"], inputs, models["engine_packed"])
@@ -174,7 +179,7 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
                         models[INT_MM](**inputs).logits, models["engine"](**inputs).logits)
             if peer_names:
                 result["numerics"]["peers_max_abs_logit_diff_vs_fp32"] = _peer_diffs(models, peer_names, inputs)
-        samples = interleaved_samples({c: _forward(m, inputs) for c, m in models.items()}, rounds, warmup=1)
+        samples = block_samples({c: _forward(m, inputs) for c, m in models.items()}, rounds, calls)
         speed = summary(samples, "fp32", "engine")
         figures = {f"{c}_sentences_per_s": round(batch / s, 2) for c, s in speed["medians"].items()}
         figures.update({f"{c}_ms": round(1000 * s, 1) for c, s in speed["medians"].items()} if key == "latency" else {})
@@ -258,7 +263,9 @@ def run(quick: bool = False, mode: dict | None = None, measure_memory: bool = Tr
                 "student and the integer engine (load_packed(engine='int8'); engine_packed: engine='int8-packed', "
                 "weights kept packed in memory), and at the deepest depth the ONNX Runtime and PyTorch int8 peers "
                 "built from the same FP32 model (bench/peers.py), BERT-base width, random weights",
-        "method": "throughput: interleaved rounds, ratio of medians, inference_mode; memory: fresh process per "
+        "method": "throughput and latency: rounds of blocks (per round each candidate runs `calls` times in a row, "
+                  "order rotating, the first call discarded, the median of the rest), ratio of medians, "
+                  "inference_mode; memory: fresh process per "
                   "candidate, peak RSS minus RSS after imports, resident = RSS after load and one 1 x seq forward "
                   "minus RSS after imports; loads interleaved, warm page cache",
         "mode": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()}, "threads":

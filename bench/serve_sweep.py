@@ -5,7 +5,8 @@ the FP32 model and the ONNX Runtime int8 peers built from the same FP32 model in
 ``bench/serve.py`` writes: BERT-base shapes, random weights; full mode 12 layers, quick mode 2), then for each thread
 count (1 and 2, capped at the machine's cores) every model is loaded again with that many threads (torch's
 ``set_num_threads``; ONNX Runtime's intra-op threads at session creation) and, for each batch (1, 8, 32) and sequence
-length (32, 128), the candidates are timed in interleaved rounds (``bench.timing``). Reported per cell: sentences/s
+length (32, 128), the candidates are timed in rounds of blocks (``bench.timing.block_samples``: 3 calls in a row,
+the first discarded). Reported per cell: sentences/s
 of each candidate, the fastest ONNX Runtime int8 variant of that cell, and each engine's throughput over it (> 1:
 the engine is faster); at batch 1 that ratio is the inverse of the latency ratio. The throughput, latency and
 memory record at 32 x 128 and 1 x 128, with cold start and the other peers, is ``bench/serve.py``'s.
@@ -21,7 +22,7 @@ import torch
 
 from bench import peers, serve
 from bench.kd_step import Setting
-from bench.timing import interleaved_samples, summary
+from bench.timing import block_samples, summary
 
 CANDIDATES = ("fp32", "engine", "engine_packed", "ort_int8", "ort_int8_per_channel")
 ORT_INT8 = tuple(c for c in CANDIDATES if c in peers.ORT_INT8)
@@ -31,7 +32,7 @@ QUICK = {"depth": 2, "threads": (1, 2), "batches": (1, 8), "seqs": (32, 128), "r
 
 def _cell(models: dict, setting: Setting, vocab: int, batch: int, rounds: int) -> dict:
     inputs = serve._inputs(setting, vocab, batch)
-    samples = interleaved_samples({c: serve._forward(m, inputs) for c, m in models.items()}, rounds, warmup=1)
+    samples = block_samples({c: serve._forward(m, inputs) for c, m in models.items()}, rounds, 3)  # 1 + 2 timed
     medians = summary(samples, "engine", "fp32")["medians"]
     best = min(ORT_INT8, key=lambda c: medians[c])
     cell = {"sentences_per_s": {c: round(batch / s, 2) for c, s in medians.items()}, "best_ort_int8": best}
@@ -73,7 +74,8 @@ def run(quick: bool = False, mode: dict | None = None) -> dict:
         "what": "sentences/s of the FP32 model, the integer engine (int8, int8-packed) and ONNX Runtime's dynamic int8 "
                 "(per tensor, per channel) built from the same FP32 model, per threads x batch x sequence, "
                 "BERT-base width, random weights",
-        "method": "one set of files; per thread count every model reloaded; per cell interleaved rounds, medians; "
+        "method": "one set of files; per thread count every model reloaded; per cell rounds of blocks (3 calls in a "
+                  "row, the first discarded), medians; "
                   "engine over the cell's fastest ONNX Runtime int8 variant (> 1: engine faster)",
         "mode": {k: list(v) if isinstance(v, tuple) else v for k, v in mode.items()}, "threads": list(threads),
         "cells": cells,

@@ -35,6 +35,35 @@ def interleaved_samples(
     return samples
 
 
+def block_samples(candidates: dict[str, Callable[[], None]], rounds: int, calls: int, warmup: int = 1
+                  ) -> dict[str, list[float]]:
+    """Per round, each candidate runs ``calls`` times in a row (order rotating per round); the first call of each
+    block is discarded and the median of the rest is that round's sample: a server answering a stream of requests.
+
+    ``interleaved_samples`` switches candidates on every call, so each call also pays the switch: thread pools that
+    went to sleep while the other runtime worked (ONNX Runtime's spinning workers, OpenMP's), caches and allocator
+    state left by the other model. At batch 1 that cost is of the order of the forward itself (on the AMX Xeon ONNX
+    Runtime int8 took 29 ms alone, 33-57 ms interleaved with the engine and the other peers), so serving figures
+    come from blocks.
+    """
+    if calls < 2:
+        raise ValueError(f"block_samples needs calls >= 2 (one is discarded), got {calls}")
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    names = list(candidates)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                candidates[name]()
+                times.append(time.perf_counter() - start)
+            samples[name].append(statistics.median(times[1:]))
+    return samples
+
+
 def interleaved(candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:
     """Median seconds per call of each candidate; candidates alternate in a fixed order within each round (the
     method of ``bench/quant_linear.py``, kept as its recorded figures were measured)."""

@@ -148,7 +148,14 @@ def test_every_engine_loads(tmp_path, tiny_bert, tiny_batch):
         assert load_packed(tmp_path / "m.safetensors", engine=engine)(**tiny_batch).logits.shape[0] == len(tiny_batch["input_ids"])
 
 
-def test_static_activation_range_runs_on_integers(tiny_bert, tiny_batch, tmp_path):
+@pytest.mark.parametrize("kernels_mode", ["eager", "compiled"])
+def test_static_activation_range_runs_on_integers(tiny_bert, tiny_batch, tmp_path, monkeypatch, kernels_mode):
+    """One activation scale per tensor: the rescale kernels repeat it per row (the C++ ones read one per row)."""
+    if kernels_mode == "compiled":
+        monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
+        enable_compiled()
+        skip_unless(compile_status()["mode"] == "compiled",
+                    f"the C++ kernels are unavailable here: {compile_status()['reason']}", COMPILE)
     cfg = QuantConfig(weight_bits=1, act_range="static", act_granularity="tensor")
     fake, engine = _pair(tiny_bert, cfg, tiny_batch, tmp_path, calibrate=True)
     query = engine.bert.encoder.layer[0].attention.self.query
@@ -502,6 +509,17 @@ def test_row_kernels_refuse_what_they_cannot_read():
         cpu_kernels.build(torch.float32)
     except Exception as err:  # noqa: BLE001
         skip_unless(False, f"the C++ kernels cannot be built here: {err}", COMPILE)
+    acc, xs, ws, b = torch.randn(6, 8), torch.rand(6, 1), torch.rand(8), torch.randn(8)
+    # a static (per-tensor) activation scale is repeated per row, as the eager kernel broadcasts it
+    assert torch.equal(cpu_kernels.rescale(acc, xs[:1], ws, b), int8_module.rescale(acc, xs[:1], ws, b))
+    with pytest.raises(ValueError, match="6 activation scales and 8 weight scales"):
+        cpu_kernels.rescale(acc, xs[:3], ws, b)
+    with pytest.raises(ValueError, match="8 weight scales"):
+        cpu_kernels.rescale_gelu_quantize(acc, xs, ws[:4], b)
+    with pytest.raises(ValueError, match="an equal residual"):
+        cpu_kernels.rescale_residual_norm(acc, xs, ws, b, torch.randn(5, 8), ws, b, 1e-12)
+    with pytest.raises(ValueError, match=r"an \(M, K\) matrix"):
+        cpu_kernels.quantize_tokens(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="contiguous"):
         cpu_kernels.rescale(torch.zeros(8, 4).t(), torch.ones(4, 1), torch.ones(8), torch.zeros(8))
     with pytest.raises(ValueError, match="float32 or int32"):

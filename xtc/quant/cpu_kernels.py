@@ -238,9 +238,25 @@ def _f32(*tensors: torch.Tensor) -> None:
             raise ValueError(f"xtc.quant.cpu_kernels needs float32 tensors, got {t.dtype} {tuple(t.shape)}")
 
 
+def _scales(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Check what a rescale kernel reads (one ``x_scale`` per row, one ``w_scale`` and ``bias`` per column) before
+    C++ reads it; a per-tensor ``(1, 1)`` activation scale (a static range) is repeated per row. Returns ``x_scale``."""
+    if acc.dim() != 2:
+        raise ValueError(f"products must be (M, N), got {tuple(acc.shape)}")
+    m, n = acc.shape
+    if x_scale.numel() == 1 and m != 1:
+        x_scale = x_scale.reshape(1, 1).expand(m, 1).contiguous()
+    if x_scale.numel() != m or w_scale.numel() != n or bias.numel() != n:
+        raise ValueError(f"({m}, {n}) products need {m} activation scales and {n} weight scales and biases, got "
+                         f"{tuple(x_scale.shape)}, {tuple(w_scale.shape)}, {tuple(bias.shape)}")
+    return x_scale
+
+
 def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """``xtc.quant.int8.quantize_tokens``: ``(codes int8 (M, K), scale (M, 1))``."""
     _f32(x)
+    if x.dim() != 2:
+        raise ValueError(f"quantize_tokens needs an (M, K) matrix, got {tuple(x.shape)}")
     x = x.contiguous()
     m, k = x.shape
     codes, scale = torch.empty(m, k, dtype=torch.int8), torch.empty(m, 1)
@@ -251,6 +267,7 @@ def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch
 def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``xtc.quant.int8.rescale``: ``acc * s_x * s_w + b``, float ``(M, N)``."""
     _f32(x_scale, w_scale, bias)
+    x_scale = _scales(acc, x_scale, w_scale, bias)
     _rows(acc, x_scale, w_scale, bias)
     m, n = acc.shape
     out = torch.empty(m, n)
@@ -262,6 +279,7 @@ def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: tor
                           bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """``quantize_tokens(F.gelu(rescale(acc, ...)), bits)``; the GELU output itself is never written."""
     _f32(x_scale, w_scale, bias)
+    x_scale = _scales(acc, x_scale, w_scale, bias)
     _rows(acc, x_scale, w_scale, bias)
     m, n = acc.shape
     codes, scale = torch.empty(m, n, dtype=torch.int8), torch.empty(m, 1)
@@ -271,9 +289,13 @@ def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: tor
 
 def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits, out=None):
     _f32(x_scale, w_scale, bias, residual, norm_weight, norm_bias)
+    x_scale = _scales(acc, x_scale, w_scale, bias)
     residual = residual.contiguous()
     _rows(acc, x_scale, w_scale, bias, norm_weight, norm_bias)
     m, n = acc.shape
+    if residual.shape != acc.shape or norm_weight.numel() != n or norm_bias.numel() != n:
+        raise ValueError(f"({m}, {n}) products need an equal residual and {n} LayerNorm weights and biases, got "
+                         f"{tuple(residual.shape)}, {tuple(norm_weight.shape)}, {tuple(norm_bias.shape)}")
     h = torch.empty(m, n) if out is None else out
     if out is not None:
         _f32(out)

@@ -13,6 +13,26 @@ import time
 from collections.abc import Callable
 
 
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _rounds(candidates: dict[str, Callable[[], None]], rounds: int, warmup: int, rotate: bool,
+            sample: Callable[[Callable[[], None]], float]) -> dict[str, list[float]]:
+    """``warmup`` calls of every candidate, then per round one ``sample(fn)`` of each (order rotating if asked)."""
+    for _ in range(warmup):
+        for fn in candidates.values():
+            fn()
+    names = list(candidates)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)] if rotate else names:
+            samples[name].append(sample(candidates[name]))
+    return samples
+
+
 def interleaved_samples(
     candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 2, rotate: bool = True
 ) -> dict[str, list[float]]:
@@ -21,18 +41,7 @@ def interleaved_samples(
     ``rotate``: round ``r`` starts with candidate ``r mod n``, so that no candidate always runs first (or always
     right after the same other one) and inherits its caches, allocator state or the machine's rhythm.
     """
-    for _ in range(warmup):
-        for fn in candidates.values():
-            fn()
-    names = list(candidates)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)] if rotate else names
-        for name in order:
-            start = time.perf_counter()
-            candidates[name]()
-            samples[name].append(time.perf_counter() - start)
-    return samples
+    return _rounds(candidates, rounds, warmup, rotate, _timed)
 
 
 def block_samples(candidates: dict[str, Callable[[], None]], rounds: int, calls: int, warmup: int = 1
@@ -48,20 +57,8 @@ def block_samples(candidates: dict[str, Callable[[], None]], rounds: int, calls:
     """
     if calls < 2:
         raise ValueError(f"block_samples needs calls >= 2 (one is discarded), got {calls}")
-    for _ in range(warmup):
-        for fn in candidates.values():
-            fn()
-    names = list(candidates)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                candidates[name]()
-                times.append(time.perf_counter() - start)
-            samples[name].append(statistics.median(times[1:]))
-    return samples
+    return _rounds(candidates, rounds, warmup, True,
+                   lambda fn: statistics.median([_timed(fn) for _ in range(calls)][1:]))
 
 
 def interleaved(candidates: dict[str, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[str, float]:

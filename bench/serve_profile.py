@@ -7,7 +7,8 @@ first fused layer is taken apart into the steps of ``EngineBertLayer._forward`` 
 kernels, its own weights) -- activation quantization (the two passes of their own: layer input, attention context),
 the four int8 products (its matmul kernel: ``torch._int_mm``, or oneDNN's prepacked int8 linear on AMX), the
 epilogues with the two quantizers fused into them (Q/K/V rescale, rescale + GELU + quantize, two rescale +
-residual + LayerNorm, the first with its quantizer) and float attention -- each timed alone, the steps alternating round by round (median of rounds), then scaled to the whole batch and all layers.
+residual + LayerNorm, the first with its quantizer) and float attention -- each timed alone, the steps alternating
+round by round (median of rounds), then scaled to the whole batch and all layers.
 ONNX Runtime's side comes from its own profiler (``enable_profiling``): every node's time over ``rounds`` runs of
 the whole batch, summed by op type and mapped onto the same components. Whole-model medians of both, interleaved,
 sit beside the sums, so the per-component split can be read against what a request costs.

@@ -12,8 +12,8 @@ toolchain (``CppPythonBindingsCodeCache``: the compiler, ISA flags and on-disk c
 vectorized with ``at::vec``), called through its thin Python binding.
 
 Numerics, operation for operation those of ``xtc.quant.int8``'s eager kernels: the rescale ``((acc * s_x) * s_w) +
-b`` without fused multiply-adds, GELU as ATen's (``(x * 0.5) * (1 + erf(x * sqrt(1/2)))``, the same vectorized erf),
-the quantizer's ``scale = 2 max|x| / 2^k`` (1 where 0), division, round half to even, clamp -- so the codes of a row
+b`` without fused multiply-adds, GELU as ATen's formula (``(x * 0.5) * (1 + erf(x * sqrt(1/2)))``, with
+``at::vec``'s erf, which ATen's own build may round differently in the last bit), the quantizer's ``scale = 2 max|x| / 2^k`` (1 where 0), division, round half to even, clamp -- so the codes of a row
 equal ``quantize_tokens`` of the same floats exactly. LayerNorm computes the mean and variance in two passes over the
 row in float32 (ATen accumulates differently): its output may differ from ``F.layer_norm`` in the last bits, inside
 the engine's bound (``xtc.packed.engine``). ``xtc.quant.int8.enable_compiled`` builds these, checks them against the
@@ -238,9 +238,13 @@ def _f32(*tensors: torch.Tensor) -> None:
             raise ValueError(f"xtc.quant.cpu_kernels needs float32 tensors, got {t.dtype} {tuple(t.shape)}")
 
 
-def _scales(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Check what a rescale kernel reads (one ``x_scale`` per row, one ``w_scale`` and ``bias`` per column) before
-    C++ reads it; a per-tensor ``(1, 1)`` activation scale (a static range) is repeated per row. Returns ``x_scale``."""
+def _epilogue(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor
+              ) -> tuple[int, int, torch.Tensor]:
+    """Check what a rescale kernel reads (contiguous float32; one ``x_scale`` per row, one ``w_scale`` and ``bias``
+    per column) before C++ reads it; a per-tensor ``(1, 1)`` activation scale (a static range) is repeated per row.
+    Returns ``(M, N, x_scale)``."""
+    _f32(x_scale, w_scale, bias)
+    _acc(acc)
     if acc.dim() != 2:
         raise ValueError(f"products must be (M, N), got {tuple(acc.shape)}")
     m, n = acc.shape
@@ -249,7 +253,8 @@ def _scales(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bia
     if x_scale.numel() != m or w_scale.numel() != n or bias.numel() != n:
         raise ValueError(f"({m}, {n}) products need {m} activation scales and {n} weight scales and biases, got "
                          f"{tuple(x_scale.shape)}, {tuple(w_scale.shape)}, {tuple(bias.shape)}")
-    return x_scale
+    _rows(acc, x_scale, w_scale, bias)
+    return m, n, x_scale
 
 
 def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,33 +271,26 @@ def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch
 
 def rescale(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``xtc.quant.int8.rescale``: ``acc * s_x * s_w + b``, float ``(M, N)``."""
-    _f32(x_scale, w_scale, bias)
-    x_scale = _scales(acc, x_scale, w_scale, bias)
-    _rows(acc, x_scale, w_scale, bias)
-    m, n = acc.shape
+    m, n, x_scale = _epilogue(acc, x_scale, w_scale, bias)
     out = torch.empty(m, n)
-    _kernel("rescale", _acc(acc))(acc, x_scale, w_scale, bias, out, m, n)
+    _kernel("rescale", acc.dtype)(acc, x_scale, w_scale, bias, out, m, n)
     return out
 
 
 def rescale_gelu_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor,
                           bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """``quantize_tokens(F.gelu(rescale(acc, ...)), bits)``; the GELU output itself is never written."""
-    _f32(x_scale, w_scale, bias)
-    x_scale = _scales(acc, x_scale, w_scale, bias)
-    _rows(acc, x_scale, w_scale, bias)
-    m, n = acc.shape
+    m, n, x_scale = _epilogue(acc, x_scale, w_scale, bias)
     codes, scale = torch.empty(m, n, dtype=torch.int8), torch.empty(m, 1)
-    _kernel("rescale_gelu_quantize", _acc(acc))(acc, x_scale, w_scale, bias, codes, scale, m, n, float(2**bits))
+    _kernel("rescale_gelu_quantize", acc.dtype)(acc, x_scale, w_scale, bias, codes, scale, m, n, float(2**bits))
     return codes, scale
 
 
 def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps, bits, out=None):
-    _f32(x_scale, w_scale, bias, residual, norm_weight, norm_bias)
-    x_scale = _scales(acc, x_scale, w_scale, bias)
+    m, n, x_scale = _epilogue(acc, x_scale, w_scale, bias)
+    _f32(residual, norm_weight, norm_bias)
     residual = residual.contiguous()
-    _rows(acc, x_scale, w_scale, bias, norm_weight, norm_bias)
-    m, n = acc.shape
+    _rows(norm_weight, norm_bias)
     if residual.shape != acc.shape or norm_weight.numel() != n or norm_bias.numel() != n:
         raise ValueError(f"({m}, {n}) products need an equal residual and {n} LayerNorm weights and biases, got "
                          f"{tuple(residual.shape)}, {tuple(norm_weight.shape)}, {tuple(norm_bias.shape)}")
@@ -303,7 +301,7 @@ def _residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias
         if out.shape != (m, n):
             raise ValueError(f"out must be {(m, n)}, got {tuple(out.shape)}")
     codes, scale = (torch.empty(m, n, dtype=torch.int8), torch.empty(m, 1)) if bits else (h, h)
-    _kernel("rescale_residual_norm", _acc(acc))(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, h,
+    _kernel("rescale_residual_norm", acc.dtype)(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, h,
                                                  codes, scale, m, n, float(eps), float(2**bits) if bits else 0.0)
     return h, codes, scale
 

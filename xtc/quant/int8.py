@@ -86,7 +86,8 @@ def rescale_residual_norm_quantize(acc: torch.Tensor, x_scale: torch.Tensor, w_s
                                    bias: torch.Tensor, residual: torch.Tensor, norm_weight: torch.Tensor,
                                    norm_bias: torch.Tensor, eps: float,
                                    bits: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(h, codes, scale)``: the attention output's residual + LayerNorm ``h`` and the intermediate's input codes."""
+    """``(h, codes, scale)``: the attention output's residual + LayerNorm ``h`` and the intermediate's input
+    codes."""
     h = rescale_residual_norm(acc, x_scale, w_scale, bias, residual, norm_weight, norm_bias, eps)
     return (h, *quantize_tokens(h, bits))
 
@@ -487,7 +488,8 @@ class Int8Linear(nn.Module):
     three scales. ``act_bits`` is the dynamic per-token activation width; ``act_max_abs`` a static range instead.
     ``codes`` may be a function that unpacks them: it runs on first use (the packed bytes are what loading reads,
     as an FP32 checkpoint's pages are read by its first forward), then the int8 codes stay. Or a ``PackedWeight``:
-    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``): to plain int8 for ``_int_mm``,
+    the codes stay packed and are unpacked for every matmul (``engine="int8-packed"``): to plain int8 for
+    ``_int_mm``,
     or, on oneDNN, re-packed once in its prepacked order and unpacked into the prepacked weight of this linear's
     ``role`` (``PackedWeight.to_blocked``; a fused layer names its four roles, so a layer's weights never share
     one). At first use the kept codes go to the process's matmul kernel (``select_matmul``): as they are for

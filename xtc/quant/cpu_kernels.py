@@ -16,8 +16,9 @@ b`` without fused multiply-adds, GELU as ATen's formula (``(x * 0.5) * (1 + erf(
 ``at::vec``'s erf, which ATen's own build may round differently in the last bit), the quantizer's ``scale = 2
 max|x| / 2^k`` (1 where 0), division, round half to even, clamp -- so the codes of a row equal ``quantize_tokens``
 of the same floats exactly. LayerNorm computes the mean and variance in two passes over the row in float32 (ATen
-accumulates differently): its output may differ from ``F.layer_norm`` in the last bits, inside the engine's bound (``xtc.packed.engine``). ``xtc.quant.int8.enable_compiled`` builds these, checks them against the
-eager kernels on probe inputs and falls back to the eager ones, with the reason, when either fails.
+accumulates differently): its output may differ from ``F.layer_norm`` in the last bits, inside the engine's bound
+(``xtc.packed.engine``). ``xtc.quant.int8.enable_compiled`` builds these, checks them against the eager kernels on
+probe inputs and falls back to the eager ones, with the reason, when either fails.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ engine's ``compile_s`` is its kernels' compilation, from inductor's on-disk cach
 ``resident_mib``: RSS after the load and that first forward with the allocator's free memory returned, minus the
 baseline -- the model's weights as they sit in memory once serving (the engine unpacks its codes at first use, ONNX
 Runtime prepacks at session creation). ``engine_eager`` is the engine's child with ``XTC_ENGINE_COMPILE=0`` (the
-cold start without a C++ compiler). Where the engine's products run on oneDNN's prepacked int8 linear (AMX CPUs,
-``xtc.quant.int8.select_matmul``), ``engine_int_mm`` is the same engine on ``torch._int_mm``, timed beside it.
+cold start without a C++ compiler). Where the engine's products run on an AMX kernel (xtc's own tile kernel or
+oneDNN's prepacked int8 linear, ``xtc.quant.int8.select_matmul``), ``engine_int_mm`` is the same engine on
+``torch._int_mm``, timed beside it.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ FULL = {"depths": (12, 6), "batch": 32, "seq": 128, "rounds": 3, "calls": 2, "la
 QUICK = {"depths": (2,), "batch": 8, "seq": 128, "rounds": 2, "calls": 2, "latency_rounds": 3, "latency_calls": 4,
          "peers": "available"}
 ENGINES = ("engine", "engine_packed")
-# where the process's engine runs its products on oneDNN (AMX: xtc.quant.int8.select_matmul), the same engine on
+# where the process's engine runs its products on an AMX kernel (xtc.quant.int8.select_matmul), the same engine on
 # torch._int_mm is timed beside it: the kernel's own gain, in the same run
 INT_MM = "engine_int_mm"
 
@@ -74,7 +75,7 @@ def load(candidate: str, path: str | Path):
 
     if candidate in ENGINE_OF:
         return load_packed(path, engine=ENGINE_OF[candidate])
-    if candidate == INT_MM:  # the engine with the products on torch._int_mm where the process chose oneDNN
+    if candidate == INT_MM:  # the engine with the products on torch._int_mm where the process chose an AMX kernel
         model = load_packed(path, engine="int8")
         for module in model.modules():
             if isinstance(module, Int8Linear):
@@ -145,7 +146,7 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
     model = (*mode.get("model", ()), ("num_hidden_layers", depth))
     setting = Setting(mode["batch"], mode["seq"], mode["rounds"], model)
     peer_names = tuple(mode.get("peers", ())) if with_peers else ()
-    int_mm = (INT_MM,) if engine_status()["matmul"] == "onednn" else ()
+    int_mm = (INT_MM,) if engine_status()["matmul"] != "int_mm" else ()
     candidates = CANDIDATES + int_mm + peer_names
     with tempfile.TemporaryDirectory(prefix="xtc-serve-") as tmp:
         paths = write_files(setting, Path(tmp))
@@ -189,7 +190,7 @@ def _depth(depth: int, mode: dict, measure_memory: bool, with_peers: bool) -> di
         figures["engine_packed_speedup_vs_fp32"] = packed["ratio"]
         figures["engine_packed_speedup_round_quartiles"] = packed["round_ratio_quartiles"]
         figures["fake_quant_speedup_vs_fp32"] = summary(samples, "fp32", "fake_quant")["ratio"]
-        if int_mm:  # > 1: oneDNN's prepacked products serve faster than torch._int_mm's
+        if int_mm:  # > 1: the AMX kernel's products serve faster than torch._int_mm's
             figures["engine_speedup_vs_engine_int_mm"] = summary(samples, INT_MM, "engine")["ratio"]
         for c in peer_names:
             figures[f"{c}_speedup_vs_fp32"] = summary(samples, "fp32", c)["ratio"]

@@ -414,10 +414,134 @@ def test_auto_takes_onednn_only_where_amx_is_and_its_probe_passes(monkeypatch):
         select_matmul()
 
 
-def test_an_unknown_matmul_kernel_is_refused_by_name(monkeypatch):
+# ---------------------------------------------------------------------------------------------- xtc's AMX kernel
+def _use_amx(monkeypatch) -> None:
+    """The C++ kernels on and the products forced onto xtc's AMX kernel: a skip, with its reason, on a CPU without
+    AMX tiles (where the kernel is never chosen); a failure under XTC_REQUIRE_COMPILE=1 where AMX is there but the
+    kernel does not build or pass its probe."""
+    if not torch.cpu._is_amx_tile_supported():
+        pytest.skip("no AMX on this CPU: xtc's AMX kernel is never chosen here")
+    monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
     monkeypatch.setenv(int8_module.MATMUL_ENV, "amx")
     reset_kernels()
-    with pytest.raises(ValueError, match=r"XTC_ENGINE_MATMUL='amx' is not a matmul kernel.*auto, onednn, int_mm"):
+    try:
+        select_matmul()
+    except RuntimeError as err:
+        skip_unless(False, f"xtc's AMX kernel cannot run here: {err}", COMPILE)
+    enable_compiled()
+    assert compile_status()["mode"] == "compiled", compile_status()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_the_amx_kernel_gives_the_exact_products(bits, monkeypatch):
+    """Weights packed by the exporter (1/2/4/8-bit codes), re-packed once in the AMX kernel's panel order: exact int32
+    sums for row counts below, at and past the 32-row block (rows split between threads, or panels), the packed
+    bytes still at the stored width; with the rescale fused, the rescale kernel's floats exactly."""
+    _use_amx(monkeypatch)
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randn(96, 128, generator=g)  # (out, in)
+    codes, _ = quantize_weight(w, bits, "tensor")
+    if bits == 1:
+        codes[codes == 0] = 1  # sign codes without exact zeros (sign+zeros weights stay on _int_mm)
+    stored = pack_codes(codes, bits)
+    mul, sub = code_mapping(stored.encoding, stored.stored_bits)
+    w_scale, bias = torch.rand(96, generator=g), torch.randn(96, generator=g)
+    packed = Int8Linear(PackedWeight(stored.data, stored.stored_bits, mul, sub, 96, 128), w_scale, bias, 8)
+    plain = Int8Linear(codes.t().to(torch.int8).contiguous(), w_scale, bias, 8)
+    for m in (1, 20, 32, 33, 130):
+        x = torch.randint(-128, 128, (m, 128), generator=g, dtype=torch.int8)
+        x[0] = -128
+        exact = x.long() @ codes.long().t()
+        x_scale = torch.rand(m, 1, generator=g) / 100
+        rescaled = cpu_kernels.rescale(exact.int(), x_scale, w_scale, bias)  # the rescale kernel, on its own
+        for linear in (packed, plain):
+            got = linear.matmul(x)
+            assert linear.kernel == "amx" and got.dtype == torch.int32 and torch.equal(got.long(), exact)
+            assert torch.equal(linear.matmul_rescale(x, x_scale), rescaled)  # fused: the same floats
+    assert packed.packed.data.numel() == 96 * 128 * stored.stored_bits // 8
+    assert packed.packed.panel_bits == (0 if stored.stored_bits == 8 else stored.stored_bits)
+    with pytest.raises(RuntimeError, match="re-packed in a kernel's order"):
+        packed.packed.weight_codes()
+
+
+def test_the_amx_kernel_refuses_what_it_cannot_read(monkeypatch):
+    _use_amx(monkeypatch)
+    x, values = torch.zeros(4, 96, dtype=torch.int8), torch.tensor([-1, 1], dtype=torch.int8)
+    with pytest.raises(ValueError, match="K % 64 == 0, N % 32 == 0"):
+        cpu_kernels.amx_matmul(x, torch.zeros(96 * 64 // 8, dtype=torch.uint8), values, 1, 64)
+    x = torch.zeros(4, 128, dtype=torch.int8)
+    with pytest.raises(ValueError, match="a 128 x 64 weight at 1 bits is 1024 bytes"):
+        cpu_kernels.amx_matmul(x, torch.zeros(1000, dtype=torch.uint8), values, 1, 64)
+    with pytest.raises(ValueError, match="contiguous"):
+        cpu_kernels.amx_matmul(torch.zeros(128, 4, dtype=torch.int8).t(), torch.zeros(1024, dtype=torch.uint8),
+                               values, 1, 64)
+
+
+AMX_SHAPES = {"hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 128}  # every linear fits its panels
+
+
+@pytest.mark.parametrize("cfg", [INTEGER["W1A8"], INTEGER["W2A8-ternary"]], ids=["W1A8", "W2A8"])
+def test_the_engine_on_the_amx_kernel_gives_the_int_mm_logits(cfg, monkeypatch, tiny_batch, tmp_path):
+    """Both engines with every product on xtc's AMX kernel: the logits of the same engine on ``_int_mm`` bit for bit
+    (the same C++ row kernels around both), within the bound of the fake-quant model; a model whose shapes the
+    kernel does not take (hidden 32: K = 32) run on ``_int_mm`` instead, same logits."""
+    from xtc.models import random_model, tiny_bert_config
+
+    for shapes in (AMX_SHAPES, {}):
+        model = random_model(tiny_bert_config(**shapes), seed=0).eval()
+        quantize_(model, cfg)
+        path = tmp_path / f"model{len(shapes)}.safetensors"
+        export_packed(model, path)
+        monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
+        monkeypatch.setenv(int8_module.MATMUL_ENV, "int_mm")
+        reset_kernels()
+        enable_compiled()
+        skip_unless(compile_status()["mode"] == "compiled",
+                    f"the C++ kernels are unavailable here: {compile_status()['reason']}", COMPILE)
+        want = _logits(load_packed(path, engine="int8"), tiny_batch)
+        _use_amx(monkeypatch)
+        for engine in ("int8", "int8-packed"):
+            served = load_packed(path, engine=engine)
+            assert torch.equal(_logits(served, tiny_batch), want), engine
+            linears = [m for m in served.modules() if isinstance(m, Int8Linear)]
+            fits = {m: m.in_features % 64 == 0 and m.out_features % 32 == 0 for m in linears}
+            assert linears and all(m.kernel == ("amx" if fits[m] else "int_mm") for m in linears)
+            assert all(fits.values()) if shapes else not all(fits.values())
+            if engine == "int8-packed" and shapes:
+                assert all(m.packed.panel_bits == m.packed.stored_bits for m in linears)
+        _check_bounded(load_packed(path), served, tiny_batch)
+
+
+def test_auto_takes_the_amx_kernel_where_it_runs_and_passes_its_probe(monkeypatch):
+    """auto: xtc's AMX kernel where AMX tiles and the C++ kernels are; not with XTC_ENGINE_COMPILE=0 (forcing it
+    then is refused by name); a kernel that computes wrong falls back (auto) or is refused (forced)."""
+    _use_amx(monkeypatch)
+    monkeypatch.delenv(int8_module.MATMUL_ENV)
+    reset_kernels()
+    assert select_matmul()["matmul"] == "amx" and engine_status()["matmul"] == "amx"
+    monkeypatch.setenv(int8_module.COMPILE_ENV, "0")
+    reset_kernels()
+    assert select_matmul()["matmul"] != "amx"
+    monkeypatch.setenv(int8_module.MATMUL_ENV, "amx")
+    reset_kernels()
+    with pytest.raises(RuntimeError, match="XTC_ENGINE_MATMUL=amx, but xtc's AMX kernel cannot run here.*COMPILE=0"):
+        select_matmul()
+    monkeypatch.setenv(int8_module.COMPILE_ENV, "1")
+    real = cpu_kernels.amx_matmul
+    monkeypatch.setattr(cpu_kernels, "amx_matmul", lambda *args: real(*args) + 1)
+    reset_kernels()
+    with pytest.raises(RuntimeError, match="disagrees with the exact int8 sums"):
+        select_matmul()
+    monkeypatch.delenv(int8_module.MATMUL_ENV)
+    reset_kernels()
+    status = select_matmul()
+    assert status["matmul"] != "amx" and "xtc's AMX kernel failed" in status["matmul_reason"]
+
+
+def test_an_unknown_matmul_kernel_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv(int8_module.MATMUL_ENV, "tiles")
+    reset_kernels()
+    with pytest.raises(ValueError, match=r"XTC_ENGINE_MATMUL='tiles' is not a matmul kernel.*auto, amx, onednn, int_mm"):
         select_matmul()
 
 

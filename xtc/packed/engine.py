@@ -258,7 +258,7 @@ class EngineBertLayer(nn.Module):
         batch, seq, hidden = hidden_states.shape
         x = hidden_states.reshape(batch * seq, hidden)  # (M, H)
         codes, scale = k["quantize_tokens"](x, self.qkv.act_bits)
-        qkv = k["rescale"](self.qkv.matmul(codes, w_qkv), scale, self.qkv.w_scale, self.qkv.bias)  # (M, 3H)
+        qkv = self.qkv.matmul_rescale(codes, scale, w_qkv)  # (M, 3H) float
         # (M, 3H) -> (3, B, nh, T, hs) -> three (B, nh, T, hs) views
         q, key, v = qkv.view(batch, seq, 3, self.heads, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)

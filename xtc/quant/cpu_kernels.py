@@ -186,18 +186,156 @@ static void unpack(const uint8_t* data, const int8_t* table, int8_t* out, int64_
     #pragma omp parallel for
     for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * P, table + data[i] * P, P);
 }
+#ifdef __AVX512BW__
+#include <immintrin.h>
+// 1-bit codes: 64 codes per 8 bytes, each bit (LSB first) selecting table[1][.] or table[0][.] -- the two codes
+// ``u * mul - sub`` a byte table of 1-bit codes holds (its rows 0xff and 0x00)
+static void unpack_bits(const uint8_t* data, const int8_t* table, int8_t* out, int64_t n) {
+    const __m512i zero = _mm512_set1_epi8(table[0]), one = _mm512_set1_epi8(table[255 * 8]);
+    const int64_t words = n / 8;
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < words; ++i) {
+        uint64_t w;
+        std::memcpy(&w, data + i * 8, 8);
+        _mm512_storeu_si512(out + i * 64, _mm512_mask_blend_epi8(static_cast<__mmask64>(w), zero, one));
+    }
+    for (int64_t i = words * 8; i < n; ++i) std::memcpy(out + i * 8, table + data[i] * 8, 8);
+}
+#endif
 extern "C" void kernel(const uint8_t* data, const int8_t* table, int8_t* out, const int64_t n,
                        const int64_t per_byte) {
     switch (per_byte) {
+#ifdef __AVX512BW__
+        case 8: unpack_bits(data, table, out, n); break;
+#else
         case 8: unpack<8>(data, table, out, n); break;
+#endif
         case 4: unpack<4>(data, table, out, n); break;
         case 2: unpack<2>(data, table, out, n); break;
         default: unpack<1>(data, table, out, n); break;
     }
 }
 """),
+    # (codes (M, K) int8, weight panels, values (2^bits,) int8, out (M, N) int32, M, K, N, bits): exact int8 products
+    # on AMX tiles, the weight unpacked panel by panel into a thread's cache (``amx_matmul``)
+    "amx_matmul": (("const int8_t*", "const uint8_t*", "const int8_t*", "int32_t*", "const int64_t", "const int64_t",
+                    "const int64_t", "const int64_t"), r"""
+#if !(defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512BW__))
+#error "AMX int8 tiles are not in this build's instruction set"
+#endif
+#include <immintrin.h>
+#include <omp.h>
+#include <cstring>
+struct TileConfig { uint8_t palette; uint8_t start_row; uint8_t reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; };
+// one panel (K rows x 32 columns, VNNI order [k / 4][column][k % 4]) from its bit planes: per 64 codes, ``bits``
+// words of 64 bits (plane j: bit j of each code's unsigned value u), then values[u] by a tree of byte blends
+template <int BITS>
+static inline void unpack_panel(const uint8_t* data, const int8_t* values, int64_t codes, int8_t* out) {
+    constexpr int n = 1 << BITS;
+    __m512i v[n];
+    for (int u = 0; u < n; ++u) v[u] = _mm512_set1_epi8(values[u]);
+    for (int64_t g = 0; g < codes / 64; ++g) {
+        __m512i t[n];
+        for (int u = 0; u < n; ++u) t[u] = v[u];
+        for (int j = 0, m = n; j < BITS; ++j, m /= 2) {
+            uint64_t plane;
+            std::memcpy(&plane, data + (g * BITS + j) * 8, 8);
+            for (int u = 0; u < m / 2; ++u) t[u] = _mm512_mask_blend_epi8(plane, t[2 * u], t[2 * u + 1]);
+        }
+        _mm512_storeu_si512(out + g * 64, t[0]);
+    }
+}
+static inline void unpack_panel(const uint8_t* data, const int8_t* values, int64_t bits, int64_t codes, int8_t* out) {
+    switch (bits) {
+        case 1: unpack_panel<1>(data, values, codes, out); break;
+        case 2: unpack_panel<2>(data, values, codes, out); break;
+        default: unpack_panel<4>(data, values, codes, out); break;
+    }
+}
+#ifdef RESCALE  // the rescale fused: C = ((sums * xs[row]) * ws[col]) + b[col], float, as the rescale kernel computes
+extern "C" void kernel(const int8_t* A, const uint8_t* weight, const int8_t* values, float* C, const int64_t M,
+                       const int64_t K, const int64_t N, const int64_t bits, const float* xs, const float* ws,
+                       const float* b) {
+#else
+extern "C" void kernel(const int8_t* A, const uint8_t* weight, const int8_t* values, int32_t* C, const int64_t M,
+                       const int64_t K, const int64_t N, const int64_t bits) {
+#endif
+    const int64_t panels = N / 32, panel_codes = K * 32, blocks = (M + 31) / 32;
+    std::unique_ptr<int8_t[]> padded;  // rows up to a multiple of 32, zero (their sums are not stored)
+    if (M % 32) {
+        padded.reset(new int8_t[blocks * 32 * K]());
+        std::memcpy(padded.get(), A, M * K);
+        A = padded.get();
+    }
+    #pragma omp parallel
+    {
+        TileConfig cfg{};
+        cfg.palette = 1;
+        for (int t = 0; t < 8; ++t) { cfg.rows[t] = 16; cfg.colsb[t] = 64; }
+        _tile_loadconfig(&cfg);  // tiles 0-3: sums (2 x 2 blocks of 16 x 16), 4-5: activations, 6-7: weights
+        std::unique_ptr<int8_t[]> panel(bits ? new int8_t[panel_codes] : nullptr);
+        alignas(64) int32_t tail[32 * 32];
+        // rows split between threads when each gets a block (its sums stay in its cache for the row kernels that
+        // read them next, which split rows alike), else panels; ``[first, last)`` of each
+        const int64_t threads = omp_get_num_threads(), me = omp_get_thread_num();
+        const bool by_rows = bits && blocks >= threads;  // int8 panels: each thread would stream all of them
+        const int64_t units = by_rows ? blocks : panels;
+        const int64_t first = units * me / threads, last = units * (me + 1) / threads;
+        const int64_t p0 = by_rows ? 0 : first, p1 = by_rows ? panels : last;
+        const int64_t b0 = by_rows ? first : 0, b1 = by_rows ? last : blocks;
+        for (int64_t p = p0; p < p1; ++p) {
+            const int8_t* B = reinterpret_cast<const int8_t*>(weight) + p * panel_codes;
+            if (bits) {
+                unpack_panel(weight + p * panel_codes / 8 * bits, values, bits, panel_codes, panel.get());
+                B = panel.get();
+            }
+            for (int64_t block = b0; block < b1; ++block) {
+                const int8_t* a = A + block * 32 * K;
+                _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+                for (int64_t k = 0; k < K; k += 64) {
+                    _tile_loadd(4, a + k, K);
+                    _tile_loadd(5, a + 16 * K + k, K);
+                    _tile_loadd(6, B + k * 32, 128);
+                    _tile_loadd(7, B + k * 32 + 64, 128);
+                    _tile_dpbssd(0, 4, 6); _tile_dpbssd(1, 4, 7); _tile_dpbssd(2, 5, 6); _tile_dpbssd(3, 5, 7);
+                }
+                const int64_t rows = std::min<int64_t>(32, M - block * 32);
+#ifdef RESCALE
+                _tile_stored(0, tail, 128); _tile_stored(1, tail + 16, 128);
+                _tile_stored(2, tail + 16 * 32, 128); _tile_stored(3, tail + 16 * 32 + 16, 128);
+                for (int64_t r = 0; r < rows; ++r) {
+                    const int64_t row = block * 32 + r;
+                    rescale_row(tail + r * 32, xs[row], ws + p * 32, b + p * 32, 32, C + row * N + p * 32);
+                }
+#else
+                int32_t* c = C + block * 32 * N + p * 32;
+                int32_t* dst = rows == 32 ? c : tail;
+                const int64_t stride = rows == 32 ? N * 4 : 128;
+                const int64_t step = rows == 32 ? N : 32;
+                _tile_stored(0, dst, stride); _tile_stored(1, dst + 16, stride);
+                _tile_stored(2, dst + 16 * step, stride); _tile_stored(3, dst + 16 * step + 16, stride);
+                if (rows < 32) for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * N, tail + r * 32, 128);
+#endif
+            }
+        }
+        _tile_release();
+    }
+}
+"""),
+    # amx_matmul with the rescale fused: (..., out (M, N) float, ..., xs (M,), ws (N,), b (N,))
+    "amx_matmul_rescale": None,
+    # (ok (1,) int64): ask Linux for the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)
+    "amx_permit": (("int64_t*",), r"""
+#include <sys/syscall.h>
+#include <unistd.h>
+extern "C" void kernel(int64_t* ok) { ok[0] = syscall(SYS_arch_prctl, 0x1023, 18) == 0; }
+"""),
 }
 
+_SOURCES["amx_matmul_rescale"] = (
+    tuple(t.replace("int32_t*", "float*") for t in _SOURCES["amx_matmul"][0]) + ("const float*",) * 3,
+    "#define RESCALE\n" + _SOURCES["amx_matmul"][1])
+ROW_KERNELS = ("quantize", "rescale", "rescale_gelu_quantize", "rescale_residual_norm", "unpack_bytes")
 _built: dict[tuple[str, torch.dtype], Callable] = {}
 
 
@@ -216,7 +354,7 @@ def _kernel(name: str, acc_dtype: torch.dtype = torch.float32) -> Callable:
 
 def build(acc_dtype: torch.dtype) -> None:
     """Compile every kernel for products of ``acc_dtype`` now (raises where the toolchain cannot)."""
-    for name in _SOURCES:
+    for name in ROW_KERNELS:
         _kernel(name, acc_dtype if "ACC" in "".join(_SOURCES[name][0]) else torch.float32)
 
 
@@ -241,21 +379,27 @@ def _f32(*tensors: torch.Tensor) -> None:
 
 def _epilogue(acc: torch.Tensor, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor
               ) -> tuple[int, int, torch.Tensor]:
-    """Check what a rescale kernel reads (contiguous float32; one ``x_scale`` per row, one ``w_scale`` and ``bias``
-    per column) before C++ reads it; a per-tensor ``(1, 1)`` activation scale (a static range) is repeated per row.
+    """Check what a rescale kernel reads (contiguous float32 or int32 products) before C++ reads it (``_scales``).
     Returns ``(M, N, x_scale)``."""
-    _f32(x_scale, w_scale, bias)
     _acc(acc)
     if acc.dim() != 2:
         raise ValueError(f"products must be (M, N), got {tuple(acc.shape)}")
-    m, n = acc.shape
+    _rows(acc)
+    return (*acc.shape, _scales(*acc.shape, x_scale, w_scale, bias))
+
+
+def _scales(m: int, n: int, x_scale: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Check the rescale of ``(m, n)`` products (contiguous float32; one ``x_scale`` per row, one ``w_scale`` and
+    ``bias`` per column); a per-tensor ``(1, 1)`` activation scale (a static range) is repeated per row. Returns
+    ``x_scale``."""
+    _f32(x_scale, w_scale, bias)
     if x_scale.numel() == 1 and m != 1:
         x_scale = x_scale.reshape(1, 1).expand(m, 1).contiguous()
     if x_scale.numel() != m or w_scale.numel() != n or bias.numel() != n:
         raise ValueError(f"({m}, {n}) products need {m} activation scales and {n} weight scales and biases, got "
                          f"{tuple(x_scale.shape)}, {tuple(w_scale.shape)}, {tuple(bias.shape)}")
-    _rows(acc, x_scale, w_scale, bias)
-    return m, n, x_scale
+    _rows(x_scale, w_scale, bias)
+    return x_scale
 
 
 def quantize_tokens(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -333,6 +477,49 @@ def unpack_bytes(data: torch.Tensor, table: torch.Tensor, out: torch.Tensor) -> 
         raise ValueError(f"unpack_bytes: {data.numel()} bytes x {tuple(table.shape)} table do not fill "
                          f"{out.numel()} codes")
     _kernel("unpack_bytes")(data, table, out, data.numel(), table.shape[1])
+    return out
+
+
+def amx_permit() -> bool:
+    """Whether Linux lets this process use AMX tiles (asked once per process; oneDNN asks the same)."""
+    ok = torch.zeros(1, dtype=torch.int64)
+    _kernel("amx_permit")(ok)
+    return bool(ok[0])
+
+
+AMX_PANEL = (64, 32)  # (K, N) multiples the AMX kernel takes: one 64-deep tile step, one 32-column panel
+
+
+def amx_matmul(codes: torch.Tensor, weight: torch.Tensor, values: torch.Tensor, bits: int, out_features: int,
+               rescale: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``(M, N)`` int32: the exact sums of ``(M, K)`` int8 ``codes`` with a weight in panel order
+    (``xtc.quant.int8.amx_panels``): int8 codes (``bits`` 0), or 1/2/4-bit planes of unsigned codes mapped through
+    ``values`` (``2^bits`` int8). Needs AMX (``amx_permit()``), ``K % 64 == 0`` and ``N % 32 == 0``.
+
+    ``rescale=(x_scale, w_scale, bias)``: float ``rescale(sums, ...)`` instead, each 32 x 32 block of sums rescaled
+    by the rescale kernel's own row function while it is in the cache (the sums are never written)."""
+    if codes.dtype != torch.int8 or codes.dim() != 2 or values.dtype != torch.int8:
+        raise ValueError(f"amx_matmul needs (M, K) int8 codes and int8 values, got {codes.dtype} "
+                         f"{tuple(codes.shape)}, {values.dtype}")
+    _rows(codes, weight, values)
+    m, k = codes.shape
+    n = out_features
+    if k % AMX_PANEL[0] or n % AMX_PANEL[1] or bits not in (0, 1, 2, 4):
+        raise ValueError(f"amx_matmul takes K % {AMX_PANEL[0]} == 0, N % {AMX_PANEL[1]} == 0 and 0/1/2/4 bits, got "
+                         f"K={k}, N={n}, bits={bits}")
+    if weight.element_size() != 1 or weight.numel() * 8 != k * n * (bits or 8) or bits and values.numel() != 2**bits:
+        raise ValueError(f"amx_matmul: a {k} x {n} weight at {bits or 8} bits is {k * n * (bits or 8) // 8} bytes "
+                         f"(and {2**bits} values), got {weight.numel()} x {weight.dtype}, {values.numel()} values")
+    if rescale is None:
+        out = torch.empty(m, n, dtype=torch.int32)
+        if m:
+            _kernel("amx_matmul")(codes, weight.view(torch.uint8), values, out, m, k, n, bits)
+        return out
+    x_scale = _scales(m, n, *rescale)
+    out = torch.empty(m, n)
+    if m:
+        _kernel("amx_matmul_rescale")(codes, weight.view(torch.uint8), values, out, m, k, n, bits, x_scale,
+                                      rescale[1], rescale[2])
     return out
 
 

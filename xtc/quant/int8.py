@@ -17,12 +17,19 @@ rescale + residual + LayerNorm) -- the eager reference -- and run as C++ row ker
 ``enable_compiled()``) that read each token's row once; without a working compiler the eager ones run, with the
 reason logged once.
 
-The int8 products themselves have two kernels (``select_matmul()``, decided once per process): ``torch._int_mm``
-(oneDNN's s8s8 GEMM on a plain weight each call) and, on CPUs with AMX, oneDNN's int8 linear on a weight prepacked
-once (``torch.ops.onednn.qlinear_pointwise``, scales 1, zero points 0). The latter returns the same exact sums as
-float32 -- ``_int_mm``'s int32 converted, bit for bit, sums beyond 2^24 included (checked at selection) -- which is
-what every rescale kernel does first, so the choice never changes a logit. Without AMX oneDNN runs that op on a
-reference path (42-187 s for one 512 x 768 x 2304 product), so ``auto`` takes it only where AMX is present.
+The int8 products themselves have three kernels (``select_matmul()``, decided once per process): ``torch._int_mm``
+(oneDNN's s8s8 GEMM on a plain weight each call); on CPUs with AMX, oneDNN's int8 linear on a weight prepacked once
+(``torch.ops.onednn.qlinear_pointwise``, scales 1, zero points 0), which returns the same exact sums as float32 --
+``_int_mm``'s int32 converted, bit for bit, sums beyond 2^24 included (checked at selection); and, on AMX with the
+C++ kernels on, xtc's own tile kernel (``xtc.quant.cpu_kernels.amx_matmul``, the default there): the weight re-packed
+once in 32-column panels of AMX's weight-tile order, kept as int8 (``int8``) or as bit planes of the stored width
+(``int8-packed``), each panel unpacked into the thread's cache right before its tile products, so a 1-bit weight is
+read as 1 bit per weight and never written out as int8 (at 128 x 768 x 2304, 1-bit, 2 threads: 0.10 ms against
+oneDNN's 0.20 ms on an int8 prepacked weight, AMX Xeon). Its sums are exact int32, probed at selection. Every
+rescale kernel converts the sums to float first, so the choice never changes a logit. Without AMX oneDNN runs its
+op on a reference path (42-187 s for one 512 x 768 x 2304 product), so ``auto`` takes the AMX kernels only where
+AMX is present; shapes the tile kernel does not take (``K % 64``, ``N % 32``) and ``sign+zeros`` weights run on
+``_int_mm``.
 
 Without VNNI (AVX2 CPUs), ``_int_mm`` itself is exact only for weight codes within +-64: its kernel adds pairs of
 products in int16 with saturation. The selection probes for it; where it saturates, weights with larger codes (8-bit)
@@ -46,7 +53,8 @@ log = logging.getLogger(__name__)
 
 COMPILE_ENV = "XTC_ENGINE_COMPILE"  # "0": the eager kernels, no C++ build
 MATMUL_ENV = "XTC_ENGINE_MATMUL"  # the int8 products' kernel: one of MATMULS
-MATMULS = ("auto", "onednn", "int_mm")  # auto: onednn where AMX is present, else int_mm
+MATMULS = ("auto", "amx", "onednn", "int_mm")  # auto: amx where AMX and the C++ kernels are, else onednn on AMX,
+# else int_mm
 ONEDNN_ISA_ENVS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN's own cap on the instruction sets it uses
 
 
@@ -125,6 +133,28 @@ def unpack_transposed(data: torch.Tensor, stored_bits: int, mul: int, sub: int, 
     return codes.view(out_features, in_features).t().contiguous()
 
 
+def amx_panels(codes: torch.Tensor) -> torch.Tensor:
+    """``(K, N)`` codes (``K % 64 == 0``, ``N % 32 == 0``) -> flat, in the order the AMX kernel reads a weight
+    (``xtc.quant.cpu_kernels.amx_matmul``): panels of 32 columns, each ``[k / 4][column][k % 4]`` (the VNNI order of
+    an AMX weight tile: four consecutive ``k`` of one column side by side)."""
+    k, n = codes.shape
+    return codes.reshape(k // 4, 4, n // 32, 32).permute(2, 0, 3, 1).reshape(-1)
+
+
+def amx_fits(in_features: int, out_features: int) -> bool:
+    """Whether the AMX kernel takes a weight of this shape (whole 64-deep steps and 32-column panels)."""
+    return in_features % 64 == 0 and out_features % 32 == 0
+
+
+def bit_planes(unsigned: torch.Tensor, bits: int) -> torch.Tensor:
+    """Flat unsigned codes (``uint8 < 2^bits``, a multiple of 64) -> their bit planes per 64 codes: ``bits`` words of
+    64 bits each (word ``j``: bit ``j`` of every code, LSB first), the AMX kernel's packed form. Same size as
+    ``pack_bits``; one byte blend per plane expands 64 codes."""
+    groups = unsigned.reshape(-1, 64)
+    planes = [pack_bits(((groups >> j) & 1).contiguous(), 1).view(-1, 8) for j in range(bits)]  # each (G, 8)
+    return torch.stack(planes, dim=1).reshape(-1)
+
+
 EAGER: dict[str, Callable] = {"quantize_tokens": quantize_tokens, "rescale": rescale,
                               "rescale_residual_norm": rescale_residual_norm,
                               "rescale_gelu_quantize": rescale_gelu_quantize,
@@ -140,7 +170,7 @@ def _probe(built: dict[str, Callable]) -> None:
     dtype of the selected matmul kernel (int32, or oneDNN's float32), so the kernels probed are those the engine
     runs. Codes must be equal, except one step where a float differs in the last bit (GELU, LayerNorm)."""
     g = torch.Generator().manual_seed(0)
-    acc_dtype = torch.float32 if select_matmul()["matmul"] == "onednn" else torch.int32
+    acc_dtype = ACC_DTYPES[select_matmul()["matmul"]]
     m, k, n = 3, 40, 40
     x = torch.randn(m, k, generator=g) * 3
     acc = torch.randint(-500, 500, (m, n), generator=g, dtype=torch.int32).to(acc_dtype)
@@ -191,7 +221,7 @@ def enable_compiled() -> dict[str, str]:
     try:
         from xtc.quant import cpu_kernels
 
-        cpu_kernels.build(torch.float32 if select_matmul()["matmul"] == "onednn" else torch.int32)
+        cpu_kernels.build(ACC_DTYPES[select_matmul()["matmul"]])
         with torch.inference_mode():  # the engine runs its kernels on inference tensors only (as_inference)
             _probe(cpu_kernels.KERNELS)
     except Exception as err:  # no compiler, no headers, a toolchain bug: all mean "run eagerly"
@@ -219,6 +249,7 @@ def reset_kernels() -> None:
 
 
 _matmul_status: dict[str, str] = {}
+ACC_DTYPES = {"amx": torch.int32, "onednn": torch.float32, "int_mm": torch.int32}  # each kernel's products
 
 
 def prepack(codes: torch.Tensor) -> torch.Tensor:
@@ -260,6 +291,42 @@ def _probe_onednn() -> None:
         raise RuntimeError("oneDNN's int8 linear disagrees with the exact int8 sums")
 
 
+def _why_not_tiles() -> str | None:
+    """None where xtc's own AMX kernel can be built and run here, else why not."""
+    if not torch.cpu._is_amx_tile_supported():
+        return "no AMX on this CPU"
+    if os.environ.get(COMPILE_ENV, "1") == "0":
+        return f"{COMPILE_ENV}=0: no C++ kernels"
+    return None
+
+
+def _probe_amx() -> None:
+    """Build the AMX kernel, get the tile state from Linux, and check its products against exact sums: int8 panels
+    and 1/2/4-bit planes, extreme codes, a row count that is not a multiple of the 32-row block; and its fused
+    rescale against the rescale kernel's floats."""
+    from xtc.quant import cpu_kernels
+
+    if not cpu_kernels.amx_permit():
+        raise RuntimeError("Linux refused this process the AMX tile state (arch_prctl)")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-128, 128, (37, 128), generator=g, dtype=torch.int8)  # (M, K)
+    x[0], x[1] = 127, -128
+    for bits in (0, 1, 2, 4):
+        levels = 2**(bits or 8)
+        unsigned = torch.randint(0, levels, (128, 64), generator=g, dtype=torch.int16)  # (K, N)
+        unsigned[:, 0], unsigned[:, 1] = 0, levels - 1
+        w = (unsigned - levels // 2).to(torch.int8)  # codes -2^(b-1) .. 2^(b-1) - 1, full range at 8 bits
+        values = torch.arange(levels, dtype=torch.int16).sub(levels // 2).to(torch.int8)
+        weight = amx_panels(w) if not bits else bit_planes(amx_panels(unsigned.to(torch.uint8)), bits)
+        got = cpu_kernels.amx_matmul(x, weight.contiguous(), values, bits, 64)
+        if not torch.equal(got.long(), x.long() @ w.long()):
+            raise RuntimeError(f"the AMX kernel disagrees with the exact int8 sums ({bits or 8}-bit weights)")
+    scales = torch.rand(37, 1, generator=g), torch.rand(64, generator=g), torch.randn(64, generator=g)
+    fused = cpu_kernels.amx_matmul(x, weight.contiguous(), values, bits, 64, rescale=scales)
+    if not torch.equal(fused, cpu_kernels.rescale(got, *scales)):
+        raise RuntimeError("the AMX kernel's fused rescale disagrees with the rescale kernel")
+
+
 SAFE_CODE = 64  # the largest |weight code| whose products a saturating _int_mm still sums exactly (2 * 255 * 64 < 2^15)
 
 
@@ -282,35 +349,55 @@ def int_mm_exact(codes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def select_matmul() -> dict[str, str]:
-    """``{"matmul": "onednn" | "int_mm", "matmul_reason": ...}``: the int8 products' kernel, decided once per process
-    from ``XTC_ENGINE_MATMUL`` (``auto``, the default: oneDNN's prepacked int8 linear where AMX is present and its
-    products pass the equality probe, else ``torch._int_mm``). Both give the same numbers (module docstring)."""
+    """``{"matmul": "amx" | "onednn" | "int_mm", "matmul_reason": ..., "int_mm_range": ...}``: the int8 products'
+    kernel, decided once per process from ``XTC_ENGINE_MATMUL`` (``auto``, the default: xtc's own AMX tile kernel
+    where AMX is present, the C++ kernels are on and its products pass the equality probe; else oneDNN's prepacked
+    int8 linear where AMX is present and its probe passes; else ``torch._int_mm``). All give the same numbers
+    (module docstring)."""
     if _matmul_status:
         return dict(_matmul_status)
     choice = os.environ.get(MATMUL_ENV, "auto")
     if choice not in MATMULS:
         raise ValueError(f"{MATMUL_ENV}={choice!r} is not a matmul kernel of the integer engine: use one of "
                          f"{', '.join(MATMULS)} (or leave it unset for auto)")
-    why = f"{MATMUL_ENV}=int_mm" if choice == "int_mm" else None if choice == "onednn" else _why_not_amx()
-    if why is None:
-        try:
-            _probe_onednn()
-        except Exception as err:
-            reason = _reason(err)
-            if choice == "onednn":
-                raise RuntimeError(f"{MATMUL_ENV}=onednn, but oneDNN's int8 linear fails here ({reason}); unset "
-                                   f"{MATMUL_ENV} to let the engine choose") from err
-            why = f"oneDNN's int8 linear failed its probe ({reason})"
-    if why is None:
-        reason = f"{MATMUL_ENV}=onednn" if choice == "onednn" else "AMX: oneDNN's int8 linear on prepacked weights"
-        _matmul_status.update(matmul="onednn", matmul_reason=reason)
-    else:
-        _matmul_status.update(matmul="int_mm", matmul_reason=why)
+    kernel, reason = _choose_matmul(choice)
+    _matmul_status.update(matmul=kernel, matmul_reason=reason)
     _matmul_status["int_mm_range"] = (f"saturates: weights with codes beyond +-{SAFE_CODE} (8-bit) run as two "
                                       "products" if _int_mm_saturates() else "exact")
     log.info("integer engine products: %s (%s); torch._int_mm %s", _matmul_status["matmul"],
              _matmul_status["matmul_reason"], _matmul_status["int_mm_range"])
     return dict(_matmul_status)
+
+
+def _choose_matmul(choice: str) -> tuple[str, str]:
+    """``(kernel, reason)`` for ``XTC_ENGINE_MATMUL=choice``; a forced kernel that cannot run here is refused."""
+    tiles = None if choice in ("auto", "amx") else f"{MATMUL_ENV}={choice}"  # why not xtc's AMX kernel
+    failed = ""  # auto: the AMX kernel's failure, kept in the reason of the kernel taken instead
+    if tiles is None and (tiles := _why_not_tiles()) is None:
+        try:
+            _probe_amx()
+        except Exception as err:
+            tiles = f"xtc's AMX kernel failed ({_reason(err)})"
+            failed = f"; {tiles}"
+            log.warning("integer engine: %s; the products take another kernel", tiles)
+    if tiles is None:
+        return "amx", f"{MATMUL_ENV}=amx" if choice == "amx" else "AMX: xtc's tile kernel, weights unpacked per panel"
+    if choice == "amx":
+        raise RuntimeError(f"{MATMUL_ENV}=amx, but xtc's AMX kernel cannot run here ({tiles}); unset {MATMUL_ENV} "
+                           "to let the engine choose")
+    why = f"{MATMUL_ENV}=int_mm" if choice == "int_mm" else None if choice == "onednn" else _why_not_amx()
+    if why is None:
+        try:
+            _probe_onednn()
+        except Exception as err:
+            if choice == "onednn":
+                raise RuntimeError(f"{MATMUL_ENV}=onednn, but oneDNN's int8 linear fails here ({_reason(err)}); "
+                                   f"unset {MATMUL_ENV} to let the engine choose") from err
+            why = f"oneDNN's int8 linear failed its probe ({_reason(err)})"
+    if why is None:
+        return "onednn", (f"{MATMUL_ENV}=onednn" if choice == "onednn" else
+                          "AMX: oneDNN's int8 linear on prepacked weights") + failed
+    return "int_mm", why + failed
 
 
 def engine_status() -> dict[str, str]:
@@ -416,6 +503,8 @@ class PackedWeight(nn.Module):
         self.register_buffer("table", byte_table(stored_bits, mul, sub), persistent=False)  # (256, per_byte)
         self.register_buffer("tail", None, persistent=False)  # oneDNN's compensation bytes, once ``to_blocked``
         self.blocked_key: tuple[str, int, int] | None = None  # (role, in, out) of its SCRATCH entry
+        self.register_buffer("values", None, persistent=False)  # (2^bits,) codes of each unsigned u, ``to_panels``
+        self.panel_bits: int | None = None  # the width of ``data``'s planes (0: int8 panels) once ``to_panels``
 
     def to_blocked(self, role: str) -> bool:
         """Re-pack the codes in oneDNN's prepacked order (module docstring); False, changing nothing, where they
@@ -446,6 +535,26 @@ class PackedWeight(nn.Module):
                                    "did not give its bytes back")
         return True
 
+    def to_panels(self) -> bool:
+        """Re-pack the codes once in the AMX kernel's panel order (``amx_panels``), as bit planes of the stored width
+        (``bit_planes``; 8-bit codes as int8 panels): the same bytes per weight, unpacked per 32-column panel inside
+        the product. False, changing nothing, for a ``sign+zeros`` weight or a shape the kernel does not take."""
+        if self.panel_bits is not None:
+            return True
+        k, n = self.in_features, self.out_features
+        if self.zeros is not None or self.blocked_key is not None or not amx_fits(k, n):
+            return False
+        with torch.inference_mode():
+            codes = self.weight_codes()  # (in, out) int8
+            if self.stored_bits == 8:
+                data, bits = amx_panels(codes).contiguous(), 0
+            else:
+                unsigned = (amx_panels(codes).int() + self.sub) // self.mul
+                data, bits = bit_planes(unsigned.to(torch.uint8), self.stored_bits), self.stored_bits
+            values = (torch.arange(2**bits, dtype=torch.int16) * self.mul - self.sub).to(torch.int8)
+        self.data, self.values, self.panel_bits = data, values, bits
+        return True
+
     def blocked_weight(self) -> torch.Tensor:
         """The prepacked weight for ``onednn_product``, its bytes unpacked now from ``to_blocked``'s codes."""
         packed, raw = SCRATCH[self.blocked_key]
@@ -456,9 +565,9 @@ class PackedWeight(nn.Module):
         return packed
 
     def weight_codes(self) -> torch.Tensor:
-        if self.blocked_key is not None:
-            raise RuntimeError("PackedWeight.weight_codes: the codes are re-packed in oneDNN's order; use "
-                               "blocked_weight()")
+        if self.blocked_key is not None or self.panel_bits is not None:
+            raise RuntimeError("PackedWeight.weight_codes: the codes are re-packed in a kernel's order (oneDNN's or "
+                               "the AMX kernel's); use blocked_weight() or the panels in data")
         with torch.inference_mode():
             codes = unpack_int8(self.data, self.table, self.out_features * self.in_features)
             if self.zeros is not None:
@@ -541,19 +650,27 @@ class Int8Linear(nn.Module):
         if self.packed is not None:
             if not self._ready:
                 self.kernel = self.kernel or select_matmul()["matmul"]
-                if self.kernel == "onednn" and not self.packed.to_blocked(self.role):
+                if (self.kernel == "onednn" and not self.packed.to_blocked(self.role)
+                        or self.kernel == "amx" and not self.packed.to_panels()):
                     self.kernel = "int_mm"  # a layout it cannot re-pack: plain int8 codes per use
                 self._set_ready()
+            if self.kernel == "amx":
+                return self.packed.data  # unpacked panel by panel inside the product
             return self.packed.blocked_weight() if self.kernel == "onednn" else self.packed.weight_codes()
         if not self._ready:
             self.int8_codes()
             self.kernel = self.kernel or select_matmul()["matmul"]  # set before first use, it stays
+            if self.kernel == "amx" and not amx_fits(self.in_features, self.out_features):
+                self.kernel = "int_mm"
             if self.kernel == "onednn":
                 self.codes = prepack(self.codes)
+            elif self.kernel == "amx":
+                self.codes = amx_panels(self.codes).contiguous()
             self._set_ready()
         return self.codes
 
     def _set_ready(self) -> None:
+        self._no_values = torch.zeros(0, dtype=torch.int8)  # int8 panels: the AMX kernel maps no values
         if self.kernel == "onednn":
             self._ones, self._zero_points = torch.ones(self.out_features), torch.zeros(self.out_features,
                                                                                          dtype=torch.long)
@@ -574,9 +691,30 @@ class Int8Linear(nn.Module):
         weight = self.weight_codes() if weight is None else weight
         if self.kernel == "onednn":
             return onednn_product(codes, weight, self._ones, self._zero_points)
+        if self.kernel == "amx":
+            from xtc.quant.cpu_kernels import amx_matmul
+
+            return amx_matmul(codes, weight, *self._amx_values(), self.out_features)
         if self.split is None:  # once: codes beyond +-SAFE_CODE on a CPU whose _int_mm saturates them
             self.split = select_matmul()["int_mm_range"] != "exact" and self._max_code(weight) > SAFE_CODE
         return int_mm_exact(codes, weight) if self.split else torch._int_mm(codes, weight)
+
+    def matmul_rescale(self, codes: torch.Tensor, x_scale: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``rescale(matmul(codes, weight), x_scale, w_scale, bias)``, float ``(M, out)``: on the AMX kernel with the
+        C++ kernels in use, in the same pass (each block of sums rescaled while in the cache, by the rescale kernel's
+        own row function: the same floats)."""
+        weight = self.weight_codes() if weight is None else weight
+        if self.kernel == "amx" and _kernels is not None:
+            from xtc.quant.cpu_kernels import amx_matmul
+
+            return amx_matmul(codes, weight, *self._amx_values(), self.out_features,
+                              rescale=(x_scale, self.w_scale, self.bias))
+        return kernels()["rescale"](self.matmul(codes, weight), x_scale, self.w_scale, self.bias)
+
+    def _amx_values(self) -> tuple[torch.Tensor, int]:
+        """``(values, bits)`` of the AMX kernel's weight: int8 panels (no values), or the packed planes'."""
+        return (self._no_values, 0) if self.packed is None else (self.packed.values, self.packed.panel_bits)
 
     def _max_code(self, weight: torch.Tensor) -> int:
         if self.packed is not None:  # every code the stored width can hold: u * mul - sub for u in 0 .. 2^b - 1
@@ -588,7 +726,7 @@ class Int8Linear(nn.Module):
         with torch.inference_mode():
             flat = as_inference(x).reshape(-1, self.in_features)  # (M, in)
             codes, scale = self.quantize_input(flat)
-            out = kernels()["rescale"](self.matmul(codes), scale, self.w_scale, self.bias)  # (M, out)
+            out = self.matmul_rescale(codes, scale)  # (M, out)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

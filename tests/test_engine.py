@@ -414,6 +414,29 @@ def test_auto_takes_onednn_only_where_amx_is_and_its_probe_passes(monkeypatch):
         select_matmul()
 
 
+def test_sdpa_layers_call_sdpa_as_transformers_does(tiny_config, tiny_batch, tmp_path):
+    """A model on ``sdpa`` attention (the default outside tests): the engine calls SDPA directly, with the numbers of
+    transformers' own ``sdpa_attention_forward`` exactly (padding mask as BertModel builds it), and serves within the
+    bound of the fake-quant model on a padded batch."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from xtc.models import random_model
+
+    tiny_config._attn_implementation = "sdpa"
+    model = random_model(tiny_config, seed=0).eval()
+    fake, engine = _pair(model, QuantConfig(weight_bits=1), tiny_batch, tmp_path)
+    assert engine.config._attn_implementation == "sdpa"
+    _check_bounded(fake, engine, tiny_batch)
+    layer = engine.bert.encoder.layer[0]
+    g = torch.Generator().manual_seed(0)
+    q, key, v = (torch.randn(3, 4, 12, 8, generator=g) for _ in range(3))  # (B, nh, T, hs)
+    padding = tiny_batch["attention_mask"][:, None, None, :] == 0  # (B, 1, 1, T): padded keys
+    mask = torch.zeros(padding.shape).masked_fill(padding, torch.finfo(torch.float32).min)  # BertModel's additive form
+    for m in (mask, None):
+        want = sdpa_attention_forward(layer, q, key, v, m, dropout=0.0, scaling=layer.scaling)[0]
+        assert torch.equal(layer._attention(q, key, v, m, {}), want)
+
+
 # ---------------------------------------------------------------------------------------------- xtc's AMX kernel
 def _use_amx(monkeypatch) -> None:
     """The C++ kernels on and the products forced onto xtc's AMX kernel: a skip, with its reason, on a CPU without
@@ -436,17 +459,21 @@ def _use_amx(monkeypatch) -> None:
 def test_the_amx_kernel_gives_the_exact_products(bits, monkeypatch):
     """Weights packed by the exporter (1/2/4/8-bit codes), re-packed once in the AMX kernel's panel order: exact int32
     sums for row counts below, at and past the 32-row block (rows split between threads, or panels), the packed
-    bytes still at the stored width; with the rescale fused, the rescale kernel's floats exactly."""
+    bytes still at the stored width; with the rescale fused, the rescale kernel's floats exactly. Binary weights
+    carry exact zeros (``sign+zeros``)."""
     _use_amx(monkeypatch)
     g = torch.Generator().manual_seed(bits)
     w = torch.randn(96, 128, generator=g)  # (out, in)
     codes, _ = quantize_weight(w, bits, "tensor")
     if bits == 1:
-        codes[codes == 0] = 1  # sign codes without exact zeros (sign+zeros weights stay on _int_mm)
+        codes[codes == 0] = 1
+        codes[3, 7] = codes[3, 9] = codes[50, 7] = 0  # sign+zeros: the panels hold signs there, the product fixes them
     stored = pack_codes(codes, bits)
+    assert (stored.zeros is not None and stored.zeros.numel() == 3) == (bits == 1)
     mul, sub = code_mapping(stored.encoding, stored.stored_bits)
     w_scale, bias = torch.rand(96, generator=g), torch.randn(96, generator=g)
-    packed = Int8Linear(PackedWeight(stored.data, stored.stored_bits, mul, sub, 96, 128), w_scale, bias, 8)
+    packed = Int8Linear(PackedWeight(stored.data, stored.stored_bits, mul, sub, 96, 128, stored.zeros), w_scale,
+                        bias, 8)
     plain = Int8Linear(codes.t().to(torch.int8).contiguous(), w_scale, bias, 8)
     for m in (1, 20, 32, 33, 130):
         x = torch.randint(-128, 128, (m, 128), generator=g, dtype=torch.int8)

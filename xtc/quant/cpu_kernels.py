@@ -47,17 +47,39 @@ static inline float row_absmax(const float* y, int64_t n) {
     return m;
 }
 
-// xtc.quant.int8.quantize_tokens on one row: scale = 2 max|y| / levels (1 where 0), codes = clamp(round(y / scale))
+// VW whole numbers within int8 (rounded, clamped) -> int8; at::vec's generic convert goes lane by lane
+static inline void store_codes(Vec q, int8_t* out) {
+#if defined(CPU_CAPABILITY_AVX512)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(q)));
+#else
+    at::vec::convert<int8_t>(q).store(out, VW);
+#endif
+}
+
+// xtc.quant.int8.quantize_tokens on one row: scale = 2 max|y| / levels (1 where 0), codes = clamp(round(y / scale)).
+// The division is what the eager quantizer does and what decides the codes; it is also the slowest vector op here, so
+// each vector is first rounded from y * (1 / scale): that product is within |y / scale| 2^-22 <= levels 2^-23 of the
+// correctly rounded quotient, so wherever it is farther than ``near`` (levels 2^-19, 16x that) from a rounding
+// boundary (x.5) its rounding is the quotient's; a vector with a lane that close is divided.
 static inline void quantize_row(const float* y, int64_t n, float levels, int8_t* codes, float* scale) {
     float s = 2.0f * row_absmax(y, n) / levels;
     if (s == 0.0f) s = 1.0f;
     *scale = s;
-    const float half = levels / 2.0f;
-    const Vec vs(s), lo(-half), hi(half - 1.0f);
+    const float half = levels / 2.0f, r = 1.0f / s, near = levels * 0x1p-19f;
+    const bool multiply = std::isfinite(r) && near < 0.25f;
+    const Vec vs(s), vr(r), lo(-half), hi(half - 1.0f), far(0.5f - near);
     int64_t k = 0;
     for (; k + VW <= n; k += VW) {
-        auto q = at::vec::minimum(at::vec::maximum((Vec::loadu(y + k) / vs).round(), lo), hi);
-        at::vec::convert<int8_t>(q).store(codes + k, VW);
+        const Vec x = Vec::loadu(y + k);
+        Vec q;
+        if (multiply) {
+            const Vec a = x * vr;
+            q = a.round();
+            if ((((a - q).abs() > far) & Vec(1.0f)).zero_mask() != (1 << VW) - 1) q = (x / vs).round();
+        } else {
+            q = (x / vs).round();
+        }
+        store_codes(at::vec::minimum(at::vec::maximum(q, lo), hi), codes + k);
     }
     for (; k < n; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(y[k] / s), -half), half - 1.0f));
 }
@@ -360,7 +382,7 @@ def build(acc_dtype: torch.dtype) -> None:
 
 def _rows(*tensors: torch.Tensor) -> None:
     for t in tensors:
-        if not t.is_contiguous() or t.device.type != "cpu":
+        if not (t.is_cpu and t.is_contiguous()):
             raise ValueError(f"xtc.quant.cpu_kernels needs contiguous CPU tensors, got {tuple(t.shape)} strides "
                              f"{t.stride()} on {t.device}")
 

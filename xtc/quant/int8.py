@@ -28,8 +28,7 @@ read as 1 bit per weight and never written out as int8 (at 128 x 768 x 2304, 1-b
 oneDNN's 0.20 ms on an int8 prepacked weight, AMX Xeon). Its sums are exact int32, probed at selection. Every
 rescale kernel converts the sums to float first, so the choice never changes a logit. Without AMX oneDNN runs its
 op on a reference path (42-187 s for one 512 x 768 x 2304 product), so ``auto`` takes the AMX kernels only where
-AMX is present; shapes the tile kernel does not take (``K % 64``, ``N % 32``) and ``sign+zeros`` weights run on
-``_int_mm``.
+AMX is present; shapes the tile kernel does not take (``K % 64``, ``N % 32``) run on ``_int_mm``.
 
 Without VNNI (AVX2 CPUs), ``_int_mm`` itself is exact only for weight codes within +-64: its kernel adds pairs of
 products in int16 with saturation. The selection probes for it; where it saturates, weights with larger codes (8-bit)
@@ -504,6 +503,7 @@ class PackedWeight(nn.Module):
         self.register_buffer("tail", None, persistent=False)  # oneDNN's compensation bytes, once ``to_blocked``
         self.blocked_key: tuple[str, int, int] | None = None  # (role, in, out) of its SCRATCH entry
         self.register_buffer("values", None, persistent=False)  # (2^bits,) codes of each unsigned u, ``to_panels``
+        self.zero_in = self.zero_out = self.zero_fix = None  # sign+zeros on panels: each zero's (in, out, -code)
         self.panel_bits: int | None = None  # the width of ``data``'s planes (0: int8 panels) once ``to_panels``
 
     def to_blocked(self, role: str) -> bool:
@@ -538,14 +538,20 @@ class PackedWeight(nn.Module):
     def to_panels(self) -> bool:
         """Re-pack the codes once in the AMX kernel's panel order (``amx_panels``), as bit planes of the stored width
         (``bit_planes``; 8-bit codes as int8 panels): the same bytes per weight, unpacked per 32-column panel inside
-        the product. False, changing nothing, for a ``sign+zeros`` weight or a shape the kernel does not take."""
+        the product. A ``sign+zeros`` weight's exact zeros stay what its bits say there (a sign) in the panels;
+        ``zero_in``, ``zero_out`` and ``zero_fix`` (minus that code) let the product take their terms back out.
+        False, changing nothing, for a shape the kernel does not take."""
         if self.panel_bits is not None:
             return True
         k, n = self.in_features, self.out_features
-        if self.zeros is not None or self.blocked_key is not None or not amx_fits(k, n):
+        if self.blocked_key is not None or not amx_fits(k, n):
             return False
         with torch.inference_mode():
-            codes = self.weight_codes()  # (in, out) int8
+            stored = unpack_int8(self.data, self.table, n * k)  # (out, in) flat, exact zeros not applied
+            codes = stored.view(n, k).t()  # (in, out) int8
+            if self.zeros is not None:
+                self.zero_in, self.zero_out = self.zeros % k, self.zeros // k
+                self.zero_fix = stored[self.zeros].int().neg()
             if self.stored_bits == 8:
                 data, bits = amx_panels(codes).contiguous(), 0
             else:
@@ -630,6 +636,7 @@ class Int8Linear(nn.Module):
         self.role = "own"  # which prepacked weight a packed one is unpacked into on oneDNN (set before first use)
         self.split: bool | None = None  # whether _int_mm needs the exact two-product form (``int_mm_exact``)
         self._ones = self._zero_points = None  # oneDNN's unit weight scales and zero points, (out,)
+        self._amx: tuple | None = None  # the AMX kernel's weight mapping, once ready (``_set_ready``)
 
     def int8_codes(self) -> torch.Tensor:
         """The plain int8 ``(in, out)`` codes, unpacked now if they were not yet (every time if kept packed); before
@@ -670,7 +677,10 @@ class Int8Linear(nn.Module):
         return self.codes
 
     def _set_ready(self) -> None:
-        self._no_values = torch.zeros(0, dtype=torch.int8)  # int8 panels: the AMX kernel maps no values
+        if self.kernel == "amx":  # (values, bits, exact zeros' (out, in, -code) or None), read on every product
+            p = self.packed
+            self._amx = ((torch.zeros(0, dtype=torch.int8), 0, None) if p is None else
+                         (p.values, p.panel_bits, None if p.zeros is None else (p.zero_out, p.zero_in, p.zero_fix)))
         if self.kernel == "onednn":
             self._ones, self._zero_points = torch.ones(self.out_features), torch.zeros(self.out_features,
                                                                                          dtype=torch.long)
@@ -694,7 +704,12 @@ class Int8Linear(nn.Module):
         if self.kernel == "amx":
             from xtc.quant.cpu_kernels import amx_matmul
 
-            return amx_matmul(codes, weight, *self._amx_values(), self.out_features)
+            values, bits, zeros = self._amx
+            acc = amx_matmul(codes, weight, values, bits, self.out_features)
+            if zeros is not None:  # the panels hold a sign at each exact zero: take its term out
+                zero_out, zero_in, zero_fix = zeros
+                acc.index_add_(1, zero_out, codes[:, zero_in].int() * zero_fix)
+            return acc
         if self.split is None:  # once: codes beyond +-SAFE_CODE on a CPU whose _int_mm saturates them
             self.split = select_matmul()["int_mm_range"] != "exact" and self._max_code(weight) > SAFE_CODE
         return int_mm_exact(codes, weight) if self.split else torch._int_mm(codes, weight)
@@ -705,16 +720,12 @@ class Int8Linear(nn.Module):
         C++ kernels in use, in the same pass (each block of sums rescaled while in the cache, by the rescale kernel's
         own row function: the same floats)."""
         weight = self.weight_codes() if weight is None else weight
-        if self.kernel == "amx" and _kernels is not None:
+        if self.kernel == "amx" and _kernels is not None and self._amx[2] is None:
             from xtc.quant.cpu_kernels import amx_matmul
 
-            return amx_matmul(codes, weight, *self._amx_values(), self.out_features,
+            return amx_matmul(codes, weight, *self._amx[:2], self.out_features,
                               rescale=(x_scale, self.w_scale, self.bias))
         return kernels()["rescale"](self.matmul(codes, weight), x_scale, self.w_scale, self.bias)
-
-    def _amx_values(self) -> tuple[torch.Tensor, int]:
-        """``(values, bits)`` of the AMX kernel's weight: int8 panels (no values), or the packed planes'."""
-        return (self._no_values, 0) if self.packed is None else (self.packed.values, self.packed.panel_bits)
 
     def _max_code(self, weight: torch.Tensor) -> int:
         if self.packed is not None:  # every code the stored width can hold: u * mul - sub for u in 0 .. 2^b - 1

@@ -56,31 +56,16 @@ static inline void store_codes(Vec q, int8_t* out) {
 #endif
 }
 
-// xtc.quant.int8.quantize_tokens on one row: scale = 2 max|y| / levels (1 where 0), codes = clamp(round(y / scale)).
-// The division is what the eager quantizer does and what decides the codes; it is also the slowest vector op here, so
-// each vector is first rounded from y * (1 / scale): that product is within |y / scale| 2^-22 <= levels 2^-23 of the
-// correctly rounded quotient, so wherever it is farther than ``near`` (levels 2^-19, 16x that) from a rounding
-// boundary (x.5) its rounding is the quotient's; a vector with a lane that close is divided.
+// xtc.quant.int8.quantize_tokens on one row: scale = 2 max|y| / levels (1 where 0), codes = clamp(round(y / scale))
 static inline void quantize_row(const float* y, int64_t n, float levels, int8_t* codes, float* scale) {
     float s = 2.0f * row_absmax(y, n) / levels;
     if (s == 0.0f) s = 1.0f;
     *scale = s;
-    const float half = levels / 2.0f, r = 1.0f / s, near = levels * 0x1p-19f;
-    const bool multiply = std::isfinite(r) && near < 0.25f;
-    const Vec vs(s), vr(r), lo(-half), hi(half - 1.0f), far(0.5f - near);
+    const float half = levels / 2.0f;
+    const Vec vs(s), lo(-half), hi(half - 1.0f);
     int64_t k = 0;
-    for (; k + VW <= n; k += VW) {
-        const Vec x = Vec::loadu(y + k);
-        Vec q;
-        if (multiply) {
-            const Vec a = x * vr;
-            q = a.round();
-            if ((((a - q).abs() > far) & Vec(1.0f)).zero_mask() != (1 << VW) - 1) q = (x / vs).round();
-        } else {
-            q = (x / vs).round();
-        }
-        store_codes(at::vec::minimum(at::vec::maximum(q, lo), hi), codes + k);
-    }
+    for (; k + VW <= n; k += VW)
+        store_codes(at::vec::minimum(at::vec::maximum((Vec::loadu(y + k) / vs).round(), lo), hi), codes + k);
     for (; k < n; ++k) codes[k] = static_cast<int8_t>(std::min(std::max(std::nearbyint(y[k] / s), -half), half - 1.0f));
 }
 

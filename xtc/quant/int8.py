@@ -746,15 +746,6 @@ class Int8Linear(nn.Module):
             ", weights packed" if self.packed is not None else "")
 
 
-def unpack_rows(rows: torch.Tensor, stored_bits: int, dim: int) -> torch.Tensor:
-    """``(n, bytes_per_row)`` packed bytes -> ``(n, dim)`` unsigned codes (``xtc.quant.packing``'s LSB-first layout, for
-    rows that start on a byte: ``dim * stored_bits`` a multiple of 8 and ``stored_bits`` in 1, 2, 4, 8)."""
-    if stored_bits == 8:
-        return rows
-    shifts = torch.arange(0, 8, stored_bits, dtype=torch.uint8)  # (per_byte,)
-    return ((rows.unsqueeze(-1) >> shifts) & (2**stored_bits - 1)).reshape(rows.shape[0], dim)  # (n, dim)
-
-
 class PackedRowEmbedding(nn.Module):
     """Word embeddings gathered from the packed rows: only the looked-up rows are ever unpacked.
 
@@ -773,6 +764,7 @@ class PackedRowEmbedding(nn.Module):
         self.encoding, self.stored_bits = encoding, stored_bits
         self.register_buffer("data", data.reshape(num_embeddings, embedding_dim * stored_bits // 8))  # (V, bytes)
         self.register_buffer("scale", scale)  # (V, 1) or (1, 1)
+        self.register_buffer("table", byte_table(stored_bits, *code_mapping(encoding, stored_bits)), persistent=False)
         rows = torch.empty(0, dtype=torch.long) if zeros is None else (zeros.long() // embedding_dim).unique()
         codes = self._codes(self.data[rows])  # (R, D)
         if zeros is not None and zeros.numel():
@@ -783,8 +775,11 @@ class PackedRowEmbedding(nn.Module):
         self.register_buffer("exception_codes", codes)  # (R, D)
 
     def _codes(self, rows: torch.Tensor) -> torch.Tensor:
-        mul, sub = code_mapping(self.encoding, self.stored_bits)
-        return unpack_rows(rows, self.stored_bits, self.embedding_dim).to(torch.float32).mul_(mul).sub_(sub)  # (n, D)
+        """``(n, bytes_per_row)`` packed rows -> ``(n, D)`` float codes ``u * mul - sub``: one byte-table row per
+        packed byte (the unpack kernel of ``engine="int8-packed"``), then exact small integers as float."""
+        codes = torch.empty(rows.shape[0], self.embedding_dim, dtype=torch.int8)
+        kernels()["unpack_bytes"](rows.reshape(-1), self.table, codes.view(-1))
+        return codes.to(torch.float32)  # (n, D)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.reshape(-1)  # (n,)

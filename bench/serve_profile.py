@@ -5,9 +5,10 @@
 Both sides are built from the same random BERT-base-shaped FP32 model (``bench/serve.py``'s files). The engine's
 first fused layer is taken apart into the steps of ``EngineBertLayer._forward`` on one 512-token chunk (its own
 kernels, its own weights) -- activation quantization (the two passes of their own: layer input, attention context),
-the four int8 products (its matmul kernel: ``torch._int_mm``, or oneDNN's prepacked int8 linear on AMX), the
-epilogues with the two quantizers fused into them (Q/K/V rescale, rescale + GELU + quantize, two rescale +
-residual + LayerNorm, the first with its quantizer) and float attention -- each timed alone, the steps alternating
+the four int8 products (its matmul kernel: xtc's AMX tile kernel, oneDNN's prepacked int8 linear or
+``torch._int_mm``; the Q/K/V product with its rescale, fused into it on the AMX kernel), the epilogues with the two
+quantizers fused into them (rescale + GELU + quantize, two rescale + residual + LayerNorm, the first with its
+quantizer) and float attention -- each timed alone, the steps alternating
 round by round (median of rounds), then scaled to the whole batch and all layers.
 ONNX Runtime's side comes from its own profiler (``enable_profiling``): every node's time over ``rounds`` runs of
 the whole batch, summed by op type and mapped onto the same components. Whole-model medians of both, interleaved,
@@ -44,9 +45,6 @@ ORT_COMPONENTS = {
 
 def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[str, float]:
     """Median seconds of each step of one fused layer on ``hidden`` (one chunk), steps alternating per round."""
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
     from xtc.quant.int8 import kernels
 
     k = kernels()
@@ -55,11 +53,9 @@ def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[st
     x = hidden.reshape(batch * seq, width)  # (M, H)
     with torch.inference_mode():  # the tensors each step reads, computed once
         c0, s0 = k["quantize_tokens"](x, 8)
-        acc0 = layer.qkv.matmul(c0, w_qkv)
-        qkv = k["rescale"](acc0, s0, layer.qkv.w_scale, layer.qkv.bias)
+        qkv = layer.qkv.matmul_rescale(c0, s0, w_qkv)
         q, key, v = qkv.view(batch, seq, 3, layer.heads, layer.head_size).permute(2, 0, 3, 1, 4).unbind(0)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(layer.config._attn_implementation, eager_attention_forward)
-        context = attention(layer, q, key, v, mask, dropout=0.0, scaling=layer.scaling)[0].reshape(batch * seq, width)
+        context = layer._attention(q, key, v, mask, {}).reshape(batch * seq, width)
         c1, s1 = k["quantize_tokens"](context, 8)
         acc1 = layer.attn_out.matmul(c1, w_ao)
         h, c2, s2 = k["rescale_residual_norm_quantize"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x,
@@ -69,11 +65,11 @@ def engine_components(layer, hidden: torch.Tensor, mask, rounds: int) -> dict[st
         acc3 = layer.out.matmul(c3, w_o)
     steps = {  # the quantizers fused into an epilogue (the intermediate's and the output dense's inputs) count there
         "activation quantization": lambda: [k["quantize_tokens"](t, 8) for t in (x, context)],
-        "int8 matmul": lambda: [m.matmul(c, w) for m, c, w in ((layer.qkv, c0, w_qkv), (layer.attn_out, c1, w_ao),
-                                                               (layer.intermediate, c2, w_i), (layer.out, c3, w_o))],
-        "attention (float)": lambda: attention(layer, q, key, v, mask, dropout=0.0, scaling=layer.scaling),
+        "int8 matmul": lambda: [layer.qkv.matmul_rescale(c0, s0, w_qkv)] + [
+            m.matmul(c, w) for m, c, w in ((layer.attn_out, c1, w_ao), (layer.intermediate, c2, w_i),
+                                           (layer.out, c3, w_o))],
+        "attention (float)": lambda: layer._attention(q, key, v, mask, {}),
         "epilogues": lambda: (
-            k["rescale"](acc0, s0, layer.qkv.w_scale, layer.qkv.bias),
             k["rescale_residual_norm_quantize"](acc1, s1, layer.attn_out.w_scale, layer.attn_out.bias, x,
                                                layer.norm1_weight, layer.norm1_bias, layer.norm_eps[0], 8),
             k["rescale_gelu_quantize"](acc2, s2, layer.intermediate.w_scale, layer.intermediate.bias, 8),

@@ -489,6 +489,8 @@ def test_the_amx_kernel_gives_the_exact_products(bits, monkeypatch):
     assert packed.packed.panel_bits == (0 if stored.stored_bits == 8 else stored.stored_bits)
     with pytest.raises(RuntimeError, match="re-packed in a kernel's order"):
         packed.packed.weight_codes()
+    with pytest.raises(RuntimeError, match="in the amx kernel's layout already"):
+        plain.int8_codes()  # its codes are panels now: never handed out as (in, out)
 
 
 def test_the_amx_kernel_refuses_what_it_cannot_read(monkeypatch):

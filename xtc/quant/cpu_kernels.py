@@ -488,7 +488,7 @@ def unpack_bytes(data: torch.Tensor, table: torch.Tensor, out: torch.Tensor) -> 
 
 
 def amx_permit() -> bool:
-    """Whether Linux lets this process use AMX tiles (asked once per process; oneDNN asks the same)."""
+    """Whether Linux lets this process use AMX tiles (``select_matmul`` asks once; oneDNN asks the same)."""
     ok = torch.zeros(1, dtype=torch.int64)
     _kernel("amx_permit")(ok)
     return bool(ok[0])

@@ -642,9 +642,10 @@ class Int8Linear(nn.Module):
         """The plain int8 ``(in, out)`` codes, unpacked now if they were not yet (every time if kept packed); before
         ``weight_codes()`` hands them to the matmul kernel (a fused Q/K/V weight is built from these)."""
         if self.packed is not None:
-            return self.packed.weight_codes()  # refuses once re-packed for oneDNN
-        if self._ready and self.kernel == "onednn":
-            raise RuntimeError("Int8Linear.int8_codes: the codes are prepacked for oneDNN already")
+            return self.packed.weight_codes()  # refuses once re-packed for a kernel
+        if self._ready and self.kernel in ("onednn", "amx"):
+            raise RuntimeError(f"Int8Linear.int8_codes: the codes are in the {self.kernel} kernel's layout already "
+                               "(prepacked, or AMX panels)")
         if self.codes is None:
             with torch.inference_mode():
                 self.codes = as_inference(self._unpack())

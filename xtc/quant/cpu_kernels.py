@@ -193,30 +193,10 @@ static void unpack(const uint8_t* data, const int8_t* table, int8_t* out, int64_
     #pragma omp parallel for
     for (int64_t i = 0; i < n; ++i) std::memcpy(out + i * P, table + data[i] * P, P);
 }
-#ifdef __AVX512BW__
-#include <immintrin.h>
-// 1-bit codes: 64 codes per 8 bytes, each bit (LSB first) selecting table[1][.] or table[0][.] -- the two codes
-// ``u * mul - sub`` a byte table of 1-bit codes holds (its rows 0xff and 0x00)
-static void unpack_bits(const uint8_t* data, const int8_t* table, int8_t* out, int64_t n) {
-    const __m512i zero = _mm512_set1_epi8(table[0]), one = _mm512_set1_epi8(table[255 * 8]);
-    const int64_t words = n / 8;
-    #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < words; ++i) {
-        uint64_t w;
-        std::memcpy(&w, data + i * 8, 8);
-        _mm512_storeu_si512(out + i * 64, _mm512_mask_blend_epi8(static_cast<__mmask64>(w), zero, one));
-    }
-    for (int64_t i = words * 8; i < n; ++i) std::memcpy(out + i * 8, table + data[i] * 8, 8);
-}
-#endif
 extern "C" void kernel(const uint8_t* data, const int8_t* table, int8_t* out, const int64_t n,
                        const int64_t per_byte) {
     switch (per_byte) {
-#ifdef __AVX512BW__
-        case 8: unpack_bits(data, table, out, n); break;
-#else
         case 8: unpack<8>(data, table, out, n); break;
-#endif
         case 4: unpack<4>(data, table, out, n); break;
         case 2: unpack<2>(data, table, out, n); break;
         default: unpack<1>(data, table, out, n); break;
